@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Installs everything the build, the tests and the demo need on a fresh Debian bookworm host.
+# Idempotent: a second run only checks. Needs root (or sudo) for apt-get.
+set -euo pipefail
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+need_pkgs=()
+have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
+
+# QEMU 10 (vhost-user-snd-pci) is only in bookworm-backports.
+if ! grep -rqs "bookworm-backports" /etc/apt/sources.list /etc/apt/sources.list.d/; then
+  echo "setup: adding bookworm-backports to apt sources"
+  echo "deb http://deb.debian.org/debian bookworm-backports main" | $SUDO tee /etc/apt/sources.list.d/dsproxy-backports.list >/dev/null
+  APT_UPDATED=""
+fi
+
+for p in pkg-config libasound2-dev build-essential gcc-12 dwarves busybox-static cpio xz-utils zstd kmod curl ca-certificates; do
+  have "$p" || need_pkgs+=("$p")
+done
+
+qemu_ok=0
+if command -v qemu-system-x86_64 >/dev/null 2>&1 && qemu-system-x86_64 -device help 2>/dev/null | grep -q vhost-user-snd-pci; then
+  qemu_ok=1
+fi
+
+if [ ${#need_pkgs[@]} -gt 0 ] || [ $qemu_ok -eq 0 ]; then
+  echo "setup: apt-get update"
+  $SUDO apt-get update -qq
+  if [ ${#need_pkgs[@]} -gt 0 ]; then
+    echo "setup: installing ${need_pkgs[*]}"
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}"
+  fi
+  if [ $qemu_ok -eq 0 ]; then
+    echo "setup: installing qemu-system-x86 from bookworm-backports"
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+      -t bookworm-backports qemu-system-x86 qemu-system-data ipxe-qemu seabios ovmf
+  fi
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "setup: cargo not found; installing rustup's stable toolchain"
+  curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal -c rustfmt,clippy
+  # shellcheck disable=SC1091
+  . "$HOME/.cargo/env"
+fi
+echo "setup: host ready ($(qemu-system-x86_64 --version | head -1))"
