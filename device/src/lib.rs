@@ -1,0 +1,3 @@
+//! dsproxy-device: the emulated virtio-snd card.
+
+pub mod tap;
