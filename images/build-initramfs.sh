@@ -1,0 +1,205 @@
+#!/usr/bin/env bash
+# Builds the test guest's initramfs (cpio.gz): busybox-static, images/init.sh as /init, the
+# guest test programs (images/progs, statically linked), the kernel modules of the stock
+# virtio_snd + OSS-emulation path and, with --module, our own module(s) plus their dependencies.
+#
+# Usage: images/build-initramfs.sh FLAVOR OUT [--module PATH.ko]... [--prog PATH]...
+#                                             [--file SRC=/DEST]...
+#   FLAVOR     6.1 or 6.12 (a kernel unpacked by scripts/fetch-kernels.sh; fetched if missing)
+#   OUT        where to write the cpio.gz
+#   --module   an out-of-tree module for dsproxy.driver=ours (vermagic must match the kernel)
+#   --prog     an extra program, installed as /bin/<basename> (must be static)
+#   --file     an extra file, installed at /DEST
+# Images are cached by content hash in build/images/; a rebuild with the same inputs is a copy.
+set -euo pipefail
+
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+build_dir="${DSPROXY_BUILD_DIR:-$repo_root/build}"
+images_dir="$build_dir/images"
+progs_out="$build_dir/progs"
+
+die() { echo "build-initramfs: error: $*" >&2; exit 1; }
+log() { echo "build-initramfs: $*" >&2; }
+usage() { sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+
+[ $# -ge 2 ] || usage
+flavor="$1"; out="$2"; shift 2
+case "$flavor" in 6.1|6.12) ;; *) die "unknown flavor '$flavor' (6.1, 6.12)";; esac
+
+modules=(); progs=(); files=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --module) [ $# -ge 2 ] || usage; modules+=("$2"); shift 2 ;;
+    --prog) [ $# -ge 2 ] || usage; progs+=("$2"); shift 2 ;;
+    --file) [ $# -ge 2 ] || usage; files+=("$2"); shift 2 ;;
+    -h|--help) usage ;;
+    *) die "unknown argument '$1'" ;;
+  esac
+done
+
+for tool in cpio gzip xz depmod modinfo make gcc sha256sum; do
+  command -v "$tool" >/dev/null 2>&1 || die "$tool not found (run scripts/setup-host.sh)"
+done
+busybox_bin=/bin/busybox
+[ -x "$busybox_bin" ] || die "$busybox_bin not found (apt-get install busybox-static)"
+"$busybox_bin" --list-full >/dev/null 2>&1 || die "$busybox_bin is not a multi-call busybox"
+
+kdir="$build_dir/kernels/$flavor"
+if [ ! -f "$kdir/.done" ]; then
+  log "kernel $flavor not unpacked yet: running scripts/fetch-kernels.sh $flavor"
+  "$repo_root/scripts/fetch-kernels.sh" "$flavor"
+fi
+kver="$(cat "$kdir/KVER")"
+kroot="$kdir/root"
+moddir="$kroot/lib/modules/$kver"
+[ -f "$moddir/modules.dep" ] || die "$moddir/modules.dep missing (re-run scripts/fetch-kernels.sh)"
+
+make -s -C "$repo_root/images/progs" OUT="$progs_out" || die "building images/progs failed"
+
+# ---- module resolution ------------------------------------------------------------------
+# Stock path, in load order (dependencies are added ahead of each module as needed).
+stock_modules=(soundcore snd snd-timer snd-pcm virtio_snd snd-mixer-oss snd-pcm-oss)
+
+# Module name -> path relative to $moddir ("" if builtin, exit 1 if absent).
+mod_path() {
+  local name="${1//-/_}" line
+  if grep -qE "(^|/)${name//_/[-_]}\.ko$" "$moddir/modules.builtin" 2>/dev/null; then
+    echo ""; return 0
+  fi
+  line="$(grep -E "(^|/)${name//_/[-_]}\.ko(\.xz|\.zst|\.gz)?:" "$moddir/modules.dep" | head -1)"
+  [ -n "$line" ] || return 1
+  echo "${line%%:*}"
+}
+mod_deps() { # direct and indirect deps of a module path, from modules.dep
+  grep -E "^$(printf '%s' "$1" | sed 's/[.+]/\\&/g'):" "$moddir/modules.dep" | cut -d: -f2-
+}
+
+# Appends $2 (a module path in the kernel tree) and its deps to the array named $1, deps first.
+declare -A seen_stock=() seen_ours=()
+add_with_deps() {
+  local -n list="$1"; local -n seen="$2"; local path="$3" dep deps
+  [ -n "${seen[$path]:-}" ] && return 0
+  seen[$path]=1
+  # modules.dep lists every (transitive) dependency; the last one has no deps of its own, so
+  # loading them in reverse order is a valid load order. Recursing keeps it correct anyway.
+  deps="$(mod_deps "$path")"
+  for dep in $deps; do
+    add_with_deps "$1" "$2" "$dep"
+  done
+  list+=("$path")
+}
+
+stock_list=(); stock_missing=()
+for m in "${stock_modules[@]}"; do
+  if p="$(mod_path "$m")"; then
+    [ -n "$p" ] && add_with_deps stock_list seen_stock "$p"
+  else
+    stock_missing+=("$m")
+  fi
+done
+
+ours_list=(); ours_missing=(); ours_extra=()
+for ko in "${modules[@]}"; do
+  [ -f "$ko" ] || die "--module $ko: no such file"
+  vermagic="$(modinfo -F vermagic "$ko" 2>/dev/null | awk '{print $1}')" ||
+    die "--module $ko: modinfo failed (not a kernel module?)"
+  [ "$vermagic" = "$kver" ] ||
+    die "--module $ko: built for '$vermagic', this image's kernel is '$kver'"
+  for dep in $(modinfo -F depends "$ko" | tr ',' ' '); do
+    if p="$(mod_path "$dep")"; then
+      [ -n "$p" ] && add_with_deps ours_list seen_ours "$p"
+    else
+      ours_missing+=("$dep")
+    fi
+  done
+  ours_extra+=("$ko")
+done
+[ ${#ours_missing[@]} -eq 0 ] ||
+  die "--module dependencies not in kernel $kver: ${ours_missing[*]}"
+
+# ---- content hash -------------------------------------------------------------------------
+manifest="$(
+  echo "format 1"
+  echo "flavor $flavor kver $kver"
+  sha256sum "${BASH_SOURCE[0]}" "$repo_root/images/init.sh" "$busybox_bin" | awk '{print $1}'
+  for p in "${stock_list[@]}"; do echo "stock $p $(sha256sum <"$moddir/$p" | cut -c1-64)"; done
+  echo "stock-missing ${stock_missing[*]}"
+  for p in "${ours_list[@]}"; do echo "ours-dep $p $(sha256sum <"$moddir/$p" | cut -c1-64)"; done
+  for ko in "${ours_extra[@]}"; do echo "ours $(basename "$ko") $(sha256sum <"$ko" | cut -c1-64)"; done
+  for p in "$progs_out"/guest/* "${progs[@]}"; do
+    [ -f "$p" ] || { echo "missing-prog $p"; continue; }
+    echo "prog $(basename "$p") $(sha256sum <"$p" | cut -c1-64)"
+  done
+  for f in "${files[@]}"; do
+    src="${f%%=*}"; dest="${f#*=}"
+    [ -f "$src" ] || { echo "missing-file $src"; continue; }
+    echo "file $dest $(sha256sum <"$src" | cut -c1-64)"
+  done
+)"
+if grep -qE '^missing-(prog|file) ' <<<"$manifest"; then
+  die "$(grep -E '^missing-(prog|file) ' <<<"$manifest" | sed 's/^missing-\(prog\|file\) /no such \1: /' | head -1)"
+fi
+hash="$(sha256sum <<<"$manifest" | cut -c1-16)"
+cached="$images_dir/initramfs-$flavor-$hash.cpio.gz"
+
+mkdir -p "$images_dir" "$(dirname "$out")"
+if [ -f "$cached" ]; then
+  log "cached $cached"
+else
+  stage="$(mktemp -d "$images_dir/stage.XXXXXX")"
+  trap 'rm -rf "$stage"' EXIT
+  mkdir -p "$stage"/{bin,sbin,usr/bin,usr/sbin,proc,sys,dev,tmp,run,root,etc/dsproxy,lib/modules/dsproxy}
+  cp "$busybox_bin" "$stage/bin/busybox"
+  while IFS= read -r applet; do
+    case "$applet" in linuxrc|bin/busybox) continue ;; esac
+    ln -sf /bin/busybox "$stage/$applet"
+  done < <("$busybox_bin" --list-full)
+  install -m 0755 "$repo_root/images/init.sh" "$stage/init"
+  echo "$flavor" >"$stage/etc/dsproxy/flavor"
+  echo "$kver" >"$stage/etc/dsproxy/kver"
+
+  # Modules go in decompressed (no decompression support needed in the guest's insmod, and
+  # nothing to unpack at boot under TCG), named <module>.ko.
+  install_module() { # SRC -> prints the installed file name
+    local src="$1" base
+    base="$(basename "$src")"; base="${base%.xz}"; base="${base%.zst}"; base="${base%.gz}"
+    case "$src" in
+      *.xz) xz -dc "$src" >"$stage/lib/modules/dsproxy/$base" ;;
+      *.zst) zstd -qdc "$src" >"$stage/lib/modules/dsproxy/$base" ;;
+      *.gz) gzip -dc "$src" >"$stage/lib/modules/dsproxy/$base" ;;
+      *) cp "$src" "$stage/lib/modules/dsproxy/$base" ;;
+    esac
+    echo "$base"
+  }
+  : >"$stage/etc/dsproxy/modules.stock"
+  : >"$stage/etc/dsproxy/modules.ours"
+  for p in "${stock_list[@]}"; do install_module "$moddir/$p" >>"$stage/etc/dsproxy/modules.stock"; done
+  for p in "${ours_list[@]}"; do install_module "$moddir/$p" >>"$stage/etc/dsproxy/modules.ours"; done
+  for ko in "${ours_extra[@]}"; do install_module "$ko" >>"$stage/etc/dsproxy/modules.ours"; done
+  if [ ${#stock_missing[@]} -gt 0 ]; then echo "${stock_missing[*]}" >"$stage/etc/dsproxy/missing.stock"; fi
+  if [ ${#ours_extra[@]} -eq 0 ]; then echo "(no --module given)" >"$stage/etc/dsproxy/missing.ours"; fi
+
+  for p in "$progs_out"/guest/* "${progs[@]}"; do
+    install -m 0755 "$p" "$stage/bin/$(basename "$p")"
+  done
+  for f in "${files[@]}"; do
+    src="${f%%=*}"; dest="${f#*=}"
+    case "$dest" in /*) ;; *) die "--file $f: DEST must be absolute" ;; esac
+    mkdir -p "$stage$(dirname "$dest")"
+    cp "$src" "$stage$dest"
+  done
+  printf '%s\n' "$manifest" >"$stage/etc/dsproxy/manifest"
+
+  tmp="$cached.tmp.$$"
+  (cd "$stage" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc -R 0:0 --reproducible --quiet) |
+    gzip -n -6 >"$tmp"
+  mv -f "$tmp" "$cached"
+  rm -rf "$stage"
+  trap - EXIT
+  log "built $cached ($(du -h "$cached" | cut -f1); stock: ${#stock_list[@]} modules${stock_missing[*]:+, missing: ${stock_missing[*]}}; ours: $((${#ours_list[@]} + ${#ours_extra[@]})) modules)"
+fi
+
+if [ "$(realpath -m "$out")" != "$(realpath -m "$cached")" ]; then
+  cp -f "$cached" "$out.tmp.$$" && mv -f "$out.tmp.$$" "$out"
+fi
+echo "$out"

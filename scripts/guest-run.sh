@@ -1,0 +1,241 @@
+#!/usr/bin/env bash
+# Boots a test guest (a Debian kernel from scripts/fetch-kernels.sh + an initramfs from
+# images/build-initramfs.sh) in QEMU, runs one program in it and exits with that program's exit
+# status, read from the guest's "DSPROXY-GUEST: exit=N" console marker.
+#
+# Usage: scripts/guest-run.sh [options] [-- EXTRA QEMU ARGS...]
+#   --flavor 6.1|6.12          guest kernel (default 6.12)
+#   --initramfs PATH           image to boot; default: build one (build/images/) with the
+#                              --module/--prog/--file options below
+#   --module PATH.ko           (default image only) our module, for --driver ours
+#   --prog PATH / --file SRC=/DEST  (default image only) extra programs / files
+#   --snd builtin-wav FILE     QEMU's own virtio-sound-pci writing FILE (-audiodev wav)
+#   --snd vhost-user SOCKET    vhost-user-snd-pci connected to a backend listening on SOCKET
+#   --snd none                 no sound device (default)
+#   --wav-params RATE:CH:FMT   builtin-wav output format (default 48000:2:s16; QEMU resamples
+#                              when it differs from the guest's stream)
+#   --controls on|off          vhost-user-snd-pci controls= (default on)
+#   --driver stock|ours|none   dsproxy.driver= (default: stock with a sound device, else none)
+#   --run "CMD ARGS"           dsproxy.run= (the program to run; required unless --interactive)
+#   --append "K=V ..."         extra kernel command line (e.g. dsproxy_oss.debug=1)
+#   --timeout SEC              kill the guest after SEC seconds (default 120) -> exit 124
+#   --log FILE                 also write the serial console to FILE
+#   --quiet                    do not copy the console to stdout (the log still gets it)
+#   --verbose                  kernel messages on the console (no quiet/loglevel)
+#   --accel auto|tcg|kvm       default auto: KVM only if a cached probe boot succeeded
+#   --smp N                    guest CPUs (default 1)
+#   --interactive              console on this terminal, no timeout (shell if no --run)
+# Exit status: the guest program's status; 124 timeout; 125 guest setup failed (module load,
+# missing module set); 126 QEMU failed or the guest died without an exit marker; 2 bad usage.
+# On exit it prints "guest-run: exit=N boot_ms=… ready_ms=… total_ms=…" on stderr:
+# boot_ms = guest uptime when /init started, ready_ms = uptime when the program was started.
+set -euo pipefail
+
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+build_dir="${DSPROXY_BUILD_DIR:-$repo_root/build}"
+
+EXIT_TIMEOUT=124
+EXIT_SETUP=125
+EXIT_QEMU=126
+
+log() { echo "guest-run: $*" >&2; }
+die() { echo "guest-run: error: $*" >&2; exit 2; }
+usage() { sed -n '2,36p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+
+flavor=6.12
+initramfs=""
+image_args=()
+snd=none
+snd_target=""
+wav_params="48000:2:s16"
+controls=on
+driver=""
+run=""
+append=""
+timeout_s=120
+log_file=""
+quiet=0
+verbose=0
+accel="${DSPROXY_ACCEL:-auto}"
+smp=1
+interactive=0
+extra_qemu=()
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --flavor) flavor="${2:?}"; shift 2 ;;
+    --initramfs) initramfs="${2:?}"; shift 2 ;;
+    --module|--prog|--file) [ $# -ge 2 ] || usage; image_args+=("$1" "$2"); shift 2 ;;
+    --snd)
+      [ $# -ge 2 ] || usage
+      snd="$2"
+      case "$snd" in
+        builtin-wav|vhost-user) [ $# -ge 3 ] || usage; snd_target="$3"; shift 3 ;;
+        none) shift 2 ;;
+        *) die "--snd: unknown kind '$snd' (builtin-wav FILE, vhost-user SOCKET, none)" ;;
+      esac ;;
+    --wav-params) wav_params="${2:?}"; shift 2 ;;
+    --controls) controls="${2:?}"; shift 2 ;;
+    --driver) driver="${2:?}"; shift 2 ;;
+    --run) run="${2?}"; shift 2 ;;
+    --append) append="${2?}"; shift 2 ;;
+    --timeout) timeout_s="${2:?}"; shift 2 ;;
+    --log) log_file="${2:?}"; shift 2 ;;
+    --quiet) quiet=1; shift ;;
+    --verbose) verbose=1; shift ;;
+    --accel) accel="${2:?}"; shift 2 ;;
+    --smp) smp="${2:?}"; shift 2 ;;
+    --interactive) interactive=1; shift ;;
+    -h|--help) usage ;;
+    --) shift; extra_qemu=("$@"); break ;;
+    *) die "unknown argument '$1' (see --help)" ;;
+  esac
+done
+
+case "$flavor" in 6.1|6.12) ;; *) die "--flavor: '$flavor' (6.1, 6.12)" ;; esac
+case "$controls" in on|off) ;; *) die "--controls: on or off" ;; esac
+case "$accel" in auto|tcg|kvm) ;; *) die "--accel: auto, tcg or kvm" ;; esac
+[[ "$timeout_s" =~ ^[0-9]+$ ]] && [ "$timeout_s" -gt 0 ] || die "--timeout: a positive number of seconds"
+[[ "$smp" =~ ^[0-9]+$ ]] && [ "$smp" -gt 0 ] || die "--smp: a positive number"
+[ -n "$driver" ] || { if [ "$snd" = none ]; then driver=none; else driver=stock; fi; }
+case "$driver" in stock|ours|none) ;; *) die "--driver: stock, ours or none" ;; esac
+[ -n "$run" ] || [ "$interactive" -eq 1 ] || die "--run is required (or --interactive)"
+case "$run" in *'"'*) die "--run must not contain double quotes (the kernel command line cannot carry them); use single quotes" ;; esac
+command -v qemu-system-x86_64 >/dev/null || die "qemu-system-x86_64 not found (run scripts/setup-host.sh)"
+
+kdir="$build_dir/kernels/$flavor"
+if [ ! -f "$kdir/.done" ]; then
+  "$repo_root/scripts/fetch-kernels.sh" "$flavor" >&2
+fi
+kver="$(cat "$kdir/KVER")"
+kernel="$kdir/root/boot/vmlinuz-$kver"
+[ -f "$kernel" ] || die "$kernel missing (re-run scripts/fetch-kernels.sh)"
+
+if [ -z "$initramfs" ]; then
+  mkdir -p "$build_dir/images"
+  initramfs="$build_dir/images/last-$flavor-$$.cpio.gz"
+  "$repo_root/images/build-initramfs.sh" "$flavor" "$initramfs" "${image_args[@]}" >/dev/null
+  cleanup_initramfs="$initramfs"
+else
+  [ ${#image_args[@]} -eq 0 ] || die "--module/--prog/--file only apply without --initramfs"
+  [ -f "$initramfs" ] || die "--initramfs $initramfs: no such file"
+  cleanup_initramfs=""
+fi
+
+mem=256M
+qemu_args=(
+  -m "$mem" -smp "$smp"
+  # vhost-user backends map guest memory: it must be a shareable memfd.
+  -object "memory-backend-memfd,id=mem,size=$mem,share=on" -machine "q35,memory-backend=mem"
+  -nodefaults -no-user-config -display none -monitor none -no-reboot
+  -kernel "$kernel" -initrd "$initramfs"
+)
+
+case "$snd" in
+  builtin-wav)
+    IFS=: read -r wav_rate wav_ch wav_fmt <<<"$wav_params"
+    [[ "$wav_rate" =~ ^[0-9]+$ && "$wav_ch" =~ ^[0-9]+$ && -n "$wav_fmt" ]] ||
+      die "--wav-params: RATE:CHANNELS:FORMAT, e.g. 48000:2:s16"
+    mkdir -p "$(dirname "$snd_target")"
+    qemu_args+=(
+      -audiodev "wav,id=snd0,path=$snd_target,out.frequency=$wav_rate,out.channels=$wav_ch,out.format=$wav_fmt"
+      -device virtio-sound-pci,audiodev=snd0
+    ) ;;
+  vhost-user)
+    [ -S "$snd_target" ] || die "--snd vhost-user $snd_target: no listening socket there (start dsproxy-device first)"
+    qemu_args+=(
+      -chardev "socket,id=snd,path=$snd_target"
+      -device "vhost-user-snd-pci,chardev=snd,controls=$controls"
+    ) ;;
+esac
+
+# console=ttyS0: the serial port is the only console; panic=-1 turns a guest panic into a
+# reboot, which -no-reboot turns into a QEMU exit (no hang until the timeout).
+cmdline="console=ttyS0 panic=-1 dsproxy.driver=$driver"
+# Without a sound device there is no /dev/dsp to wait for.
+if [ "$snd" = none ]; then cmdline="$cmdline dsproxy.wait_ms=0"; fi
+if [ "$verbose" -eq 0 ]; then cmdline="quiet loglevel=3 $cmdline"; fi
+[ -z "$run" ] || cmdline="$cmdline dsproxy.run=\"$run\""
+[ -z "$append" ] || cmdline="$cmdline $append"
+qemu_args+=(-append "$cmdline")
+
+# ---- accelerator: KVM only if a probe boot of this kernel succeeded on this host ----------
+kvm_probe() {
+  local cache="$build_dir/kvm-probe" key result
+  key="$(uname -r)|$(qemu-system-x86_64 --version | head -1)|$kver"
+  if [ -f "$cache" ] && [ "$(sed -n 1p "$cache")" = "$key" ]; then
+    sed -n 2p "$cache"; return
+  fi
+  result=fails
+  if [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
+    local probe_img="$build_dir/images/kvm-probe.cpio.gz"
+    "$repo_root/images/build-initramfs.sh" "$flavor" "$probe_img" >/dev/null 2>&1 || true
+    if timeout -k 2 20 qemu-system-x86_64 -accel kvm -cpu host -m 256M -nodefaults -no-user-config \
+        -display none -monitor none -no-reboot -serial stdio -kernel "$kernel" -initrd "$probe_img" \
+        -append 'console=ttyS0 quiet loglevel=3 panic=-1 dsproxy.run="true"' </dev/null 2>/dev/null |
+        tr -d '\r' | grep -q 'DSPROXY-GUEST: exit=0'; then
+      result=works
+    fi
+  fi
+  mkdir -p "$build_dir"
+  printf '%s\n%s\n' "$key" "$result" >"$cache"
+  echo "$result"
+}
+case "$accel" in
+  auto) if [ "$(kvm_probe)" = works ]; then accel=kvm; else accel=tcg; fi ;;
+esac
+if [ "$accel" = kvm ]; then
+  qemu_args+=(-accel kvm -cpu host)
+else
+  qemu_args+=(-accel tcg -cpu max)
+fi
+qemu_args+=("${extra_qemu[@]}")
+
+cleanup() { [ -z "$cleanup_initramfs" ] || rm -f "$cleanup_initramfs"; [ -z "${tmp_log:-}" ] || rm -f "$tmp_log"; }
+trap cleanup EXIT
+
+if [ "$interactive" -eq 1 ]; then
+  log "interactive: Ctrl-A x quits QEMU"
+  qemu-system-x86_64 "${qemu_args[@]}" -serial mon:stdio
+  exit $?
+fi
+
+if [ -n "$log_file" ]; then
+  mkdir -p "$(dirname "$log_file")"
+  console="$log_file"
+else
+  tmp_log="$(mktemp "${TMPDIR:-/tmp}/guest-run.XXXXXX")"
+  console="$tmp_log"
+fi
+
+start_ns=$(date +%s%N)
+set +e
+if [ "$quiet" -eq 1 ]; then
+  timeout -k 5 "$timeout_s" qemu-system-x86_64 "${qemu_args[@]}" -serial stdio </dev/null | tr -d '\r' >"$console"
+else
+  timeout -k 5 "$timeout_s" qemu-system-x86_64 "${qemu_args[@]}" -serial stdio </dev/null | tr -d '\r' | tee "$console"
+fi
+qemu_rc=${PIPESTATUS[0]}
+set -e
+total_ms=$(( ($(date +%s%N) - start_ns) / 1000000 ))
+
+# Markers may be glued to other output (firmware escapes), so match anywhere in a line.
+exit_marker="$(grep -oE 'DSPROXY-GUEST: exit=[0-9]+' "$console" | tail -1 || true)"
+boot_s="$(grep -oE 'DSPROXY-GUEST: boot .*uptime=[0-9.]+' "$console" | head -1 | sed 's/.*uptime=//' || true)"
+ready_s="$(grep -oE 'DSPROXY-GUEST: ready uptime=[0-9.]+' "$console" | head -1 | sed 's/.*uptime=//' || true)"
+to_ms() { [ -n "$1" ] && awk -v s="$1" 'BEGIN { printf "%d", s * 1000 }' || echo "?"; }
+
+if [ -n "$exit_marker" ]; then
+  status="${exit_marker##*=}"
+elif [ "$qemu_rc" -eq 124 ] || [ "$qemu_rc" -eq 137 ]; then
+  log "timeout: no exit marker after ${timeout_s}s"
+  status=$EXIT_TIMEOUT
+else
+  log "QEMU exited with status $qemu_rc and no exit marker (guest crashed or QEMU failed)"
+  status=$EXIT_QEMU
+fi
+if [ "$status" -eq "$EXIT_SETUP" ]; then
+  log "guest setup failed: $(grep -oE 'DSPROXY-GUEST: error: .*' "$console" | head -1)"
+fi
+log "exit=$status accel=$accel flavor=$flavor boot_ms=$(to_ms "$boot_s") ready_ms=$(to_ms "$ready_s") total_ms=$total_ms"
+exit "$status"
