@@ -1,0 +1,264 @@
+//! Playing a signal the way Linux's virtio_snd driver does: the ALSA ring is sliced into
+//! period-sized TX messages, the ring is kept full (periods in flight = buffer / period), and
+//! each completed message is one period elapsed, which lets the application write the next.
+
+use std::time::{Duration, Instant};
+
+use crate::error::FrontError;
+use crate::frontend::{Completion, SndFrontend, Token};
+use crate::proto::{status_name, S_OK};
+
+/// One stream to play.
+#[derive(Debug, Clone, Copy)]
+pub struct PlayStream<'a> {
+    pub stream: u32,
+    pub data: &'a [u8],
+}
+
+/// How to play.
+#[derive(Debug, Clone)]
+pub struct PlayOpts {
+    /// Bytes per TX message.
+    pub period_bytes: usize,
+    /// Queue the first buffer's worth before START (ALSA's start threshold: the application
+    /// fills the ring, then the stream starts).
+    pub prefill: bool,
+    /// Send STOP once every buffer has completed (a drain).
+    pub stop: bool,
+    /// Give up if the whole play takes longer than this.
+    pub timeout: Duration,
+}
+
+impl PlayOpts {
+    pub fn new(period_bytes: usize) -> PlayOpts {
+        PlayOpts {
+            period_bytes,
+            prefill: true,
+            stop: true,
+            timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What happened to one stream.
+#[derive(Debug, Clone)]
+pub struct PlayReport {
+    pub stream: u32,
+    pub bytes: u64,
+    /// Bytes per second of the stream's parameters.
+    pub byte_rate: u64,
+    /// Just before START was sent (the device's clock starts between this and `start_acked`).
+    pub start_sent: Instant,
+    pub start_acked: Instant,
+    pub start_status: u32,
+    /// STOP's status, if one was sent.
+    pub stop_status: Option<u32>,
+    /// Every TX completion, in completion order.
+    pub completions: Vec<Completion>,
+}
+
+/// Completion timing against the ideal clock.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    /// From START to the last completion.
+    pub elapsed: Duration,
+    /// How long the audio lasts at the stream's rate.
+    pub audio: Duration,
+    /// Mean and standard deviation of the intervals between completions, in ms.
+    pub interval_mean_ms: f64,
+    pub interval_stddev_ms: f64,
+    /// The ideal interval (one period), in ms.
+    pub period_ms: f64,
+    /// The largest |actual - ideal| completion time over all buffers, in ms, where buffer i
+    /// ideally completes when the bytes up to its end have played.
+    pub max_jitter_ms: f64,
+    /// Last completion minus the ideal end, in ms (positive: late).
+    pub drift_end_ms: f64,
+}
+
+impl PlayReport {
+    /// Completions whose status was not OK.
+    pub fn bad_statuses(&self) -> Vec<(Token, u32)> {
+        self.completions
+            .iter()
+            .filter(|c| c.status != S_OK)
+            .map(|c| (c.token, c.status))
+            .collect()
+    }
+
+    /// Timing figures (None without completions or byte rate).
+    pub fn timing(&self, period_bytes: usize) -> Option<Timing> {
+        let last = self.completions.last()?;
+        if self.byte_rate == 0 {
+            return None;
+        }
+        let t0 = self.start_sent;
+        let ns = |bytes: u64| {
+            Duration::from_nanos((bytes as u128 * 1_000_000_000 / self.byte_rate as u128) as u64)
+        };
+        let secs = |t: Instant| t.saturating_duration_since(t0).as_secs_f64();
+        let mut intervals = Vec::new();
+        let mut prev = t0;
+        let mut cum = 0u64;
+        let mut max_jitter = 0f64;
+        // Completions are in submission order on a single stream; the bytes of each are the
+        // period (the last may be shorter).
+        let mut remaining = self.bytes;
+        for c in &self.completions {
+            let b = (period_bytes as u64).min(remaining);
+            remaining -= b;
+            cum += b;
+            let ideal = ns(cum).as_secs_f64();
+            max_jitter = max_jitter.max((secs(c.completed_at) - ideal).abs());
+            intervals.push(c.completed_at.saturating_duration_since(prev).as_secs_f64());
+            prev = c.completed_at;
+        }
+        // The first interval runs from START and is a period long, like the rest.
+        let n = intervals.len() as f64;
+        let mean = intervals.iter().sum::<f64>() / n;
+        let var = intervals.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n;
+        let audio = ns(self.bytes);
+        let elapsed = last.completed_at.saturating_duration_since(t0);
+        Some(Timing {
+            elapsed,
+            audio,
+            interval_mean_ms: mean * 1e3,
+            interval_stddev_ms: var.sqrt() * 1e3,
+            period_ms: ns(period_bytes as u64).as_secs_f64() * 1e3,
+            max_jitter_ms: max_jitter * 1e3,
+            drift_end_ms: (elapsed.as_secs_f64() - audio.as_secs_f64()) * 1e3,
+        })
+    }
+}
+
+struct Playing<'a> {
+    s: PlayStream<'a>,
+    limit: usize,
+    next: usize,
+    in_flight: Vec<Token>,
+    report: PlayReport,
+}
+
+/// Plays one stream (already SET_PARAMS'd and PREPAREd) and returns its report.
+pub fn play(
+    fe: &mut SndFrontend,
+    stream: u32,
+    data: &[u8],
+    period_bytes: usize,
+) -> Result<PlayReport, FrontError> {
+    let mut r = play_many(
+        fe,
+        &[PlayStream { stream, data }],
+        &PlayOpts::new(period_bytes),
+    )?;
+    Ok(r.remove(0))
+}
+
+/// Plays several streams at once on the shared TX queue. Each stream must have parameters
+/// (SET_PARAMS through this frontend) and be prepared; periods in flight per stream =
+/// buffer_bytes / period_bytes of its parameters.
+pub fn play_many(
+    fe: &mut SndFrontend,
+    streams: &[PlayStream<'_>],
+    opts: &PlayOpts,
+) -> Result<Vec<PlayReport>, FrontError> {
+    if opts.period_bytes == 0 {
+        return Err(FrontError::Usage("period of 0 bytes".into()));
+    }
+    let now = Instant::now();
+    let mut ps = Vec::with_capacity(streams.len());
+    for s in streams {
+        let p = fe.params(s.stream).ok_or_else(|| {
+            FrontError::Usage(format!("stream {} has no parameters set", s.stream))
+        })?;
+        let limit = (p.buffer_bytes as usize / opts.period_bytes).max(1);
+        ps.push(Playing {
+            s: *s,
+            limit,
+            next: 0,
+            in_flight: Vec::new(),
+            report: PlayReport {
+                stream: s.stream,
+                bytes: s.data.len() as u64,
+                byte_rate: p.byte_rate().unwrap_or(0),
+                start_sent: now,
+                start_acked: now,
+                start_status: 0,
+                stop_status: None,
+                completions: Vec::new(),
+            },
+        });
+    }
+    let deadline = Instant::now() + opts.timeout;
+
+    let refill = |fe: &mut SndFrontend, ps: &mut [Playing<'_>]| -> Result<(), FrontError> {
+        for p in ps.iter_mut() {
+            while p.in_flight.len() < p.limit && p.next < p.s.data.len() {
+                let end = (p.next + opts.period_bytes).min(p.s.data.len());
+                match fe.push_tx(p.s.stream, &p.s.data[p.next..end]) {
+                    Ok(t) => {
+                        p.in_flight.push(t);
+                        p.next = end;
+                    }
+                    // The shared ring is full: wait for completions.
+                    Err(FrontError::QueueFull { .. }) => return Ok(()),
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(())
+    };
+
+    if opts.prefill {
+        refill(fe, &mut ps)?;
+    }
+    for p in ps.iter_mut() {
+        p.report.start_sent = Instant::now();
+        p.report.start_status = fe.start(p.s.stream)?;
+        p.report.start_acked = Instant::now();
+        if p.report.start_status != S_OK {
+            return Err(FrontError::Status {
+                what: format!("START of stream {}", p.s.stream),
+                status: p.report.start_status,
+            });
+        }
+    }
+    loop {
+        refill(fe, &mut ps)?;
+        if ps
+            .iter()
+            .all(|p| p.in_flight.is_empty() && p.next >= p.s.data.len())
+        {
+            break;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            let left: usize = ps.iter().map(|p| p.in_flight.len()).sum();
+            return Err(FrontError::Timeout {
+                what: format!("{left} TX buffers to complete"),
+                after: opts.timeout,
+            });
+        }
+        for c in fe.wait_used((deadline - now).min(Duration::from_secs(1)))? {
+            let Some(p) = ps.iter_mut().find(|p| p.in_flight.contains(&c.token)) else {
+                log::warn!("completion of token {} that play() did not submit", c.token);
+                continue;
+            };
+            p.in_flight.retain(|t| *t != c.token);
+            if c.status != S_OK {
+                log::warn!(
+                    "stream {}: TX buffer completed with {}",
+                    p.s.stream,
+                    status_name(c.status)
+                );
+            }
+            p.report.completions.push(c);
+        }
+    }
+    if opts.stop {
+        for p in ps.iter_mut() {
+            p.report.stop_status = Some(fe.stop(p.s.stream)?);
+        }
+    }
+    Ok(ps.into_iter().map(|p| p.report).collect())
+}

@@ -1,0 +1,247 @@
+//! The driver's side of a split virtqueue (virtio 1.2 §2.7), laid out in guest memory:
+//! the harness writes descriptors and the available ring and reads the used ring, as the
+//! Linux virtio core does.
+
+use std::sync::atomic::Ordering;
+
+use vm_memory::{Bytes, GuestAddress};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use crate::error::FrontError;
+use crate::memory::GuestRam;
+
+pub const VIRTQ_DESC_F_NEXT: u16 = 1;
+pub const VIRTQ_DESC_F_WRITE: u16 = 2;
+const DESC_LEN: u64 = 16;
+
+/// One descriptor of a chain to be added.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Desc {
+    pub addr: GuestAddress,
+    pub len: u32,
+    pub writable: bool,
+}
+
+/// Where a ring's three parts live.
+#[derive(Debug, Clone, Copy)]
+pub struct RingLayout {
+    pub desc: GuestAddress,
+    pub avail: GuestAddress,
+    pub used: GuestAddress,
+}
+
+impl RingLayout {
+    /// Bytes one ring of `size` entries takes with each part page-aligned.
+    pub fn footprint(size: u16) -> u64 {
+        let s = size as u64;
+        let page = |x: u64| x.div_ceil(4096) * 4096;
+        page(DESC_LEN * s) + page(6 + 2 * s) + page(6 + 8 * s)
+    }
+
+    pub fn at(base: GuestAddress, size: u16) -> RingLayout {
+        let s = size as u64;
+        let page = |x: u64| x.div_ceil(4096) * 4096;
+        let desc = base;
+        let avail = GuestAddress(base.0 + page(DESC_LEN * s));
+        let used = GuestAddress(avail.0 + page(6 + 2 * s));
+        RingLayout { desc, avail, used }
+    }
+}
+
+/// An entry the device put in the used ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UsedElem {
+    pub head: u16,
+    pub len: u32,
+}
+
+/// The driver side of one split virtqueue.
+pub struct DriverRing {
+    pub index: usize,
+    pub size: u16,
+    pub layout: RingLayout,
+    pub kick: EventFd,
+    pub call: EventFd,
+    free: Vec<u16>,
+    /// Descriptor indices of each chain in flight, by head.
+    chains: Vec<Option<Vec<u16>>>,
+    next_avail: u16,
+    last_used: u16,
+    event_idx: bool,
+}
+
+impl DriverRing {
+    pub fn new(
+        ram: &GuestRam,
+        index: usize,
+        size: u16,
+        base: GuestAddress,
+    ) -> Result<DriverRing, FrontError> {
+        if size == 0 || !size.is_power_of_two() {
+            return Err(FrontError::Protocol(format!(
+                "queue size {size} is not a power of two"
+            )));
+        }
+        let layout = RingLayout::at(base, size);
+        // A fresh ring: zeroed descriptors, avail flags/idx 0, used flags/idx 0.
+        ram.fill(base, RingLayout::footprint(size) as usize, 0)?;
+        Ok(DriverRing {
+            index,
+            size,
+            layout,
+            kick: EventFd::new(EFD_NONBLOCK)?,
+            call: EventFd::new(EFD_NONBLOCK)?,
+            free: (0..size).rev().collect(),
+            chains: vec![None; size as usize],
+            next_avail: 0,
+            last_used: 0,
+            event_idx: false,
+        })
+    }
+
+    pub fn set_event_idx(&mut self, on: bool) {
+        self.event_idx = on;
+    }
+
+    pub fn free_descs(&self) -> usize {
+        self.free.len()
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.chains.iter().filter(|c| c.is_some()).count()
+    }
+
+    /// Writes a chain into the descriptor table and makes it available. Returns its head.
+    /// Does not kick.
+    pub fn add_chain(&mut self, ram: &GuestRam, descs: &[Desc]) -> Result<u16, FrontError> {
+        if descs.is_empty() {
+            return Err(FrontError::Protocol("empty descriptor chain".into()));
+        }
+        if descs.len() > self.free.len() {
+            return Err(FrontError::QueueFull {
+                queue: self.index,
+                needed: descs.len(),
+                free: self.free.len(),
+            });
+        }
+        let ids: Vec<u16> = (0..descs.len())
+            .map(|_| self.free.pop().expect("checked above"))
+            .collect();
+        for (i, d) in descs.iter().enumerate() {
+            let mut flags = 0u16;
+            if d.writable {
+                flags |= VIRTQ_DESC_F_WRITE;
+            }
+            let next = if i + 1 < descs.len() {
+                flags |= VIRTQ_DESC_F_NEXT;
+                ids[i + 1]
+            } else {
+                0
+            };
+            let mut raw = [0u8; DESC_LEN as usize];
+            raw[0..8].copy_from_slice(&d.addr.0.to_le_bytes());
+            raw[8..12].copy_from_slice(&d.len.to_le_bytes());
+            raw[12..14].copy_from_slice(&flags.to_le_bytes());
+            raw[14..16].copy_from_slice(&next.to_le_bytes());
+            ram.write(
+                GuestAddress(self.layout.desc.0 + DESC_LEN * ids[i] as u64),
+                &raw,
+            )?;
+        }
+        let head = ids[0];
+        self.chains[head as usize] = Some(ids);
+        let slot = self.next_avail % self.size;
+        ram.write(
+            GuestAddress(self.layout.avail.0 + 4 + 2 * slot as u64),
+            &head.to_le_bytes(),
+        )?;
+        self.next_avail = self.next_avail.wrapping_add(1);
+        // The ring entry must be visible before the index that publishes it.
+        ram.mem()
+            .store(
+                self.next_avail.to_le(),
+                GuestAddress(self.layout.avail.0 + 2),
+                Ordering::Release,
+            )
+            .map_err(|e| FrontError::Memory(e.to_string()))?;
+        Ok(head)
+    }
+
+    /// Notifies the device that buffers are available.
+    pub fn kick(&self) -> Result<(), FrontError> {
+        self.kick.write(1)?;
+        Ok(())
+    }
+
+    /// Reads the call eventfd counter (0 if it was not signalled).
+    pub fn take_call(&self) -> u64 {
+        self.call.read().unwrap_or(0)
+    }
+
+    /// Takes every entry the device has added to the used ring since the last call.
+    /// `bad` receives a description of each entry that breaks the rules (unknown head,
+    /// a head that was not in flight).
+    pub fn take_used(
+        &mut self,
+        ram: &GuestRam,
+        bad: &mut Vec<String>,
+    ) -> Result<Vec<UsedElem>, FrontError> {
+        let mut out = Vec::new();
+        let used_idx: u16 = u16::from_le(
+            ram.mem()
+                .load(GuestAddress(self.layout.used.0 + 2), Ordering::Acquire)
+                .map_err(|e| FrontError::Memory(e.to_string()))?,
+        );
+        let pending = used_idx.wrapping_sub(self.last_used);
+        if pending > self.size {
+            bad.push(format!(
+                "queue {}: used idx {used_idx} is {pending} entries past our last seen {} (ring size {})",
+                self.index, self.last_used, self.size
+            ));
+            // Do not trust the ring any further.
+            self.last_used = used_idx;
+            return Ok(out);
+        }
+        while self.last_used != used_idx {
+            let slot = (self.last_used % self.size) as u64;
+            let raw = ram.read(GuestAddress(self.layout.used.0 + 4 + 8 * slot), 8)?;
+            let id = u32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]]);
+            let len = u32::from_le_bytes([raw[4], raw[5], raw[6], raw[7]]);
+            self.last_used = self.last_used.wrapping_add(1);
+            if id >= self.size as u32 {
+                bad.push(format!(
+                    "queue {}: used entry names descriptor {id}, ring has {}",
+                    self.index, self.size
+                ));
+                continue;
+            }
+            match self.chains[id as usize].take() {
+                Some(ids) => {
+                    self.free.extend(ids);
+                    out.push(UsedElem {
+                        head: id as u16,
+                        len,
+                    });
+                }
+                None => bad.push(format!(
+                    "queue {}: used entry for descriptor {id}, which is not the head of a chain in flight",
+                    self.index
+                )),
+            }
+        }
+        if self.event_idx {
+            // used_event: interrupt us as soon as the device uses anything past this.
+            ram.write(
+                GuestAddress(self.layout.avail.0 + 4 + 2 * self.size as u64),
+                &self.last_used.to_le_bytes(),
+            )?;
+        }
+        Ok(out)
+    }
+
+    /// The index of the next available-ring slot (what GET_VRING_BASE should report once the
+    /// device has seen every chain).
+    pub fn next_avail(&self) -> u16 {
+        self.next_avail
+    }
+}
