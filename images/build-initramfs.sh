@@ -37,7 +37,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-for tool in cpio gzip xz depmod modinfo make gcc sha256sum; do
+for tool in cpio gzip xz depmod modinfo make gcc sha256sum flock; do
   command -v "$tool" >/dev/null 2>&1 || die "$tool not found (run scripts/setup-host.sh)"
 done
 busybox_bin=/bin/busybox
@@ -54,7 +54,10 @@ kroot="$kdir/root"
 moddir="$kroot/lib/modules/$kver"
 [ -f "$moddir/modules.dep" ] || die "$moddir/modules.dep missing (re-run scripts/fetch-kernels.sh)"
 
-make -s -C "$repo_root/images/progs" OUT="$progs_out" || die "building images/progs failed"
+# Parallel test runs share build/: one make at a time.
+mkdir -p "$build_dir"
+flock "$build_dir/.progs.lock" make -s -C "$repo_root/images/progs" OUT="$progs_out" ||
+  die "building images/progs failed"
 
 # ---- module resolution ------------------------------------------------------------------
 # Stock path, in load order (dependencies are added ahead of each module as needed).
