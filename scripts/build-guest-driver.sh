@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Builds the guest kernel module guest-driver/dsproxy_oss.ko against a Debian guest kernel's
+# headers (unpacked by scripts/fetch-kernels.sh) into build/guest-driver/<flavor>/dsproxy_oss.ko.
+#
+# Usage: scripts/build-guest-driver.sh FLAVOR [FLAVOR...]     (FLAVOR: 6.1 | 6.12)
+#
+# The sources are copied into build/guest-driver/<flavor>/obj so the two flavors can build at
+# the same time and guest-driver/ stays free of build products. The build uses W=1 and fails
+# on any compiler warning from our sources. gcc-12 (the compiler Debian built both kernels
+# with) and pahole come from scripts/setup-host.sh.
+# DSPROXY_BUILD_DIR overrides the output root (default: <repo>/build).
+set -euo pipefail
+
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+build_dir="${DSPROXY_BUILD_DIR:-$repo_root/build}"
+src_dir="$repo_root/guest-driver"
+
+log() { echo "build-guest-driver: $*" >&2; }
+die() { echo "build-guest-driver: error: $*" >&2; exit 1; }
+
+[ $# -ge 1 ] || die "usage: $0 FLAVOR [FLAVOR...]   (FLAVOR: 6.1 | 6.12)"
+
+for tool in make gcc-12 pahole; do
+  command -v "$tool" >/dev/null 2>&1 || die "$tool not found (run scripts/setup-host.sh)"
+done
+
+build_flavor() {
+  local flavor="$1"
+  case "$flavor" in
+    6.1|6.12) ;;
+    *) die "unknown flavor '$flavor' (known: 6.1 6.12)" ;;
+  esac
+  local kdir="$build_dir/kernels/$flavor"
+  if [ ! -f "$kdir/.done" ]; then
+    log "$flavor: kernel headers not unpacked yet; running scripts/fetch-kernels.sh $flavor"
+    "$repo_root/scripts/fetch-kernels.sh" "$flavor"
+  fi
+  [ -f "$kdir/KVER" ] || die "$flavor: $kdir/KVER missing"
+  local kver
+  kver="$(cat "$kdir/KVER")"
+  local headers="$kdir/root/usr/src/linux-headers-$kver"
+  [ -f "$headers/Makefile" ] || die "$flavor: no headers at $headers"
+
+  local out="$build_dir/guest-driver/$flavor"
+  local obj="$out/obj"
+  mkdir -p "$obj"
+  # Fresh copy of the sources; stale objects of deleted files must not linger.
+  find "$obj" -maxdepth 1 -type f \( -name '*.c' -o -name '*.h' -o -name Makefile \) -delete
+  cp "$src_dir"/*.c "$src_dir"/*.h "$src_dir"/Makefile "$obj/"
+
+  log "$flavor: building against $kver"
+  local logf="$out/build.log"
+  if ! make -C "$headers" M="$obj" CC=gcc-12 HOSTCC=gcc-12 W=1 modules >"$logf" 2>&1; then
+    cat "$logf" >&2
+    die "$flavor: build failed (log: $logf)"
+  fi
+  if grep -E "(warning|error):" "$logf" | grep -F "$obj/" >&2; then
+    die "$flavor: compiler warnings in guest-driver sources (log: $logf)"
+  fi
+  cp "$obj/dsproxy_oss.ko" "$out/dsproxy_oss.ko"
+  echo "$kver" >"$out/KVER"
+  log "$flavor: $out/dsproxy_oss.ko ($(modinfo -F vermagic "$out/dsproxy_oss.ko" 2>/dev/null || echo "vermagic ?"))"
+}
+
+for f in "$@"; do
+  build_flavor "$f"
+done
