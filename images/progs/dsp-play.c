@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "dsp-signal.h"
+#include "dsp-tune.h"
 #include "oss-common.h"
 
 #define PREFIX "DSP-PLAY"
@@ -25,6 +26,8 @@ static void usage(FILE *f)
 		"  -c, --channels N      SNDCTL_DSP_CHANNELS (default 2)\n"
 		"  -m, --ms N            play N milliseconds of signal (default 1000)\n"
 		"  -b, --bytes N         play exactly N bytes instead\n"
+		"  -t, --tune            play a short melody (dsp-tune.h) instead of the test signal;\n"
+		"                        its length is the tune's unless --bytes is given\n"
 		"  -F, --frag 0xMMMMSSSS SNDCTL_DSP_SETFRAGMENT argument (default: not set)\n"
 		"  -w, --write-size N    bytes per write() (default 4096)\n"
 		"  -n, --nonblock        O_NONBLOCK; poll + GETOSPACE/GETODELAY before each write\n"
@@ -139,12 +142,13 @@ int main(int argc, char **argv)
 		{ "nonblock", no_argument, 0, 'n' },	 { "sync", no_argument, 0, 's' },
 		{ "strict", no_argument, 0, 'S' },	 { "stdout", no_argument, 0, 'o' },
 		{ "verbose", no_argument, 0, 'v' },	 { "help", no_argument, 0, 'h' },
-		{ 0, 0, 0, 0 }
+		{ "tune", no_argument, 0, 't' },	 { 0, 0, 0, 0 }
 	};
 	const char *device = "/dev/dsp";
 	struct oss_params want = { &oss_formats[1], 2, 48000 }, got;
 	unsigned long ms = 1000, bytes = 0, frag = 0, write_size = 4096, v;
 	int have_bytes = 0, nonblock = 0, sync = 0, strict = 0, to_stdout = 0, verbose = 0;
+	int tune = 0;
 	int opt, fd, status = 0;
 	unsigned char *buf;
 	size_t len, frame_bytes;
@@ -152,7 +156,7 @@ int main(int argc, char **argv)
 	int blksize = 0;
 	audio_buf_info space;
 
-	while ((opt = getopt_long(argc, argv, "d:r:f:c:m:b:F:w:nsSovh", opts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "d:r:f:c:m:b:F:w:nsSovht", opts, NULL)) != -1) {
 		if (oss_params_option(opt, optarg, &want, "dsp-play") == 0)
 			continue;
 		switch (opt) {
@@ -200,6 +204,9 @@ int main(int argc, char **argv)
 			break;
 		case 'v':
 			verbose = 1;
+			break;
+		case 't':
+			tune = 1;
 			break;
 		case 'h':
 			usage(stdout);
@@ -259,6 +266,8 @@ int main(int argc, char **argv)
 	frame_bytes = (size_t)got.format->bytes_per_sample * got.channels;
 	if (have_bytes)
 		len = bytes;
+	else if (tune)
+		len = dsp_tune_frames(got.rate) * frame_bytes;
 	else
 		len = (size_t)((unsigned long long)got.rate * ms / 1000) * frame_bytes;
 	if (len > MAX_BYTES) {
@@ -271,7 +280,10 @@ int main(int argc, char **argv)
 		fprintf(stderr, "dsp-play: out of memory for %zu bytes\n", len);
 		return EXIT_DEVICE;
 	}
-	dsp_signal_fill(buf, len, got.format->bytes_per_sample, got.channels);
+	if (tune)
+		dsp_tune_fill(buf, len, got.format->bytes_per_sample, got.channels, got.rate);
+	else
+		dsp_signal_fill(buf, len, got.format->bytes_per_sample, got.channels);
 
 	if (to_stdout) {
 		/* The host copy: only the bytes, nothing else on stdout. */
