@@ -1,17 +1,47 @@
 //! The tap: readers attach here and receive the card's record stream.
 //!
-//! INTERFACE CONTRACT between the queue worker (device core) and the tap thread. The bodies
-//! below are placeholders until the tap is implemented; the signatures are the contract.
+//! INTERFACE CONTRACT between the queue worker (device core) and the tap thread: the
+//! signatures below are the contract.
 //!
 //! Threading: `Tap::start` binds the sockets and spawns one tap thread (event-manager based)
 //! that accepts readers, writes queued records to them without ever blocking the queue worker,
 //! and reads their requests. The queue worker holds a cloneable `TapHandle`.
+//!
+//! The worker's side never blocks: `publish`/`publish_pcm` encode the record once into a
+//! shared buffer, push it onto a lock-free channel and wake the tap thread with at most one
+//! eventfd write per tap-thread pass. Everything else (the state mirror, fan-out to readers,
+//! per-reader byte accounting, GAP records for live readers) happens on the tap thread.
+//!
+//! Files: `listener` (sockets, accept), `conn` (one reader: queues, non-blocking I/O,
+//! request decoding), `mirror` (state mirror and snapshot), `event_loop` (the thread:
+//! fan-out, backpressure accounting, requests), `inject` (input audio buffers), `shared`
+//! (what the worker and the thread share), `subscription` (stream selection).
+//!
+//! Times: the tap has no clock of its own. HELLO carries `hello.time_ns` (set by the core
+//! at startup, its device clock) plus the time elapsed since the tap started; GAP carries the
+//! time of the first PCM record it replaces. The core should publish every control's value
+//! once at startup (a CONTROL record) so the snapshot can replay it.
+
+mod conn;
+mod event_loop;
+mod inject;
+mod listener;
+mod mirror;
+mod shared;
+mod subscription;
+#[cfg(test)]
+mod tests;
 
 use std::net::SocketAddr;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{mpsc, Arc};
 
-use dsproxy_wire::record::{Hello, Record};
+use dsproxy_wire::record::{encode_pcm_header, Hello, Record, HEADER_LEN, MAX_PCM_CHUNK};
+use event_manager::{EventManager, SubscriberOps};
+
+use shared::{Item, Shared};
 
 /// How the tap is set up.
 #[derive(Debug, Clone)]
@@ -49,13 +79,62 @@ pub enum TapError {
 /// The running tap (owned by main).
 pub struct Tap {
     handle: TapHandle,
+    thread: Option<std::thread::JoinHandle<()>>,
+    socket_file: Option<listener::SocketFile>,
+    tcp_addr: Option<SocketAddr>,
 }
 
 impl Tap {
     /// Binds the sockets and starts the tap thread.
-    pub fn start(_cfg: TapConfig) -> Result<Tap, TapError> {
+    pub fn start(cfg: TapConfig) -> Result<Tap, TapError> {
+        if let Err(e) = Record::Hello(cfg.hello.clone()).to_bytes() {
+            return Err(TapError::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("device description cannot be sent: {e}"),
+            )));
+        }
+        let shared = Shared::new(cfg.high_water, cfg.inject_limit)?;
+        let (unix, socket_file) = listener::bind_unix(&cfg.unix_path)?;
+        // From here on the socket file is ours: remove it on every error path.
+        let cleanup = |e: TapError| {
+            socket_file.remove();
+            e
+        };
+        let tcp = match cfg.tcp {
+            Some(addr) => Some(listener::bind_tcp(addr).map_err(cleanup)?),
+            None => None,
+        };
+        let tcp_addr = tcp.as_ref().and_then(|l| l.local_addr().ok());
+        let (tx, rx) = mpsc::channel();
+        let mut em = EventManager::<event_loop::TapLoop>::new()
+            .map_err(|e| cleanup(TapError::Io(std::io::Error::other(e.to_string()))))?;
+        let tap_loop =
+            event_loop::TapLoop::new(Arc::clone(&shared), rx, Some(unix), tcp, cfg.hello);
+        let id = em.add_subscriber(tap_loop);
+        let init_error = em
+            .subscriber_mut(id)
+            .map_err(|e| cleanup(TapError::Io(std::io::Error::other(e.to_string()))))?
+            .take_init_error();
+        if let Some(e) = init_error {
+            return Err(cleanup(TapError::Io(std::io::Error::other(e))));
+        }
+        let thread_shared = Arc::clone(&shared);
+        let thread = std::thread::Builder::new()
+            .name("dsproxy-tap".into())
+            .spawn(move || event_loop::run(em, id, thread_shared))
+            .map_err(|e| cleanup(TapError::Io(e)))?;
+        log::info!(
+            "tap: listening on {}{}",
+            socket_file.path().display(),
+            tcp_addr
+                .map(|a| format!(" and tcp {a}"))
+                .unwrap_or_default()
+        );
         Ok(Tap {
-            handle: TapHandle {},
+            handle: TapHandle { shared, tx },
+            thread: Some(thread),
+            socket_file: Some(socket_file),
+            tcp_addr,
         })
     }
 
@@ -63,58 +142,168 @@ impl Tap {
         self.handle.clone()
     }
 
+    /// The TCP address actually bound (useful with port 0), if TCP was asked for.
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.tcp_addr
+    }
+
     /// Stops the thread: flushes what readers can take within ~1 s, closes connections,
     /// removes the unix socket file.
-    pub fn shutdown(self) {}
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        if let Some(thread) = self.thread.take() {
+            self.handle.shared.stop.store(true, Ordering::Release);
+            self.handle.shared.force_wake();
+            if thread.join().is_err() {
+                log::error!("tap: the tap thread panicked");
+            }
+        }
+        if let Some(f) = self.socket_file.take() {
+            f.remove();
+        }
+    }
+}
+
+impl Drop for Tap {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }
 
 /// The queue worker's side of the tap. Cheap to clone, `Send + Sync`; no method blocks.
 #[derive(Clone)]
-pub struct TapHandle {}
+pub struct TapHandle {
+    shared: Arc<Shared>,
+    tx: mpsc::Sender<Item>,
+}
 
 impl TapHandle {
     /// Queues a record for every subscribed reader whose stream mask selects it (encoded once,
     /// shared). Also updates the tap's mirror of the card state (params, stream states,
     /// control values) that is replayed to readers that subscribe later.
-    pub fn publish(&self, _rec: &Record) {}
+    pub fn publish(&self, rec: &Record) {
+        match rec {
+            Record::Pcm {
+                stream,
+                offset,
+                time_ns,
+                data,
+            } => return self.publish_pcm(*stream, *offset, *time_ns, data),
+            Record::Hello(h) => {
+                if self.tx.send(Item::Hello(h.clone())).is_ok() {
+                    self.shared.wake_tap();
+                }
+                return;
+            }
+            Record::Gap { .. }
+            | Record::SnapshotEnd
+            | Record::Subscribe { .. }
+            | Record::SetControl { .. }
+            | Record::Inject { .. } => {
+                log::warn!(
+                    "tap: {} is not a record the card publishes; ignored",
+                    rec.kind_name()
+                );
+                return;
+            }
+            _ => {}
+        }
+        let frame = match rec.to_bytes() {
+            Ok(b) => Arc::new(b),
+            Err(e) => {
+                log::warn!("tap: {} record not published: {e}", rec.kind_name());
+                return;
+            }
+        };
+        let item = Item::Event {
+            rec: rec.clone(),
+            frame,
+        };
+        if self.tx.send(item).is_ok() {
+            self.shared.wake_tap();
+        }
+    }
 
     /// Hot path: queues PCM bytes the card played, split into records of at most
     /// `MAX_PCM_CHUNK` bytes. A live reader that has no room gets a GAP record instead.
-    pub fn publish_pcm(&self, _stream: u32, _offset: u64, _time_ns: u64, _data: &[u8]) {}
+    pub fn publish_pcm(&self, stream: u32, offset: u64, time_ns: u64, data: &[u8]) {
+        // No one connected: the card keeps time and discards (a reader that connects now
+        // joins mid-stream anyway).
+        if data.is_empty() || self.shared.connected.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        let mut chunk_offset = offset;
+        for chunk in data.chunks(MAX_PCM_CHUNK) {
+            let mut buf = Vec::with_capacity(HEADER_LEN + 32 + chunk.len());
+            if let Err(e) = encode_pcm_header(&mut buf, stream, chunk_offset, time_ns, chunk.len())
+            {
+                log::error!("tap: PCM not published: {e}");
+                return;
+            }
+            buf.extend_from_slice(chunk);
+            let frame = Arc::new(buf);
+            let bytes = frame.len();
+            self.shared.add_inflight(bytes);
+            let item = Item::Pcm {
+                stream,
+                offset: chunk_offset,
+                time_ns,
+                data_len: chunk.len(),
+                frame,
+            };
+            if self.tx.send(item).is_err() {
+                // The tap thread is gone.
+                self.shared.sub_inflight(bytes);
+                return;
+            }
+            chunk_offset = chunk_offset.wrapping_add(chunk.len() as u64);
+        }
+        self.shared.wake_tap();
+    }
 
     /// At least one reader has subscribed.
     pub fn has_readers(&self) -> bool {
-        false
+        self.shared.subscribed.load(Ordering::Acquire) > 0
     }
 
     /// The card may hand more PCM to the tap: no non-live reader is above the high-water mark.
     pub fn can_accept(&self) -> bool {
-        true
+        self.shared.can_accept()
     }
 
     /// Some subscribed reader asked for SUB_NO_PACING.
     pub fn no_pacing_requested(&self) -> bool {
-        false
+        self.shared.no_pacing.load(Ordering::Acquire)
     }
 
     /// An eventfd (EFD_NONBLOCK) that becomes readable whenever `has_readers`, `can_accept`,
     /// `no_pacing_requested` may have changed, a request is waiting, or injected audio
     /// arrived. The worker registers it in its epoll and reads it to reset it.
     pub fn notifier_fd(&self) -> RawFd {
-        -1
+        self.shared.notifier_fd().as_raw_fd()
     }
 
     /// Resets the notifier (reads the eventfd counter).
-    pub fn clear_notifier(&self) {}
+    pub fn clear_notifier(&self) {
+        self.shared.clear_notifier();
+    }
 
     /// Takes the requests readers sent since the last call.
     pub fn take_requests(&self) -> Vec<TapRequest> {
-        Vec::new()
+        self.shared.take_requests()
     }
 
     /// Copies up to `out.len()` bytes of audio injected for input stream `stream` into `out`
     /// and returns how many. Returns 0 if none is buffered.
-    pub fn read_inject(&self, _stream: u32, _out: &mut [u8]) -> usize {
-        0
+    pub fn read_inject(&self, stream: u32, out: &mut [u8]) -> usize {
+        let n = self.shared.inject.read(stream, out);
+        if n > 0 && self.shared.inject.is_waiting() {
+            // A reader is paused on a full buffer: there is room again.
+            self.shared.wake_tap();
+        }
+        n
     }
 }

@@ -1,0 +1,177 @@
+//! What the queue worker (through `TapHandle`) and the tap thread share: the wake-up and
+//! notifier eventfds, the flags the worker reads on its hot path, the request list and the
+//! inject buffers. Everything here is either atomic or behind a lock held for a few copies.
+
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use dsproxy_wire::record::{Hello, Record};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use super::inject::InjectBuffers;
+use super::TapRequest;
+
+/// An encoded record, shared by every reader queue it is in (encoded once per publish).
+pub(super) type Frame = Arc<Vec<u8>>;
+
+/// What the worker hands the tap thread, in the order the card produced it.
+pub(super) enum Item {
+    /// A record other than PCM: kept whole for the state mirror, and its encoding.
+    Event { rec: Record, frame: Frame },
+    /// One PCM record (at most `MAX_PCM_CHUNK` bytes of audio), already encoded.
+    Pcm {
+        stream: u32,
+        offset: u64,
+        time_ns: u64,
+        data_len: usize,
+        frame: Frame,
+    },
+    /// A new device description for readers that connect from now on.
+    Hello(Hello),
+}
+
+/// The smallest bound on PCM in flight between the worker and the tap thread.
+const MIN_INFLIGHT_LIMIT: usize = 16 << 20;
+
+pub(super) struct Shared {
+    /// Wakes the tap thread (new items, room in an inject buffer, shutdown).
+    wake: EventFd,
+    /// Set while a wake-up is pending, so a burst of publishes costs one eventfd write.
+    wake_pending: AtomicBool,
+    /// Tells the queue worker that a flag changed, a request or injected audio arrived.
+    notifier: EventFd,
+    /// Tap::shutdown asked the thread to stop.
+    pub stop: AtomicBool,
+    /// Readers connected (subscribed or not): PCM is only encoded when there may be a taker.
+    pub connected: AtomicUsize,
+    /// Readers that sent SUBSCRIBE.
+    pub subscribed: AtomicUsize,
+    /// Some subscribed reader asked for SUB_NO_PACING.
+    pub no_pacing: AtomicBool,
+    /// No non-live reader is above the high-water mark.
+    pub accept: AtomicBool,
+    /// PCM bytes published but not yet fanned out by the tap thread: bounds what the tap
+    /// holds if its thread falls behind the worker (e.g. starved of CPU).
+    pub inflight: AtomicUsize,
+    /// The bound on `inflight`: generous, so only a stalled tap thread reaches it (a live
+    /// reader must not hold the card because the tap thread was briefly descheduled).
+    inflight_limit: usize,
+    /// The worker saw `inflight` above its bound; the tap thread notifies the
+    /// worker when it drains below it.
+    pub inflight_blocked: AtomicBool,
+    pub high_water: usize,
+    pub requests: Mutex<Vec<TapRequest>>,
+    pub inject: InjectBuffers,
+}
+
+impl Shared {
+    pub fn new(high_water: usize, inject_limit: usize) -> io::Result<Arc<Shared>> {
+        Ok(Arc::new(Shared {
+            wake: EventFd::new(EFD_NONBLOCK)?,
+            wake_pending: AtomicBool::new(false),
+            notifier: EventFd::new(EFD_NONBLOCK)?,
+            stop: AtomicBool::new(false),
+            connected: AtomicUsize::new(0),
+            subscribed: AtomicUsize::new(0),
+            no_pacing: AtomicBool::new(false),
+            accept: AtomicBool::new(true),
+            inflight: AtomicUsize::new(0),
+            inflight_limit: high_water.saturating_mul(2).max(MIN_INFLIGHT_LIMIT),
+            inflight_blocked: AtomicBool::new(false),
+            high_water,
+            requests: Mutex::new(Vec::new()),
+            inject: InjectBuffers::new(inject_limit),
+        }))
+    }
+
+    pub fn wake_fd(&self) -> &EventFd {
+        &self.wake
+    }
+
+    pub fn notifier_fd(&self) -> &EventFd {
+        &self.notifier
+    }
+
+    /// Wakes the tap thread unless a wake-up is already pending. The only syscall the
+    /// worker's publish path makes, and at most once per tap-thread pass.
+    pub fn wake_tap(&self) {
+        if !self.wake_pending.swap(true, Ordering::AcqRel) {
+            self.force_wake();
+        }
+    }
+
+    /// Wakes the tap thread unconditionally (shutdown).
+    pub fn force_wake(&self) {
+        if let Err(e) = self.wake.write(1) {
+            // EAGAIN: the counter is saturated, the thread is certainly awake.
+            if e.kind() != io::ErrorKind::WouldBlock {
+                log::warn!("tap: cannot wake the tap thread: {e}");
+            }
+        }
+    }
+
+    /// Tap thread: consumes the wake-up. Items sent after this are seen by the caller's
+    /// following drain or wake it again.
+    pub fn take_wake(&self) {
+        let _ = self.wake.read();
+        self.wake_pending.swap(false, Ordering::AcqRel);
+    }
+
+    /// Tells the worker something changed.
+    pub fn notify(&self) {
+        if let Err(e) = self.notifier.write(1) {
+            if e.kind() != io::ErrorKind::WouldBlock {
+                log::warn!("tap: cannot signal the notifier: {e}");
+            }
+        }
+    }
+
+    pub fn clear_notifier(&self) {
+        let _ = self.notifier.read();
+    }
+
+    pub fn can_accept(&self) -> bool {
+        self.accept.load(Ordering::Acquire)
+            && self.inflight.load(Ordering::Acquire) <= self.inflight_limit
+    }
+
+    /// Worker: `bytes` of PCM are on their way to the tap thread.
+    pub fn add_inflight(&self, bytes: usize) {
+        let now = self.inflight.fetch_add(bytes, Ordering::AcqRel) + bytes;
+        if now > self.inflight_limit {
+            self.inflight_blocked.store(true, Ordering::Release);
+        }
+    }
+
+    /// Tap thread (or a failed send): `bytes` of PCM left the in-flight queue.
+    pub fn sub_inflight(&self, bytes: usize) {
+        self.inflight.fetch_sub(bytes, Ordering::AcqRel);
+    }
+
+    /// Tap thread, after a drain: if the worker stopped because of the in-flight bound and
+    /// the bound is met again, tell it.
+    pub fn release_inflight_block(&self) {
+        if self.inflight_blocked.load(Ordering::Acquire)
+            && self.inflight.load(Ordering::Acquire) <= self.inflight_limit
+        {
+            self.inflight_blocked.store(false, Ordering::Release);
+            self.notify();
+        }
+    }
+
+    pub fn push_request(&self, req: TapRequest) {
+        match self.requests.lock() {
+            Ok(mut q) => q.push(req),
+            Err(poisoned) => poisoned.into_inner().push(req),
+        }
+        self.notify();
+    }
+
+    pub fn take_requests(&self) -> Vec<TapRequest> {
+        match self.requests.lock() {
+            Ok(mut q) => std::mem::take(&mut *q),
+            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+        }
+    }
+}
