@@ -1,3 +1,36 @@
 //! dsproxy-device: the emulated virtio-snd card.
+//!
+//! - [`card`]: the card model, driven by descriptor chains and the clock (no vhost-user).
+//! - [`ctl_queue`], [`xfer`], [`event_queue`]: the four virtqueues' requests.
+//! - [`pcm`], [`jack`], [`chmap`], [`controls`]: what the card is made of.
+//! - [`clock`]: pacing arithmetic and the timerfd.
+//! - [`tap`]: the reader fan-out.
 
+pub mod card;
+pub mod chain;
+pub mod chmap;
+pub mod clock;
+pub mod config;
+pub mod controls;
+pub mod ctl_queue;
+pub mod error;
+pub mod event_queue;
+pub mod jack;
+pub mod pcm;
+pub mod spec;
 pub mod tap;
+pub mod xfer;
+
+pub use card::{Card, CardTap};
+pub use chain::Chain;
+pub use config::CardConfig;
+pub use error::{DeviceError, RequestError};
+
+/// A used-ring entry the card produced: descriptor chain `head` of `queue` is returned with
+/// `len` bytes written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Used {
+    pub queue: u16,
+    pub head: u16,
+    pub len: u32,
+}

@@ -1,0 +1,408 @@
+//! The card: streams, controls, jacks and the event queue, driven by descriptor chains and
+//! by the clock. It knows nothing of vhost-user: the caller pops chains off the queues,
+//! passes the guest memory and the current CLOCK_MONOTONIC time, and afterwards puts what
+//! [`Card::take_used`] returns into the used rings. That makes every handler testable over
+//! mock queues with made-up times.
+
+use dsproxy_wire::record::{ControlOrigin, Direction, Record};
+use log::{debug, info, warn};
+use vm_memory::GuestMemory;
+
+use crate::chain::Chain;
+use crate::config::{CardConfig, Pacing};
+use crate::controls::Controls;
+use crate::error::RequestError;
+use crate::event_queue::EventQueue;
+use crate::pcm::{Stream, StreamState};
+use crate::spec::{ctl, ctl_notify_bytes, size, CONTROL_QUEUE, EVENT_QUEUE, RX_QUEUE, TX_QUEUE};
+use crate::tap::{TapHandle, TapRequest};
+use crate::Used;
+
+/// What the card needs of the tap. [`TapHandle`] is the real one; tests record instead.
+pub trait CardTap {
+    fn publish(&self, rec: &Record);
+    fn publish_pcm(&self, stream: u32, offset: u64, time_ns: u64, data: &[u8]);
+    fn has_readers(&self) -> bool;
+    fn can_accept(&self) -> bool;
+    fn no_pacing_requested(&self) -> bool;
+    fn take_requests(&self) -> Vec<TapRequest>;
+    fn read_inject(&self, stream: u32, out: &mut [u8]) -> usize;
+}
+
+impl CardTap for TapHandle {
+    fn publish(&self, rec: &Record) {
+        TapHandle::publish(self, rec)
+    }
+    fn publish_pcm(&self, stream: u32, offset: u64, time_ns: u64, data: &[u8]) {
+        TapHandle::publish_pcm(self, stream, offset, time_ns, data)
+    }
+    fn has_readers(&self) -> bool {
+        TapHandle::has_readers(self)
+    }
+    fn can_accept(&self) -> bool {
+        TapHandle::can_accept(self)
+    }
+    fn no_pacing_requested(&self) -> bool {
+        TapHandle::no_pacing_requested(self)
+    }
+    fn take_requests(&self) -> Vec<TapRequest> {
+        TapHandle::take_requests(self)
+    }
+    fn read_inject(&self, stream: u32, out: &mut [u8]) -> usize {
+        TapHandle::read_inject(self, stream, out)
+    }
+}
+
+/// The emulated sound card.
+pub struct Card<T: CardTap> {
+    pub(crate) cfg: CardConfig,
+    pub(crate) tap: T,
+    /// CLOCK_MONOTONIC ns at daemon start: tap timestamps count from here.
+    epoch_ns: u64,
+    /// The driver acknowledged VIRTIO_SND_F_CTLS.
+    pub(crate) ctls_negotiated: bool,
+    pub(crate) controls: Controls,
+    pub(crate) streams: Vec<Stream>,
+    pub(crate) events: EventQueue,
+    pub(crate) used: Vec<Used>,
+    /// Guest requests refused so far.
+    pub rejected: u64,
+}
+
+impl<T: CardTap> Card<T> {
+    pub fn new(cfg: CardConfig, tap: T, epoch_ns: u64) -> Card<T> {
+        let streams = (0..cfg.num_streams())
+            .map(|id| Stream::new(id, cfg.stream_direction(id).unwrap_or(Direction::Output)))
+            .collect();
+        let controls = if cfg.controls {
+            Controls::new(cfg.outputs, cfg.inputs)
+        } else {
+            Controls::new(0, 0)
+        };
+        Card {
+            cfg,
+            tap,
+            epoch_ns,
+            ctls_negotiated: false,
+            controls,
+            streams,
+            events: EventQueue::default(),
+            used: Vec::new(),
+            rejected: 0,
+        }
+    }
+
+    pub fn config(&self) -> &CardConfig {
+        &self.cfg
+    }
+
+    pub fn tap(&self) -> &T {
+        &self.tap
+    }
+
+    /// The features the driver acknowledged.
+    pub fn set_features(&mut self, acked: u64) {
+        self.ctls_negotiated = self.cfg.controls && acked & crate::spec::VIRTIO_SND_F_CTLS != 0;
+    }
+
+    /// Used-ring entries produced since the last call, in order.
+    pub fn take_used(&mut self) -> Vec<Used> {
+        std::mem::take(&mut self.used)
+    }
+
+    pub fn stream_state(&self, id: u32) -> Option<StreamState> {
+        self.streams.get(id as usize).map(|s| s.state)
+    }
+
+    /// PCM bytes queued on stream `id`.
+    pub fn queued_bytes(&self, id: u32) -> Option<u64> {
+        self.streams.get(id as usize).map(|s| s.queued_bytes)
+    }
+
+    /// Buffers queued on stream `id`.
+    pub fn queued_buffers(&self, id: u32) -> Option<usize> {
+        self.streams.get(id as usize).map(|s| s.queue.len())
+    }
+
+    pub fn stream(&self, id: u32) -> Option<&Stream> {
+        self.streams.get(id as usize)
+    }
+
+    pub fn controls(&self) -> &Controls {
+        &self.controls
+    }
+
+    /// Event buffers the driver has posted and the card has not used yet.
+    pub fn events_posted(&self) -> usize {
+        self.events.len()
+    }
+
+    pub fn events_undelivered(&self) -> u64 {
+        self.events.undelivered
+    }
+
+    /// Device time for the tap: ns since the daemon started.
+    pub(crate) fn tap_time(&self, mono_ns: u64) -> u64 {
+        mono_ns.saturating_sub(self.epoch_ns)
+    }
+
+    pub(crate) fn stream_index(&self, id: u32) -> Result<usize, RequestError> {
+        let idx = id as usize;
+        if idx < self.streams.len() {
+            Ok(idx)
+        } else {
+            Err(RequestError::UnknownStream(id))
+        }
+    }
+
+    /// A chain taken off `queue`.
+    pub fn handle_chain<M: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &M,
+        queue: u16,
+        chain: Chain,
+        now: u64,
+    ) {
+        match queue {
+            CONTROL_QUEUE => self.handle_control(mem, chain, now),
+            EVENT_QUEUE => {
+                let head = chain.head;
+                if let Err(e) = self.events.post(mem, chain) {
+                    self.rejected += 1;
+                    warn!("event buffer {head} refused: {e}");
+                    self.used.push(Used {
+                        queue: EVENT_QUEUE,
+                        head,
+                        len: 0,
+                    });
+                }
+            }
+            TX_QUEUE | RX_QUEUE => self.handle_xfer(mem, queue, chain, now),
+            _ => {
+                warn!("chain {} on unknown queue {queue} returned", chain.head);
+                self.used.push(Used {
+                    queue,
+                    head: chain.head,
+                    len: 0,
+                });
+            }
+        }
+    }
+
+    /// Delivers an event to the driver if it posted a buffer for one.
+    pub(crate) fn send_event<M: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &M,
+        event: &[u8; size::EVENT],
+    ) -> bool {
+        self.events.send(mem, event, &mut self.used)
+    }
+
+    /// The card completes TX buffers without the clock (`--pacing none`, or a reader asked).
+    fn unpaced(&self) -> bool {
+        self.cfg.pacing == Pacing::None || self.tap.no_pacing_requested()
+    }
+
+    /// Whether output must wait: `--wait-for-reader` with no reader, or a reader is full.
+    fn output_held(&self) -> bool {
+        (self.cfg.wait_for_reader && !self.tap.has_readers()) || !self.tap.can_accept()
+    }
+
+    /// Completes every buffer of stream `idx` that is due at `now`.
+    pub fn service_stream<M: GuestMemory + ?Sized>(&mut self, mem: &M, idx: usize, now: u64) {
+        loop {
+            let unpaced = self.unpaced();
+            let held = self.output_held();
+            let Some(s) = self.streams.get_mut(idx) else {
+                return;
+            };
+            if s.state != StreamState::Running {
+                return;
+            }
+            let Some(head_len) = s.queue.front().map(|b| b.len as u64) else {
+                s.clock.starve();
+                return;
+            };
+            if s.direction == Direction::Output {
+                if unpaced {
+                    // Real time no longer applies; the clock restarts when it does again.
+                    s.unpaced = true;
+                    if held {
+                        return;
+                    }
+                    self.complete_tx_head(mem, idx, now);
+                    continue;
+                }
+                if s.unpaced {
+                    s.unpaced = false;
+                    s.clock.start(now);
+                }
+                if s.clock.is_held() {
+                    if held {
+                        return;
+                    }
+                    if let Some(d) = s.clock.resume(now) {
+                        debug!("stream {}: clock resumes after {d} ns held", s.id);
+                    }
+                }
+                let Some(deadline) = s.clock.deadline(head_len) else {
+                    return;
+                };
+                if deadline > now {
+                    return;
+                }
+                if held {
+                    debug!("stream {}: clock held (no reader / reader full)", s.id);
+                    s.clock.hold(now);
+                    return;
+                }
+                s.clock.complete(head_len);
+                self.complete_tx_head(mem, idx, deadline);
+            } else {
+                let Some(deadline) = s.clock.deadline(head_len) else {
+                    return;
+                };
+                if deadline > now {
+                    return;
+                }
+                s.clock.complete(head_len);
+                self.complete_rx_head(mem, idx);
+            }
+        }
+    }
+
+    /// Completes whatever is due on every stream.
+    pub fn service_all<M: GuestMemory + ?Sized>(&mut self, mem: &M, now: u64) {
+        for idx in 0..self.streams.len() {
+            self.service_stream(mem, idx, now);
+        }
+    }
+
+    /// When stream `idx` next needs the worker (its timer's deadline), if it does.
+    pub fn next_deadline(&self, idx: usize) -> Option<u64> {
+        let s = self.streams.get(idx)?;
+        if s.state != StreamState::Running {
+            return None;
+        }
+        if s.direction == Direction::Output && self.unpaced() {
+            return None;
+        }
+        let head = s.queue.front()?;
+        s.clock.deadline(head.len as u64)
+    }
+
+    /// The tap says something changed: reader requests, readers coming or going, room.
+    pub fn on_tap_notify<M: GuestMemory + ?Sized>(&mut self, mem: &M, now: u64) {
+        for req in self.tap.take_requests() {
+            match req {
+                TapRequest::SetControl { id, values } => self.reader_set_control(mem, id, values),
+            }
+        }
+        self.service_all(mem, now);
+    }
+
+    fn reader_set_control<M: GuestMemory + ?Sized>(&mut self, mem: &M, id: u32, values: Vec<i64>) {
+        match self.controls.set_values(id, &values) {
+            Ok(false) => debug!("reader set control {id} to its current value"),
+            Ok(true) => {
+                info!("reader set control {id} to {values:?}");
+                self.tap.publish(&Record::Control {
+                    id,
+                    origin: ControlOrigin::Reader,
+                    values,
+                });
+                if self.ctls_negotiated {
+                    if let Ok(cid) = u16::try_from(id) {
+                        self.send_event(mem, &ctl_notify_bytes(cid, ctl::EVT_MASK_VALUE));
+                    }
+                }
+            }
+            Err(e) => warn!("reader's control change refused: {e}"),
+        }
+    }
+
+    /// A vring is being stopped (GET_VRING_BASE): nothing may stay held on it. Output
+    /// buffers are played out at once (published, so no audio is lost, and completed), input
+    /// buffers completed with what there is; event buffers stay posted (they remain the
+    /// device's until the driver resets). The clocks of running streams starve.
+    pub fn stop_queue<M: GuestMemory + ?Sized>(&mut self, mem: &M, queue: u16, now: u64) {
+        let dir = match queue {
+            TX_QUEUE => Direction::Output,
+            RX_QUEUE => Direction::Input,
+            _ => return,
+        };
+        for idx in 0..self.streams.len() {
+            let Some(s) = self.streams.get(idx) else {
+                continue;
+            };
+            if s.direction != dir || s.queue.is_empty() {
+                continue;
+            }
+            let n = s.queue.len();
+            for _ in 0..n {
+                match dir {
+                    Direction::Output => self.complete_tx_head(mem, idx, now),
+                    Direction::Input => self.complete_rx_head(mem, idx),
+                }
+            }
+            if let Some(s) = self.streams.get_mut(idx) {
+                info!("stream {}: queue stopped, {n} buffers returned", s.id);
+                s.clock.starve_at(now);
+            }
+        }
+    }
+
+    /// The driver reset the device, or the frontend went away: every stream is stopped and
+    /// released (readers get the records), held buffers are returned if `mem` is given (the
+    /// rings still exist) or forgotten, posted event buffers are forgotten.
+    pub fn reset<M: GuestMemory + ?Sized>(&mut self, mem: Option<&M>, now: u64, why: &str) {
+        let time_ns = self.tap_time(now);
+        for idx in 0..self.streams.len() {
+            let Some(s) = self.streams.get_mut(idx) else {
+                continue;
+            };
+            let state = s.state;
+            let queued = s.queued_bytes;
+            let id = s.id;
+            if state == StreamState::Running {
+                self.tap.publish(&Record::Stop {
+                    stream: id,
+                    time_ns,
+                    drained: queued == 0,
+                    discarded_bytes: queued,
+                });
+            }
+            match mem {
+                Some(m) => {
+                    self.return_all(m, idx);
+                }
+                None => {
+                    if let Some(s) = self.streams.get_mut(idx) {
+                        s.queue.clear();
+                        s.queued_bytes = 0;
+                    }
+                }
+            }
+            if !matches!(state, StreamState::Idle | StreamState::Released) {
+                info!("stream {id}: released ({why})");
+                self.tap.publish(&Record::Release {
+                    stream: id,
+                    time_ns,
+                });
+            }
+            if let Some(s) = self.streams.get_mut(idx) {
+                let fresh = Stream::new(s.id, s.direction);
+                *s = fresh;
+            }
+        }
+        let dropped = self.events.clear();
+        if dropped > 0 {
+            debug!("{dropped} event buffers forgotten ({why})");
+        }
+    }
+
+    /// Forgets the event buffers posted before a driver reset (the event queue restarted).
+    pub fn forget_events(&mut self) -> usize {
+        self.events.clear()
+    }
+}

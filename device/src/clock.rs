@@ -1,0 +1,337 @@
+//! The card's clock: when a PCM buffer is due, like a DMA engine consuming a ring.
+//!
+//! Per running stream the clock keeps an anchor instant (CLOCK_MONOTONIC, ns) and the bytes
+//! completed since then. The buffer at the head of the queue is due at
+//! `anchor + ceil((consumed + head_len) * 1e9 / byte_rate)`: every deadline is computed from
+//! the anchor in integer nanoseconds, so rounding never accumulates however many buffers go by.
+//!
+//! The anchor moves only when the stream (re)starts: at START, after a starvation longer than
+//! the grace (no burst to catch up — the gap is reported as an xrun instead), and when a hold
+//! (backpressure, `--wait-for-reader`) ends. This module is pure arithmetic on `now` values the
+//! caller supplies, so it is tested without sleeping; [`MonotonicTimer`] is the timerfd the
+//! worker arms to the next deadline.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+const NS_PER_S: u128 = 1_000_000_000;
+
+/// The pacing state of one stream.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PacingClock {
+    byte_rate: u64,
+    /// None while the clock does not run (stream not started, or held).
+    anchor: Option<u64>,
+    /// Bytes completed since the anchor.
+    consumed: u64,
+    /// The instant the queue ran dry while running.
+    starved_at: Option<u64>,
+    /// The instant a hold began.
+    held_since: Option<u64>,
+}
+
+impl PacingClock {
+    pub fn new(byte_rate: u64) -> PacingClock {
+        PacingClock {
+            byte_rate,
+            ..PacingClock::default()
+        }
+    }
+
+    pub fn byte_rate(&self) -> u64 {
+        self.byte_rate
+    }
+
+    /// Nanoseconds `bytes` last at this rate, rounded up (a buffer is never due early).
+    pub fn bytes_to_ns(&self, bytes: u64) -> u64 {
+        if self.byte_rate == 0 {
+            return u64::MAX;
+        }
+        let ns = (bytes as u128 * NS_PER_S).div_ceil(self.byte_rate as u128);
+        u64::try_from(ns).unwrap_or(u64::MAX)
+    }
+
+    /// The clock starts (START, or resumption after a hold) at `now`.
+    pub fn start(&mut self, now: u64) {
+        self.anchor = Some(now);
+        self.consumed = 0;
+        self.starved_at = None;
+        self.held_since = None;
+    }
+
+    /// The clock stops (STOP, RELEASE, reset).
+    pub fn stop(&mut self) {
+        self.anchor = None;
+        self.consumed = 0;
+        self.starved_at = None;
+        self.held_since = None;
+    }
+
+    /// The clock runs or is held (the stream is started).
+    pub fn is_started(&self) -> bool {
+        self.anchor.is_some() || self.held_since.is_some()
+    }
+
+    pub fn is_held(&self) -> bool {
+        self.held_since.is_some()
+    }
+
+    pub fn is_starved(&self) -> bool {
+        self.starved_at.is_some()
+    }
+
+    /// When the last completed buffer ended (the anchor if none completed yet).
+    pub fn position(&self) -> Option<u64> {
+        let a = self.anchor?;
+        Some(a.saturating_add(self.bytes_to_ns(self.consumed)))
+    }
+
+    /// When a head buffer of `head_len` bytes is due; None if the clock is not running.
+    pub fn deadline(&self, head_len: u64) -> Option<u64> {
+        if self.starved_at.is_some() || self.held_since.is_some() {
+            return None;
+        }
+        let a = self.anchor?;
+        Some(a.saturating_add(self.bytes_to_ns(self.consumed.saturating_add(head_len))))
+    }
+
+    /// A buffer of `len` bytes was completed at its deadline.
+    pub fn complete(&mut self, len: u64) {
+        self.consumed = self.consumed.saturating_add(len);
+    }
+
+    /// The queue is empty: the clock ran dry when the last buffer ended.
+    pub fn starve(&mut self) {
+        if self.starved_at.is_none() && self.held_since.is_none() {
+            self.starved_at = self.position();
+        }
+    }
+
+    /// The queue ran dry at `at` (used when buffers were taken away at once, e.g. a vring
+    /// stop).
+    pub fn starve_at(&mut self, at: u64) {
+        if self.anchor.is_some() && self.held_since.is_none() {
+            self.starved_at = Some(at);
+        }
+    }
+
+    /// A buffer arrived at `now`. After a starvation of at most `grace_ns` the clock goes on
+    /// from its anchor (the device had that much slack, like a FIFO); after a longer one it
+    /// re-anchors at `now` and returns how long it ran dry.
+    pub fn feed(&mut self, now: u64, grace_ns: u64) -> Option<u64> {
+        let since = self.starved_at.take()?;
+        let gap = now.saturating_sub(since);
+        if gap <= grace_ns {
+            return None;
+        }
+        self.anchor = Some(now);
+        self.consumed = 0;
+        Some(gap)
+    }
+
+    /// The head buffer is due but may not be completed yet (backpressure, no reader): the
+    /// clock stops until [`resume`](Self::resume).
+    pub fn hold(&mut self, now: u64) {
+        if self.held_since.is_none() {
+            self.held_since = Some(now);
+            self.anchor = None;
+            self.consumed = 0;
+            self.starved_at = None;
+        }
+    }
+
+    /// The hold ends at `now`: the clock restarts from `now`. Returns how long it was held.
+    pub fn resume(&mut self, now: u64) -> Option<u64> {
+        let since = self.held_since.take()?;
+        self.anchor = Some(now);
+        self.consumed = 0;
+        self.starved_at = None;
+        Some(now.saturating_sub(since))
+    }
+}
+
+/// The current CLOCK_MONOTONIC time in nanoseconds (the clock timerfds use).
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec as u64)
+}
+
+/// A non-blocking CLOCK_MONOTONIC timerfd armed to absolute deadlines (TFD_TIMER_ABSTIME,
+/// so a deadline already past fires at once and no relative error creeps in).
+#[derive(Debug)]
+pub struct MonotonicTimer {
+    fd: OwnedFd,
+    armed: Option<u64>,
+}
+
+impl MonotonicTimer {
+    pub fn new() -> io::Result<MonotonicTimer> {
+        // SAFETY: plain syscall; the result is checked and owned below.
+        let fd = unsafe {
+            libc::timerfd_create(
+                libc::CLOCK_MONOTONIC,
+                libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fd is a fresh descriptor nobody else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(MonotonicTimer { fd, armed: None })
+    }
+
+    /// Arms the timer to fire at `deadline_ns` (CLOCK_MONOTONIC), or disarms it with None.
+    /// Does nothing if it is already armed that way.
+    pub fn set(&mut self, deadline_ns: Option<u64>) -> io::Result<()> {
+        if self.armed == deadline_ns {
+            return Ok(());
+        }
+        // A zero it_value disarms a timerfd, so an armed deadline is at least 1 ns.
+        let t = deadline_ns.map_or(0, |d| d.max(1));
+        let spec = libc::itimerspec {
+            it_interval: libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            },
+            it_value: libc::timespec {
+                tv_sec: (t / 1_000_000_000) as libc::time_t,
+                tv_nsec: (t % 1_000_000_000) as libc::c_long,
+            },
+        };
+        // SAFETY: the fd is ours; spec is a valid itimerspec; old value not requested.
+        let r = unsafe {
+            libc::timerfd_settime(
+                self.fd.as_raw_fd(),
+                libc::TFD_TIMER_ABSTIME,
+                &spec,
+                std::ptr::null_mut(),
+            )
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        self.armed = deadline_ns;
+        Ok(())
+    }
+
+    /// Consumes an expiry (the fd is level-triggered in epoll until read).
+    pub fn clear(&mut self) {
+        let mut buf = [0u8; 8];
+        // SAFETY: reads at most 8 bytes into our buffer from our non-blocking fd.
+        let _ = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        // An expired absolute timer stays expired: forget it so the next set() re-arms.
+        self.armed = None;
+    }
+
+    pub fn armed(&self) -> Option<u64> {
+        self.armed
+    }
+}
+
+impl AsRawFd for MonotonicTimer {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: u64 = 1_000_000_000;
+
+    #[test]
+    fn deadlines_come_from_the_anchor() {
+        // 44100 Hz S16 stereo: 176400 B/s; 1764 bytes = 10 ms exactly, 1000 bytes is not a
+        // whole number of ns.
+        let mut c = PacingClock::new(176_400);
+        assert_eq!(c.deadline(1764), None);
+        c.start(5 * S);
+        assert_eq!(c.deadline(1764), Some(5 * S + 10_000_000));
+        // 441 buffers of 1000 bytes: the rounding of each is not added up.
+        for _ in 0..441 {
+            c.complete(1000);
+        }
+        assert_eq!(c.position(), Some(5 * S + 2_500_000_000));
+        assert_eq!(c.deadline(0), Some(5 * S + 2_500_000_000));
+        // ceil: 1000 bytes = 5668934.24 ns → 5668935
+        let mut d = PacingClock::new(176_400);
+        d.start(0);
+        assert_eq!(d.deadline(1000), Some(5_668_935));
+    }
+
+    #[test]
+    fn starvation_reanchors_only_after_grace() {
+        let mut c = PacingClock::new(1000); // 1 byte per ms
+        c.start(0);
+        c.complete(100); // ends at 100 ms
+        c.starve();
+        assert!(c.is_starved());
+        assert_eq!(c.deadline(10), None);
+        // back within 5 ms grace: continue from the anchor
+        assert_eq!(c.feed(104_000_000, 5_000_000), None);
+        assert_eq!(c.deadline(10), Some(110_000_000));
+        c.complete(10);
+        c.starve();
+        // back 50 ms late: xrun of 50 ms, re-anchored
+        assert_eq!(c.feed(160_000_000, 5_000_000), Some(50_000_000));
+        assert_eq!(c.deadline(10), Some(170_000_000));
+        // feeding a clock that is not starved reports nothing
+        assert_eq!(c.feed(999 * S, 0), None);
+    }
+
+    #[test]
+    fn hold_and_resume() {
+        let mut c = PacingClock::new(1000);
+        c.start(0);
+        c.hold(10_000_000);
+        assert!(c.is_held());
+        assert!(c.is_started());
+        assert_eq!(c.deadline(10), None);
+        c.starve(); // no effect while held
+        assert!(!c.is_starved());
+        assert_eq!(c.resume(30_000_000), Some(20_000_000));
+        assert_eq!(c.deadline(10), Some(40_000_000));
+        assert_eq!(c.resume(31_000_000), None);
+        c.stop();
+        assert!(!c.is_started());
+        assert_eq!(c.deadline(1), None);
+    }
+
+    #[test]
+    fn zero_rate_never_due() {
+        let mut c = PacingClock::new(0);
+        c.start(0);
+        assert_eq!(c.deadline(1), Some(u64::MAX));
+    }
+
+    #[test]
+    fn timer_fires_at_absolute_deadline() {
+        let mut t = MonotonicTimer::new().unwrap();
+        let now = monotonic_ns();
+        t.set(Some(now)).unwrap();
+        assert_eq!(t.armed(), Some(now));
+        let mut pfd = libc::pollfd {
+            fd: t.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let n = unsafe { libc::poll(&mut pfd, 1, 1000) };
+        assert_eq!(n, 1);
+        t.clear();
+        assert_eq!(t.armed(), None);
+        t.set(None).unwrap();
+        // SAFETY: as above.
+        let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+        assert_eq!(n, 0);
+    }
+}

@@ -1,0 +1,407 @@
+//! The control queue: parse the request header, route it, write the status (and payload).
+//!
+//! Every control request is answered at once, whatever the clock is doing: the Linux driver
+//! gives up on a control message after about a second.
+
+use dsproxy_wire::record::{ControlOrigin, Record};
+use log::{debug, info, warn};
+use vm_memory::GuestMemory;
+
+use crate::card::{Card, CardTap};
+use crate::chain::Chain;
+use crate::error::RequestError;
+use crate::pcm::{SetParams, StreamState};
+use crate::spec::{code, le32, size, Status, CONTROL_QUEUE};
+use crate::{chmap, jack, pcm, Used};
+
+/// A control request's outcome before it is written back.
+struct Reply {
+    /// Bytes after the status header.
+    payload: Vec<u8>,
+}
+
+impl<T: CardTap> Card<T> {
+    pub(crate) fn handle_control<M: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &M,
+        chain: Chain,
+        now: u64,
+    ) {
+        let head = chain.head;
+        if chain.writable_len() < size::HDR as u64 {
+            self.rejected += 1;
+            warn!(
+                "control request {head}: no room for a status ({} writable bytes), returned empty",
+                chain.writable_len()
+            );
+            self.used.push(Used {
+                queue: CONTROL_QUEUE,
+                head,
+                len: 0,
+            });
+            return;
+        }
+        let mut req_code = None;
+        let result = self.control_request(mem, &chain, now, &mut req_code);
+        let (status, payload) = match result {
+            Ok(r) => (Status::Ok, r.payload),
+            Err((stream, e)) => {
+                self.rejected += 1;
+                let name = req_code.map_or("?", code::name);
+                let code_txt = req_code.map_or_else(|| "?".to_owned(), |c| format!("{c:#06x}"));
+                match stream {
+                    Some(s) => warn!(
+                        "control request {name} ({code_txt}) stream {s} rejected with {}: {e}",
+                        e.status().name()
+                    ),
+                    None => warn!(
+                        "control request {name} ({code_txt}) rejected with {}: {e}",
+                        e.status().name()
+                    ),
+                }
+                (e.status(), Vec::new())
+            }
+        };
+        let mut len = size::HDR as u32;
+        if !payload.is_empty() {
+            match chain.write_at(mem, size::HDR as u64, &payload) {
+                Ok(()) => len += payload.len() as u32,
+                Err(e) => {
+                    warn!("control request {head}: response unwritable: {e}");
+                    let _ = chain.write_at(mem, 0, &Status::IoErr.code().to_le_bytes());
+                    self.used.push(Used {
+                        queue: CONTROL_QUEUE,
+                        head,
+                        len: size::HDR as u32,
+                    });
+                    return;
+                }
+            }
+        }
+        if let Err(e) = chain.write_at(mem, 0, &status.code().to_le_bytes()) {
+            warn!("control request {head}: status unwritable: {e}");
+            len = 0;
+        }
+        self.used.push(Used {
+            queue: CONTROL_QUEUE,
+            head,
+            len,
+        });
+    }
+
+    /// Reads the request and does it. Errors carry the stream the request was about, for
+    /// the log line.
+    fn control_request<M: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &M,
+        chain: &Chain,
+        now: u64,
+        req_code: &mut Option<u32>,
+    ) -> Result<Reply, (Option<u32>, RequestError)> {
+        let plain = |e| (None, e);
+        if chain.misordered {
+            return Err(plain(RequestError::Misordered));
+        }
+        chain.check_mapped(mem).map_err(plain)?;
+        let rlen = chain.readable_len();
+        if rlen < size::HDR as u64 {
+            return Err(plain(RequestError::ShortRequest {
+                got: rlen,
+                need: size::HDR as u64,
+            }));
+        }
+        let c = read_request(mem, chain, size::HDR).map_err(plain)?;
+        let c = le32(&c, 0).unwrap_or(0);
+        *req_code = Some(c);
+        let wlen = chain.writable_len();
+        match c {
+            code::JACK_INFO => {
+                let cfg = &self.cfg;
+                query(mem, chain, cfg.num_streams(), size::JACK_INFO, |id| {
+                    jack::info_bytes(cfg, id)
+                })
+                .map_err(plain)
+            }
+            code::JACK_REMAP => {
+                let r = read_request(mem, chain, size::JACK_REMAP).map_err(plain)?;
+                let id = le32(&r, 4).unwrap_or(u32::MAX);
+                jack::remap(&self.cfg, id)
+                    .map(|()| Reply {
+                        payload: Vec::new(),
+                    })
+                    .map_err(|e| (Some(id), e))
+            }
+            code::PCM_INFO => {
+                let cfg = &self.cfg;
+                query(mem, chain, cfg.num_streams(), size::PCM_INFO, |id| {
+                    pcm::info_bytes(cfg, id).ok_or(RequestError::UnknownStream(id))
+                })
+                .map_err(plain)
+            }
+            code::CHMAP_INFO => {
+                let cfg = &self.cfg;
+                query(mem, chain, cfg.num_streams(), size::CHMAP_INFO, |id| {
+                    chmap::info_bytes(cfg, id)
+                })
+                .map_err(plain)
+            }
+            code::PCM_SET_PARAMS => {
+                let r = read_request(mem, chain, size::PCM_SET_PARAMS).map_err(plain)?;
+                let p = SetParams::parse(&r).ok_or_else(|| {
+                    plain(RequestError::ShortRequest {
+                        got: rlen,
+                        need: size::PCM_SET_PARAMS as u64,
+                    })
+                })?;
+                self.set_params(mem, &p)
+                    .map(|()| Reply {
+                        payload: Vec::new(),
+                    })
+                    .map_err(|e| (Some(p.stream), e))
+            }
+            code::PCM_PREPARE | code::PCM_START | code::PCM_STOP | code::PCM_RELEASE => {
+                let r = read_request(mem, chain, size::PCM_HDR).map_err(plain)?;
+                let id = le32(&r, 4).unwrap_or(u32::MAX);
+                self.stream_command(mem, c, id, now)
+                    .map(|()| Reply {
+                        payload: Vec::new(),
+                    })
+                    .map_err(|e| (Some(id), e))
+            }
+            code::CTL_INFO
+            | code::CTL_ENUM_ITEMS
+            | code::CTL_READ
+            | code::CTL_WRITE
+            | code::CTL_TLV_READ
+            | code::CTL_TLV_WRITE
+            | code::CTL_TLV_COMMAND => {
+                if !self.ctls_negotiated {
+                    return Err(plain(RequestError::ControlsNotNegotiated));
+                }
+                self.control_element_request(mem, chain, c, wlen)
+                    .map_err(plain)
+            }
+            other => Err(plain(RequestError::UnknownCode(other))),
+        }
+    }
+
+    /// CTL_* requests.
+    fn control_element_request<M: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &M,
+        chain: &Chain,
+        c: u32,
+        wlen: u64,
+    ) -> Result<Reply, RequestError> {
+        if c == code::CTL_INFO {
+            let controls = &self.controls;
+            return query(mem, chain, controls.len(), size::CTL_INFO, |id| {
+                controls.info_bytes(id)
+            });
+        }
+        let r = read_request(mem, chain, size::CTL_HDR)?;
+        let id = le32(&r, 4).unwrap_or(u32::MAX);
+        let elem = self.controls.get(id)?;
+        let need_out = |n: usize| {
+            let need = (size::HDR + n) as u64;
+            if wlen < need {
+                Err(RequestError::ShortResponse { got: wlen, need })
+            } else {
+                Ok(())
+            }
+        };
+        match c {
+            code::CTL_ENUM_ITEMS => Err(RequestError::BadControlValue {
+                id,
+                why: "not an enumerated control".into(),
+            }),
+            code::CTL_READ => {
+                need_out(size::CTL_VALUE)?;
+                Ok(Reply {
+                    payload: self.controls.value_bytes(id)?,
+                })
+            }
+            code::CTL_WRITE => {
+                let _ = elem;
+                let r = read_request(mem, chain, size::CTL_HDR + size::CTL_VALUE)?;
+                let value = r.get(size::CTL_HDR..).unwrap_or(&[]);
+                if let Some(values) = self.controls.write_value_bytes(id, value)? {
+                    info!("guest set control {id} to {values:?}");
+                    self.tap.publish(&Record::Control {
+                        id,
+                        origin: ControlOrigin::Guest,
+                        values,
+                    });
+                } else {
+                    debug!("guest wrote control {id} unchanged");
+                }
+                Ok(Reply {
+                    payload: Vec::new(),
+                })
+            }
+            code::CTL_TLV_READ => {
+                let tlv = self.controls.tlv_bytes(id)?;
+                need_out(tlv.len())?;
+                Ok(Reply { payload: tlv })
+            }
+            // The card's TLVs are read-only (no TLV write/command access bits).
+            code::CTL_TLV_WRITE => Err(RequestError::NotSupported("TLV write")),
+            code::CTL_TLV_COMMAND => Err(RequestError::NotSupported("TLV command")),
+            other => Err(RequestError::UnknownCode(other)),
+        }
+    }
+
+    fn set_params<M: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &M,
+        p: &SetParams,
+    ) -> Result<(), RequestError> {
+        let idx = self.stream_index(p.stream)?;
+        let state = self.streams[idx].state;
+        let next = state.after(code::PCM_SET_PARAMS)?;
+        let params = p.check(&self.cfg)?;
+        // Buffers pre-queued under the old parameters no longer fit the new ones.
+        let returned = self.return_all(mem, idx);
+        if returned > 0 {
+            info!(
+                "stream {}: new parameters, {returned} queued bytes returned unplayed",
+                p.stream
+            );
+        }
+        let s = &mut self.streams[idx];
+        s.params = Some(params);
+        s.clock = crate::clock::PacingClock::new(params.byte_rate);
+        s.state = next;
+        info!(
+            "stream {}: params {} buffer {} period {}",
+            p.stream, params.shape, params.buffer_bytes, params.period_bytes
+        );
+        self.tap.publish(&Record::Params(params.to_record(p.stream)));
+        Ok(())
+    }
+
+    fn stream_command<M: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &M,
+        c: u32,
+        id: u32,
+        now: u64,
+    ) -> Result<(), RequestError> {
+        let idx = self.stream_index(id)?;
+        let time_ns = self.tap_time(now);
+        let state = self.streams[idx].state;
+        let next = state.after(c)?;
+        match c {
+            code::PCM_PREPARE => {
+                let s = &mut self.streams[idx];
+                s.offset = 0;
+                s.period_progress = 0;
+                s.state = next;
+                info!("stream {id}: prepared");
+                self.tap.publish(&Record::Prepare {
+                    stream: id,
+                    time_ns,
+                });
+            }
+            code::PCM_START => {
+                let s = &mut self.streams[idx];
+                s.state = next;
+                s.clock.start(now);
+                s.unpaced = false;
+                info!("stream {id}: started ({} bytes queued)", s.queued_bytes);
+                self.tap.publish(&Record::Start {
+                    stream: id,
+                    time_ns,
+                });
+                self.service_stream(mem, idx, now);
+            }
+            code::PCM_STOP => {
+                let s = &mut self.streams[idx];
+                s.state = next;
+                s.clock.stop();
+                let queued = s.queued_bytes;
+                info!("stream {id}: stopped ({queued} bytes still queued)");
+                self.tap.publish(&Record::Stop {
+                    stream: id,
+                    time_ns,
+                    drained: queued == 0,
+                    discarded_bytes: queued,
+                });
+            }
+            code::PCM_RELEASE => {
+                let returned = self.return_all(mem, idx);
+                let s = &mut self.streams[idx];
+                s.state = next;
+                s.clock.stop();
+                info!("stream {id}: released ({returned} bytes returned unplayed)");
+                self.tap.publish(&Record::Release {
+                    stream: id,
+                    time_ns,
+                });
+            }
+            _ => return Err(RequestError::UnknownCode(c)),
+        }
+        debug_assert_ne!(next, StreamState::Idle);
+        Ok(())
+    }
+}
+
+/// Reads the first `n` bytes of the request (the caller's fixed-size structure).
+fn read_request<M: GuestMemory + ?Sized>(
+    mem: &M,
+    chain: &Chain,
+    n: usize,
+) -> Result<Vec<u8>, RequestError> {
+    let got = chain.readable_len();
+    if got < n as u64 {
+        return Err(RequestError::ShortRequest {
+            got,
+            need: n as u64,
+        });
+    }
+    chain.read_vec(mem, 0, n)
+}
+
+/// A `virtio_snd_query_info` request over `items` items of at least `min_size` bytes each:
+/// checks the range and the item size, and builds `count` items at a stride of `size`.
+fn query<M, F>(
+    mem: &M,
+    chain: &Chain,
+    items: u32,
+    min_size: usize,
+    item: F,
+) -> Result<Reply, RequestError>
+where
+    M: GuestMemory + ?Sized,
+    F: Fn(u32) -> Result<Vec<u8>, RequestError>,
+{
+    let r = read_request(mem, chain, size::QUERY_INFO)?;
+    let start = le32(&r, 4).unwrap_or(u32::MAX);
+    let count = le32(&r, 8).unwrap_or(u32::MAX);
+    let item_size = le32(&r, 12).unwrap_or(0);
+    let bad = RequestError::BadQuery {
+        start,
+        count,
+        items,
+        size: item_size,
+        min: min_size as u32,
+    };
+    let in_range = start.checked_add(count).is_some_and(|end| end <= items);
+    let size_ok = (item_size as usize) >= min_size && (item_size as usize) <= size::MAX_QUERY_ITEM;
+    if !in_range || !size_ok {
+        return Err(bad);
+    }
+    // Both factors are bounded (items ≤ 64 streams or a few hundred controls, size ≤ 4 KiB).
+    let need = (count as u64) * (item_size as u64) + size::HDR as u64;
+    let wlen = chain.writable_len();
+    if wlen < need {
+        return Err(RequestError::ShortResponse { got: wlen, need });
+    }
+    let mut payload = Vec::with_capacity((need as usize).saturating_sub(size::HDR));
+    for id in start..start + count {
+        let mut b = item(id)?;
+        b.resize(item_size as usize, 0);
+        payload.extend_from_slice(&b);
+    }
+    Ok(Reply { payload })
+}

@@ -1,0 +1,96 @@
+//! Error types: why a guest request was refused, and why the daemon could not start.
+
+use thiserror::Error;
+
+use crate::spec::Status;
+
+/// Why a guest request was refused. Each maps to the status the guest gets back
+/// ([`RequestError::status`]); the message is what the log line says.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum RequestError {
+    #[error("request too short: {got} device-readable bytes, need {need}")]
+    ShortRequest { got: u64, need: u64 },
+    #[error("device-readable part too long: {got} bytes, expected {expected}")]
+    LongRequest { got: u64, expected: u64 },
+    #[error("response does not fit: {got} device-writable bytes, need {need}")]
+    ShortResponse { got: u64, need: u64 },
+    #[error("device-writable part has the wrong size: {got} bytes, expected {expected}")]
+    BadResponseSize { got: u64, expected: u64 },
+    #[error("device-readable descriptor after a device-writable one")]
+    Misordered,
+    #[error("guest memory {addr:#x}+{len} is not mapped")]
+    Unmapped { addr: u64, len: u64 },
+    #[error("unknown request code {0:#06x}")]
+    UnknownCode(u32),
+    #[error("unknown stream id {0}")]
+    UnknownStream(u32),
+    #[error("stream {stream} is an {actual} stream, request needs {wanted}")]
+    WrongDirection {
+        stream: u32,
+        actual: &'static str,
+        wanted: &'static str,
+    },
+    #[error("{request} not allowed in state {state}")]
+    BadState {
+        request: &'static str,
+        state: &'static str,
+    },
+    #[error("invalid parameters: {0}")]
+    BadParams(String),
+    #[error("PCM buffer of {len} bytes is not a whole number of {frame}-byte frames")]
+    NotFrameMultiple { len: u64, frame: u32 },
+    #[error("empty PCM buffer")]
+    EmptyBuffer,
+    #[error("PCM buffer of {len} bytes exceeds the stream's {limit}-byte buffer")]
+    Oversize { len: u64, limit: u64 },
+    #[error("bad query: start {start} count {count} of {items} items, item size {size} (min {min})")]
+    BadQuery {
+        start: u32,
+        count: u32,
+        items: u32,
+        size: u32,
+        min: u32,
+    },
+    #[error("unknown jack id {0}")]
+    UnknownJack(u32),
+    #[error("unknown control id {0}")]
+    UnknownControl(u32),
+    #[error("control {id}: {why}")]
+    BadControlValue { id: u32, why: String },
+    #[error("not supported: {0}")]
+    NotSupported(&'static str),
+    #[error("control elements were not negotiated (VIRTIO_SND_F_CTLS)")]
+    ControlsNotNegotiated,
+}
+
+impl RequestError {
+    /// The status the guest is told.
+    pub fn status(&self) -> Status {
+        match self {
+            RequestError::NotSupported(_) | RequestError::ControlsNotNegotiated => Status::NotSupp,
+            RequestError::UnknownCode(_) => Status::NotSupp,
+            _ => Status::BadMsg,
+        }
+    }
+}
+
+/// Why the daemon could not start or keep serving.
+#[derive(Debug, Error)]
+pub enum DeviceError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("cannot listen on vhost-user socket {path}: {source}")]
+    Listen {
+        path: String,
+        source: vhost::vhost_user::Error,
+    },
+    #[error("vhost-user daemon: {0}")]
+    Daemon(String),
+    #[error("tap: {0}")]
+    Tap(#[from] crate::tap::TapError),
+    #[error("{what}: {source}")]
+    Io {
+        what: &'static str,
+        source: std::io::Error,
+    },
+}

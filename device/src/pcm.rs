@@ -1,0 +1,344 @@
+//! PCM streams: PCM_INFO, parameters, and the per-stream state machine of the spec
+//! (virtio 1.2 §5.14.6.6.1).
+
+use std::collections::VecDeque;
+
+use dsproxy_wire::format::{PcmFormat, PcmRate, PcmShape};
+use dsproxy_wire::record::{Direction, Params};
+
+use crate::clock::PacingClock;
+use crate::config::CardConfig;
+use crate::error::RequestError;
+use crate::spec::{code, le32, size, LeBuf, D_INPUT, D_OUTPUT};
+use crate::xfer::PcmBuffer;
+
+/// Where a stream is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamState {
+    /// Never configured (or the device was reset).
+    Idle,
+    ParamsSet,
+    Prepared,
+    Running,
+    Stopped,
+    Released,
+}
+
+impl StreamState {
+    pub fn name(self) -> &'static str {
+        match self {
+            StreamState::Idle => "IDLE",
+            StreamState::ParamsSet => "PARAMS_SET",
+            StreamState::Prepared => "PREPARED",
+            StreamState::Running => "RUNNING",
+            StreamState::Stopped => "STOPPED",
+            StreamState::Released => "RELEASED",
+        }
+    }
+
+    /// The state after the stream command `request` (a `code::PCM_*`), if it is allowed.
+    ///
+    /// SET_PARAMS from the initial state, PARAMS_SET, PREPARED and RELEASED; PREPARE from
+    /// PARAMS_SET, PREPARED and RELEASED; START from PREPARED and STOPPED; STOP from RUNNING;
+    /// RELEASE from PREPARED and STOPPED (and, leniently, PARAMS_SET).
+    pub fn after(self, request: u32) -> Result<StreamState, RequestError> {
+        use StreamState::*;
+        let next = match (request, self) {
+            (code::PCM_SET_PARAMS, Idle | ParamsSet | Prepared | Released) => ParamsSet,
+            (code::PCM_PREPARE, ParamsSet | Prepared | Released) => Prepared,
+            (code::PCM_START, Prepared | Stopped) => Running,
+            (code::PCM_STOP, Running) => Stopped,
+            (code::PCM_RELEASE, ParamsSet | Prepared | Stopped) => Released,
+            _ => {
+                return Err(RequestError::BadState {
+                    request: code::name(request),
+                    state: self.name(),
+                })
+            }
+        };
+        Ok(next)
+    }
+
+    /// The guest may queue PCM buffers (pre-buffering while PREPARED, kept while STOPPED).
+    pub fn accepts_buffers(self) -> bool {
+        matches!(
+            self,
+            StreamState::Prepared | StreamState::Running | StreamState::Stopped
+        )
+    }
+}
+
+/// Parameters the guest set, checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamParams {
+    pub buffer_bytes: u32,
+    pub period_bytes: u32,
+    pub features: u32,
+    pub shape: PcmShape,
+    pub frame_bytes: u32,
+    pub byte_rate: u64,
+}
+
+impl StreamParams {
+    pub fn to_record(&self, stream: u32) -> Params {
+        Params {
+            stream,
+            buffer_bytes: self.buffer_bytes,
+            period_bytes: self.period_bytes,
+            features: self.features,
+            channels: self.shape.channels,
+            format: self.shape.format.code(),
+            rate: self.shape.rate.code(),
+        }
+    }
+}
+
+/// A parsed `virtio_snd_pcm_set_params` (before checking).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SetParams {
+    pub stream: u32,
+    pub buffer_bytes: u32,
+    pub period_bytes: u32,
+    pub features: u32,
+    pub channels: u8,
+    pub format: u8,
+    pub rate: u8,
+}
+
+impl SetParams {
+    /// Parses the 24-byte request.
+    pub fn parse(b: &[u8]) -> Option<SetParams> {
+        Some(SetParams {
+            stream: le32(b, 4)?,
+            buffer_bytes: le32(b, 8)?,
+            period_bytes: le32(b, 12)?,
+            features: le32(b, 16)?,
+            channels: *b.get(20)?,
+            format: *b.get(21)?,
+            rate: *b.get(22)?,
+        })
+    }
+
+    /// Checks the parameters against what stream `id` offers.
+    pub fn check(&self, cfg: &CardConfig) -> Result<StreamParams, RequestError> {
+        let bad = |why: String| Err(RequestError::BadParams(why));
+        if self.features != 0 {
+            return Err(RequestError::NotSupported("PCM features (none offered)"));
+        }
+        let format = match PcmFormat::from_code(self.format) {
+            Some(f) if cfg.formats & f.mask_bit() != 0 && f.sample_bytes().is_some() => f,
+            _ => return bad(format!("format {} not offered", self.format)),
+        };
+        let rate = match PcmRate::from_code(self.rate) {
+            Some(r) if cfg.rates & r.mask_bit() != 0 => r,
+            _ => return bad(format!("rate code {} not offered", self.rate)),
+        };
+        let max = cfg.channels_max(self.stream);
+        if self.channels < 1 || self.channels > max {
+            return bad(format!("{} channels (1..={max})", self.channels));
+        }
+        let shape = PcmShape {
+            format,
+            rate,
+            channels: self.channels,
+        };
+        let (frame, byte_rate) = match (shape.frame_bytes(), shape.byte_rate()) {
+            (Some(f), Some(r)) => (f, r),
+            _ => return bad("format has no frame size".into()),
+        };
+        if self.period_bytes == 0 || self.buffer_bytes == 0 {
+            return bad("zero period or buffer size".into());
+        }
+        if self.period_bytes % frame != 0 || self.buffer_bytes % frame != 0 {
+            return bad(format!(
+                "buffer {} / period {} bytes not multiples of the {frame}-byte frame",
+                self.buffer_bytes, self.period_bytes
+            ));
+        }
+        if self.period_bytes > self.buffer_bytes {
+            return bad(format!(
+                "period {} bytes larger than buffer {} bytes",
+                self.period_bytes, self.buffer_bytes
+            ));
+        }
+        if self.buffer_bytes > cfg.max_buffer_bytes {
+            return bad(format!(
+                "buffer {} bytes over the {} limit",
+                self.buffer_bytes, cfg.max_buffer_bytes
+            ));
+        }
+        Ok(StreamParams {
+            buffer_bytes: self.buffer_bytes,
+            period_bytes: self.period_bytes,
+            features: self.features,
+            shape,
+            frame_bytes: frame,
+            byte_rate,
+        })
+    }
+}
+
+/// The `virtio_snd_pcm_info` of stream `id`.
+pub fn info_bytes(cfg: &CardConfig, id: u32) -> Option<Vec<u8>> {
+    let dir = cfg.stream_direction(id)?;
+    let mut b = LeBuf::with_capacity(size::PCM_INFO);
+    b.u32(cfg.stream_nid(id))
+        .u32(0) // features: no shared memory, no message polling
+        .u64(cfg.formats)
+        .u64(cfg.rates)
+        .u8(match dir {
+            Direction::Output => D_OUTPUT,
+            Direction::Input => D_INPUT,
+        })
+        .u8(1)
+        .u8(cfg.channels_max(id))
+        .zeros(5);
+    Some(b.into_vec())
+}
+
+/// One PCM stream of the card.
+#[derive(Debug)]
+pub struct Stream {
+    pub id: u32,
+    pub direction: Direction,
+    pub state: StreamState,
+    pub params: Option<StreamParams>,
+    /// Buffers the guest queued, oldest first.
+    pub queue: VecDeque<PcmBuffer>,
+    /// PCM bytes in `queue`.
+    pub queued_bytes: u64,
+    pub clock: PacingClock,
+    /// Bytes played (output) or captured (input) since the last PREPARE.
+    pub offset: u64,
+    /// Bytes towards the next PCM_PERIOD_ELAPSED.
+    pub period_progress: u64,
+    /// The buffers were last completed without the clock (no pacing); on the way back to
+    /// real time the clock re-anchors.
+    pub unpaced: bool,
+}
+
+impl Stream {
+    pub fn new(id: u32, direction: Direction) -> Stream {
+        Stream {
+            id,
+            direction,
+            state: StreamState::Idle,
+            params: None,
+            queue: VecDeque::new(),
+            queued_bytes: 0,
+            clock: PacingClock::default(),
+            offset: 0,
+            period_progress: 0,
+            unpaced: false,
+        }
+    }
+
+    pub fn direction_name(&self) -> &'static str {
+        match self.direction {
+            Direction::Output => "output",
+            Direction::Input => "input",
+        }
+    }
+
+    /// The grace the clock allows an empty queue before it calls it an xrun: one period.
+    pub fn grace_ns(&self) -> u64 {
+        self.params
+            .map_or(0, |p| self.clock.bytes_to_ns(p.period_bytes as u64))
+    }
+
+    pub fn push(&mut self, buf: PcmBuffer) {
+        self.queued_bytes = self.queued_bytes.saturating_add(buf.len as u64);
+        self.queue.push_back(buf);
+    }
+
+    pub fn pop(&mut self) -> Option<PcmBuffer> {
+        let b = self.queue.pop_front()?;
+        self.queued_bytes = self.queued_bytes.saturating_sub(b.len as u64);
+        Some(b)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use StreamState::*;
+
+    #[test]
+    fn state_machine_matches_spec() {
+        let all = [Idle, ParamsSet, Prepared, Running, Stopped, Released];
+        let allowed = |req, from| from_ok(req, from);
+        fn from_ok(req: u32, from: StreamState) -> bool {
+            match req {
+                code::PCM_SET_PARAMS => matches!(from, Idle | ParamsSet | Prepared | Released),
+                code::PCM_PREPARE => matches!(from, ParamsSet | Prepared | Released),
+                code::PCM_START => matches!(from, Prepared | Stopped),
+                code::PCM_STOP => matches!(from, Running),
+                code::PCM_RELEASE => matches!(from, ParamsSet | Prepared | Stopped),
+                _ => false,
+            }
+        }
+        for req in [
+            code::PCM_SET_PARAMS,
+            code::PCM_PREPARE,
+            code::PCM_START,
+            code::PCM_STOP,
+            code::PCM_RELEASE,
+            code::PCM_INFO,
+        ] {
+            for s in all {
+                assert_eq!(s.after(req).is_ok(), allowed(req, s), "{req:#x} from {s:?}");
+            }
+        }
+        assert_eq!(Prepared.after(code::PCM_START), Ok(Running));
+        assert_eq!(Running.after(code::PCM_STOP), Ok(Stopped));
+        assert_eq!(Stopped.after(code::PCM_RELEASE), Ok(Released));
+    }
+
+    #[test]
+    fn params_are_checked() {
+        let cfg = CardConfig::default();
+        let good = SetParams {
+            stream: 0,
+            buffer_bytes: 4 * 1024,
+            period_bytes: 1024,
+            features: 0,
+            channels: 2,
+            format: PcmFormat::S16.code(),
+            rate: PcmRate::R48000.code(),
+        };
+        let p = good.check(&cfg).unwrap();
+        assert_eq!(p.frame_bytes, 4);
+        assert_eq!(p.byte_rate, 192_000);
+        let bad = [
+            SetParams { channels: 0, ..good },
+            SetParams { channels: 3, stream: 1, ..good }, // input max 2
+            SetParams { format: 0, ..good },              // ADPCM
+            SetParams { format: 99, ..good },
+            SetParams { rate: 0, ..good }, // 5512 not offered by default
+            SetParams { rate: 14, ..good },
+            SetParams { period_bytes: 0, ..good },
+            SetParams { period_bytes: 1022, ..good },
+            SetParams { buffer_bytes: 1026, ..good },
+            SetParams { period_bytes: 8192, ..good },
+            SetParams { buffer_bytes: 32 << 20, ..good },
+        ];
+        for b in bad {
+            assert!(matches!(b.check(&cfg), Err(RequestError::BadParams(_))), "{b:?}");
+        }
+        assert!(matches!(
+            SetParams { features: 1, ..good }.check(&cfg),
+            Err(RequestError::NotSupported(_))
+        ));
+    }
+
+    #[test]
+    fn pcm_info_layout() {
+        let cfg = CardConfig::default();
+        let i = info_bytes(&cfg, 1).unwrap();
+        assert_eq!(i.len(), 32);
+        assert_eq!(&i[8..16], &cfg.formats.to_le_bytes());
+        assert_eq!(&i[16..24], &cfg.rates.to_le_bytes());
+        assert_eq!((i[24], i[25], i[26]), (D_INPUT, 1, 2));
+        assert!(info_bytes(&cfg, 2).is_none());
+    }
+}

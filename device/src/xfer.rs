@@ -1,0 +1,410 @@
+//! PCM transfers on the tx and rx queues: parsing and checking the guest's buffers, and
+//! completing them when the clock says so.
+//!
+//! A TX chain is `virtio_snd_pcm_xfer {le32 stream_id}` and the PCM bytes (device-readable,
+//! possibly over several descriptors), then `virtio_snd_pcm_status {le32 status, le32
+//! latency_bytes}` (device-writable, exactly 8 bytes). An RX chain is the readable header,
+//! then a device-writable PCM area followed by the status in its last 8 bytes.
+
+use dsproxy_wire::record::{Direction, Record};
+use log::{debug, warn};
+use vm_memory::GuestMemory;
+
+use crate::card::{Card, CardTap};
+use crate::chain::{read_segments, slice_segments, write_segments, Chain, Segment};
+use crate::error::RequestError;
+use crate::spec::{code, event_bytes, size, Status, RX_QUEUE, TX_QUEUE};
+use crate::Used;
+
+/// A PCM buffer the guest queued, waiting for the clock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PcmBuffer {
+    pub head: u16,
+    /// The PCM bytes: device-readable for output, device-writable for input.
+    pub data: Vec<Segment>,
+    /// PCM bytes in `data`.
+    pub len: u32,
+    /// Where the 8-byte status goes.
+    pub status: Vec<Segment>,
+}
+
+/// The status location of a chain on `queue`, if it has one (the last 8 writable bytes).
+fn status_segments(chain: &Chain) -> Option<Vec<Segment>> {
+    let w = chain.writable_len();
+    let off = w.checked_sub(size::PCM_STATUS as u64)?;
+    slice_segments(&chain.writable, off, size::PCM_STATUS as u64)
+}
+
+/// Writes a `virtio_snd_pcm_status`.
+pub fn write_status<M: GuestMemory + ?Sized>(
+    mem: &M,
+    status_segs: &[Segment],
+    status: Status,
+    latency_bytes: u32,
+) -> Result<(), RequestError> {
+    let mut b = [0u8; size::PCM_STATUS];
+    b[..4].copy_from_slice(&status.code().to_le_bytes());
+    b[4..].copy_from_slice(&latency_bytes.to_le_bytes());
+    write_segments(status_segs, mem, 0, &b)
+}
+
+impl<T: CardTap> Card<T> {
+    /// Checks a chain from the tx (`TX_QUEUE`) or rx (`RX_QUEUE`) queue; on success returns
+    /// the stream index and the buffer.
+    fn parse_xfer<M: GuestMemory + ?Sized>(
+        &self,
+        mem: &M,
+        queue: u16,
+        chain: &Chain,
+    ) -> Result<(usize, PcmBuffer), (Option<u32>, RequestError)> {
+        let output = queue == TX_QUEUE;
+        let fail = |stream: Option<u32>, e| Err((stream, e));
+        if chain.misordered {
+            return fail(None, RequestError::Misordered);
+        }
+        let wlen = chain.writable_len();
+        let rlen = chain.readable_len();
+        if output && wlen != size::PCM_STATUS as u64 {
+            return fail(
+                None,
+                RequestError::BadResponseSize {
+                    got: wlen,
+                    expected: size::PCM_STATUS as u64,
+                },
+            );
+        }
+        if !output && wlen < size::PCM_STATUS as u64 {
+            return fail(
+                None,
+                RequestError::ShortResponse {
+                    got: wlen,
+                    need: size::PCM_STATUS as u64,
+                },
+            );
+        }
+        if rlen < size::PCM_XFER as u64 {
+            return fail(
+                None,
+                RequestError::ShortRequest {
+                    got: rlen,
+                    need: size::PCM_XFER as u64,
+                },
+            );
+        }
+        if !output && rlen != size::PCM_XFER as u64 {
+            return fail(
+                None,
+                RequestError::LongRequest {
+                    got: rlen,
+                    expected: size::PCM_XFER as u64,
+                },
+            );
+        }
+        let mut hdr = [0u8; 4];
+        chain.read_at(mem, 0, &mut hdr).map_err(|e| (None, e))?;
+        let id = u32::from_le_bytes(hdr);
+        let idx = self.stream_index(id).map_err(|e| (Some(id), e))?;
+        let s = &self.streams[idx];
+        let wanted = if output { Direction::Output } else { Direction::Input };
+        if s.direction != wanted {
+            return fail(
+                Some(id),
+                RequestError::WrongDirection {
+                    stream: id,
+                    actual: s.direction_name(),
+                    wanted: if output { "output" } else { "input" },
+                },
+            );
+        }
+        let params = match (s.state.accepts_buffers(), s.params) {
+            (true, Some(p)) => p,
+            _ => {
+                return fail(
+                    Some(id),
+                    RequestError::BadState {
+                        request: if output { "TX buffer" } else { "RX buffer" },
+                        state: s.state.name(),
+                    },
+                )
+            }
+        };
+        let len = if output {
+            rlen - size::PCM_XFER as u64
+        } else {
+            wlen - size::PCM_STATUS as u64
+        };
+        if len == 0 {
+            return fail(Some(id), RequestError::EmptyBuffer);
+        }
+        if len % params.frame_bytes as u64 != 0 {
+            return fail(
+                Some(id),
+                RequestError::NotFrameMultiple {
+                    len,
+                    frame: params.frame_bytes,
+                },
+            );
+        }
+        if len > params.buffer_bytes as u64 {
+            return fail(
+                Some(id),
+                RequestError::Oversize {
+                    len,
+                    limit: params.buffer_bytes as u64,
+                },
+            );
+        }
+        chain.check_mapped(mem).map_err(|e| (Some(id), e))?;
+        let data = if output {
+            slice_segments(&chain.readable, size::PCM_XFER as u64, len)
+        } else {
+            slice_segments(&chain.writable, 0, len)
+        };
+        let (data, status) = match (data, status_segments(chain)) {
+            (Some(d), Some(s)) => (d, s),
+            _ => {
+                return fail(
+                    Some(id),
+                    RequestError::ShortRequest {
+                        got: rlen,
+                        need: len,
+                    },
+                )
+            }
+        };
+        let len = u32::try_from(len).map_err(|_| {
+            (
+                Some(id),
+                RequestError::Oversize {
+                    len,
+                    limit: params.buffer_bytes as u64,
+                },
+            )
+        })?;
+        Ok((
+            idx,
+            PcmBuffer {
+                head: chain.head,
+                data,
+                len,
+                status,
+            },
+        ))
+    }
+
+    /// A chain arrived on the tx or rx queue.
+    pub(crate) fn handle_xfer<M: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &M,
+        queue: u16,
+        chain: Chain,
+        now: u64,
+    ) {
+        let (idx, buf) = match self.parse_xfer(mem, queue, &chain) {
+            Ok(v) => v,
+            Err((stream, e)) => {
+                self.reject_xfer(mem, queue, &chain, stream, &e);
+                return;
+            }
+        };
+        let time_ns = self.tap_time(now);
+        let Some(s) = self.streams.get_mut(idx) else {
+            return;
+        };
+        let mut overrun = false;
+        if s.state == crate::pcm::StreamState::Running {
+            let grace = s.grace_ns();
+            if let Some(gap) = s.clock.feed(now, grace) {
+                debug!(
+                    "stream {}: {} ran dry for {gap} ns",
+                    s.id,
+                    if s.direction == Direction::Output {
+                        "playback"
+                    } else {
+                        "capture"
+                    }
+                );
+                self.tap.publish(&Record::Xrun {
+                    stream: s.id,
+                    time_ns,
+                    duration_ns: gap,
+                });
+                overrun = s.direction == Direction::Input;
+            }
+        }
+        let id = s.id;
+        s.push(buf);
+        if overrun {
+            // Real hardware lost capture data: tell the driver, as it would.
+            self.send_event(mem, &event_bytes(code::EVT_PCM_XRUN, id));
+        }
+        self.service_stream(mem, idx, now);
+    }
+
+    /// Returns a bad tx/rx chain with BAD_MSG in its status, if it has room for one.
+    fn reject_xfer<M: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &M,
+        queue: u16,
+        chain: &Chain,
+        stream: Option<u32>,
+        e: &RequestError,
+    ) {
+        let what = if queue == TX_QUEUE { "TX" } else { "RX" };
+        let stream_txt = stream.map_or_else(|| "?".to_owned(), |s| s.to_string());
+        self.rejected += 1;
+        let written = status_segments(chain)
+            .map(|segs| write_status(mem, &segs, e.status(), 0))
+            .map_or(false, |r| r.is_ok());
+        if written {
+            warn!(
+                "{what} buffer (stream {stream_txt}) rejected with {}: {e}",
+                e.status().name()
+            );
+        } else {
+            warn!("{what} buffer (stream {stream_txt}) rejected, no status written: {e}");
+        }
+        self.used.push(Used {
+            queue,
+            head: chain.head,
+            len: if written { size::PCM_STATUS as u32 } else { 0 },
+        });
+    }
+
+    /// Completes the output buffer at the head of stream `idx`: it was played at `play_ns`.
+    pub(crate) fn complete_tx_head<M: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &M,
+        idx: usize,
+        play_ns: u64,
+    ) {
+        let time_ns = self.tap_time(play_ns);
+        let Some(s) = self.streams.get_mut(idx) else {
+            return;
+        };
+        let Some(buf) = s.pop() else {
+            return;
+        };
+        let mut status = Status::Ok;
+        if self.tap.has_readers() {
+            let mut data = vec![0u8; buf.len as usize];
+            match read_segments(&buf.data, mem, 0, &mut data) {
+                Ok(()) => self.tap.publish_pcm(s.id, s.offset, time_ns, &data),
+                Err(e) => {
+                    warn!("stream {}: TX buffer unreadable at completion: {e}", s.id);
+                    status = Status::IoErr;
+                }
+            }
+        }
+        s.offset = s.offset.saturating_add(buf.len as u64);
+        let latency = u32::try_from(s.queued_bytes).unwrap_or(u32::MAX);
+        self.finish_buffer(mem, TX_QUEUE, idx, &buf, status, latency, size::PCM_STATUS as u32);
+    }
+
+    /// Completes the input buffer at the head of stream `idx` with what readers injected and
+    /// silence for the rest.
+    pub(crate) fn complete_rx_head<M: GuestMemory + ?Sized>(&mut self, mem: &M, idx: usize) {
+        let Some(s) = self.streams.get_mut(idx) else {
+            return;
+        };
+        let Some(buf) = s.pop() else {
+            return;
+        };
+        let silence = s
+            .params
+            .map_or(0, |p| p.shape.format.silence_byte());
+        let mut data = vec![silence; buf.len as usize];
+        let got = self.tap.read_inject(s.id, &mut data).min(data.len());
+        // A partial frame from the reader would shift every later frame: keep whole frames.
+        let frame = s.params.map_or(1, |p| p.frame_bytes as usize).max(1);
+        let whole = got - got % frame;
+        if let Some(tail) = data.get_mut(whole..) {
+            tail.fill(silence);
+        }
+        let (status, used_len) = match write_segments(&buf.data, mem, 0, &data) {
+            Ok(()) => (Status::Ok, buf.len + size::PCM_STATUS as u32),
+            Err(e) => {
+                warn!("stream {}: RX buffer unwritable at completion: {e}", s.id);
+                (Status::IoErr, size::PCM_STATUS as u32)
+            }
+        };
+        s.offset = s.offset.saturating_add(buf.len as u64);
+        self.finish_buffer(mem, RX_QUEUE, idx, &buf, status, 0, used_len);
+    }
+
+    /// Writes a completed buffer's status, returns it to the guest, and counts periods.
+    #[allow(clippy::too_many_arguments)]
+    fn finish_buffer<M: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &M,
+        queue: u16,
+        idx: usize,
+        buf: &PcmBuffer,
+        status: Status,
+        latency: u32,
+        used_len: u32,
+    ) {
+        let len = match write_status(mem, &buf.status, status, latency) {
+            Ok(()) => used_len,
+            Err(e) => {
+                warn!("PCM buffer {}: status unwritable: {e}", buf.head);
+                0
+            }
+        };
+        self.used.push(Used {
+            queue,
+            head: buf.head,
+            len,
+        });
+        let Some(s) = self.streams.get_mut(idx) else {
+            return;
+        };
+        let period = s.params.map_or(0, |p| p.period_bytes as u64);
+        if period == 0 {
+            return;
+        }
+        s.period_progress = s.period_progress.saturating_add(buf.len as u64);
+        let id = s.id;
+        let mut periods = 0u64;
+        while s.period_progress >= period {
+            s.period_progress -= period;
+            periods += 1;
+        }
+        for _ in 0..periods {
+            if !self.send_event(mem, &event_bytes(code::EVT_PCM_PERIOD_ELAPSED, id)) {
+                debug!("stream {id}: period elapsed, no event buffer posted");
+            }
+        }
+    }
+
+    /// Returns every queued buffer of stream `idx` unplayed (status OK, as RELEASE wants).
+    /// Returns the bytes discarded.
+    pub(crate) fn return_all<M: GuestMemory + ?Sized>(&mut self, mem: &M, idx: usize) -> u64 {
+        let Some(s) = self.streams.get_mut(idx) else {
+            return 0;
+        };
+        let queue = match s.direction {
+            Direction::Output => TX_QUEUE,
+            Direction::Input => RX_QUEUE,
+        };
+        let bufs: Vec<PcmBuffer> = s.queue.drain(..).collect();
+        s.queued_bytes = 0;
+        let mut bytes = 0u64;
+        for b in bufs {
+            bytes += b.len as u64;
+            let len = match write_status(mem, &b.status, Status::Ok, 0) {
+                Ok(()) => size::PCM_STATUS as u32,
+                Err(e) => {
+                    warn!("PCM buffer {}: status unwritable: {e}", b.head);
+                    0
+                }
+            };
+            self.used.push(Used {
+                queue,
+                head: b.head,
+                len,
+            });
+        }
+        bytes
+    }
+}
