@@ -29,6 +29,11 @@ static unsigned int msg_timeout_ms = 1000;
 module_param(msg_timeout_ms, uint, 0644);
 MODULE_PARM_DESC(msg_timeout_ms, "Control request timeout in milliseconds (default 1000)");
 
+static unsigned int stop_delay_ms;
+module_param(stop_delay_ms, uint, 0644);
+MODULE_PARM_DESC(stop_delay_ms,
+		 "After a drain, keep the stream running this long (plus the device's reported latency) before STOP (default 0)");
+
 static bool use_sound_core = true;
 module_param(use_sound_core, bool, 0444);
 MODULE_PARM_DESC(use_sound_core,
@@ -419,6 +424,7 @@ static int dsp_probe(struct virtio_device *vdev)
 	card->vdev = vdev;
 	strscpy(card->name, dev_name(&vdev->dev), sizeof(card->name));
 	card->msg_timeout_ms = max(msg_timeout_ms, 10u);
+	card->stop_delay_ms = min(stop_delay_ms, 5000u);
 	spin_lock_init(&card->ctlq.lock);
 	spin_lock_init(&card->eventq.lock);
 	spin_lock_init(&card->txq.lock);

@@ -105,6 +105,7 @@ struct dsp_ring {
 	u32 blocks_done;	/* messages completed since the last GETxPTR */
 	u32 latency_bytes;	/* from the last completed message's status */
 	bool armed;		/* rx: give FREE messages to the device (capture running) */
+	bool flushing;		/* RELEASE sent: returned messages carry no data, errors expected */
 };
 
 int dsp_ring_alloc(struct dsp_stream *s, unsigned int nmsgs, u32 period_bytes);
@@ -115,6 +116,7 @@ void dsp_ring_discard(struct dsp_stream *s);
 bool dsp_ring_idle(struct dsp_stream *s);
 void dsp_ring_pointer(struct dsp_stream *s, u64 *bytes, u32 *blocks, u32 *ptr);
 void dsp_rx_arm(struct dsp_stream *s, bool on);
+void dsp_ring_set_flushing(struct dsp_stream *s, bool on);
 bool dsp_tx_drained(struct dsp_stream *s, u64 *bytes_done);
 bool dsp_tx_has_queued(struct dsp_stream *s);
 bool dsp_tx_writable(struct dsp_stream *s);
@@ -254,6 +256,7 @@ struct dsp_card {
 	/* set under every queue lock in remove: no virtqueue may be touched afterwards */
 	bool gone;
 	unsigned int msg_timeout_ms;
+	unsigned int stop_delay_ms;
 
 	struct virtio_snd_event *events;
 	unsigned int nevents;

@@ -8,6 +8,7 @@
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
+#include <linux/delay.h>
 #include <linux/jiffies.h>
 #include <linux/kernel.h>
 #include <linux/sched/signal.h>
@@ -280,6 +281,7 @@ int dsp_stream_configure(struct dsp_stream *s, const struct dsp_hw_params *hw)
 	err = dsp_stream_cmd(s, VIRTIO_SND_R_PCM_PREPARE);
 	if (err)
 		return err;
+	dsp_ring_set_flushing(s, false);
 	s->state = DSP_ST_PREPARED;
 	return 0;
 }
@@ -327,6 +329,7 @@ int dsp_stream_release(struct dsp_stream *s)
 	if (s->state == DSP_ST_RELEASED)
 		return dsp_ring_idle(s) ? 0 : (dsp_stream_wait_idle(s) ? 0 : -EIO);
 	dsp_stream_stop(s);
+	dsp_ring_set_flushing(s, true);
 	dsp_stream_cmd(s, VIRTIO_SND_R_PCM_RELEASE);
 	s->state = DSP_ST_RELEASED;
 	if (s->direction == VIRTIO_SND_D_INPUT)
@@ -334,6 +337,31 @@ int dsp_stream_release(struct dsp_stream *s)
 	if (dsp_card_gone(s->card))
 		return dsp_ring_idle(s) ? 0 : -ENODEV;
 	return dsp_stream_wait_idle(s) ? 0 : -EIO;
+}
+
+/*
+ * The device completed every message, but it may still hold audio it has accepted: it says
+ * how much in latency_bytes. STOP would cut that off, so let it play first (plus the
+ * stop_delay_ms parameter, for devices that report no latency but have some, like QEMU's
+ * built-in virtio-sound with its audio timer).
+ */
+static void dsp_stream_linger(struct dsp_stream *s, bool closing)
+{
+	unsigned long flags;
+	u32 latency, ms;
+
+	if (s->state != DSP_ST_RUNNING)
+		return;
+	spin_lock_irqsave(s->ring_lock, flags);
+	latency = s->ring.latency_bytes;
+	spin_unlock_irqrestore(s->ring_lock, flags);
+	ms = min_t(u64, (u64)latency * 1000 / dsp_stream_bps(s), 2000) + s->card->stop_delay_ms;
+	if (!ms)
+		return;
+	if (closing)
+		msleep(ms);
+	else
+		msleep_interruptible(ms);
 }
 
 /*
@@ -390,6 +418,7 @@ int dsp_stream_drain(struct dsp_stream *s, bool closing)
 		}
 		last_done = done;
 	}
+	dsp_stream_linger(s, closing);
 release:
 	return dsp_stream_release(s);
 }
@@ -415,6 +444,7 @@ int dsp_stream_reset(struct dsp_stream *s)
 	err = dsp_stream_cmd(s, VIRTIO_SND_R_PCM_PREPARE);
 	if (err)
 		return err;
+	dsp_ring_set_flushing(s, false);
 	s->state = DSP_ST_PREPARED;
 	return 0;
 }

@@ -156,6 +156,15 @@ void dsp_rx_arm(struct dsp_stream *s, bool on)
 		dsp_ring_push(s);
 }
 
+void dsp_ring_set_flushing(struct dsp_stream *s, bool on)
+{
+	unsigned long flags;
+
+	spin_lock_irqsave(s->ring_lock, flags);
+	s->ring.flushing = on;
+	spin_unlock_irqrestore(s->ring_lock, flags);
+}
+
 void dsp_ring_reset_counters(struct dsp_stream *s)
 {
 	unsigned long flags;
@@ -495,8 +504,13 @@ static void dsp_msg_complete(struct dsp_pcm_msg *m, u32 len, bool reclaimed)
 	r->queued--;
 	if (!reclaimed && status != VIRTIO_SND_S_OK) {
 		atomic_inc(&s->io_errors);
-		pr_warn_ratelimited("%s: stream %u: I/O message status 0x%x\n", s->card->name,
-				    s->id, status);
+		/* after RELEASE the device returns what it held, often as IO_ERR */
+		if (r->flushing)
+			pr_debug("%s: stream %u: message returned on release, status 0x%x\n",
+				 s->card->name, s->id, status);
+		else
+			pr_warn_ratelimited("%s: stream %u: I/O message status 0x%x\n",
+					    s->card->name, s->id, status);
 	}
 	if (!reclaimed)
 		r->latency_bytes = le32_to_cpu(m->status.latency_bytes);
