@@ -13,6 +13,7 @@
 //!
 //! The `dsproxy-loadgen` binary uses the same pieces as the benchmark's load generator.
 
+pub mod check;
 pub mod daemon;
 pub mod error;
 pub mod frontend;
