@@ -1,1 +1,27 @@
-fn main() {}
+//! dsproxy-host-reader: see the README and `--help`.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use dsproxy_host_reader::{app, cli::Cli, console, error::ReaderError, signals};
+
+fn main() -> ExitCode {
+    // Before any thread exists, so every thread inherits the mask.
+    if let Err(e) = signals::block_termination_signals() {
+        console::note(&format!("cannot block SIGINT/SIGTERM: {e}"));
+        return ExitCode::from(1);
+    }
+    console::init_logging();
+    let cli = Cli::parse();
+    match app::run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            console::finish_progress();
+            console::note(&e.to_string());
+            ExitCode::from(match e {
+                ReaderError::Usage(_) => 2,
+                _ => 1,
+            })
+        }
+    }
+}

@@ -1,0 +1,48 @@
+//! Why the reader stops with a non-zero exit. Each variant prints as one line.
+
+use std::io;
+use std::path::PathBuf;
+
+use dsproxy_wire::ReadError;
+use thiserror::Error;
+
+use crate::wav::WavError;
+
+#[derive(Debug, Error)]
+pub enum ReaderError {
+    #[error("{0}")]
+    Usage(String),
+    #[error("cannot attach to {target}: {source}{hint}")]
+    Connect {
+        target: String,
+        source: io::Error,
+        hint: &'static str,
+    },
+    #[error("{target} is not a usable dsproxy tap: {why}")]
+    Handshake { target: String, why: String },
+    #[error("malformed record stream from {target}: {source}")]
+    Malformed { target: String, source: ReadError },
+    #[error("protocol error from {target}: {why}")]
+    Protocol { target: String, why: String },
+    #[error("cannot write {}: {source}", path.display())]
+    File { path: PathBuf, source: io::Error },
+    #[error("stream {stream} ({path}): {source}")]
+    Wav {
+        stream: u32,
+        path: String,
+        source: WavError,
+    },
+    #[error("writing to stdout: {0}")]
+    Stdout(io::Error),
+    #[error("--inject {}: {why}", path.display())]
+    Inject { path: PathBuf, why: String },
+}
+
+impl ReaderError {
+    pub fn file(path: impl Into<PathBuf>, source: io::Error) -> ReaderError {
+        ReaderError::File {
+            path: path.into(),
+            source,
+        }
+    }
+}

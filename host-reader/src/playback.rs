@@ -1,0 +1,483 @@
+//! Playing the guest's audio on the host through cpal, paced by the host device's clock.
+//!
+//! The main loop converts each PCM record (decode → guest volume/mute → remix → resample) and
+//! pushes the samples into a bounded ring (about 200 ms); the device callback drains it. When
+//! the ring is full the main loop waits, which stops it reading the tap, which (unless the
+//! reader is `--live`) makes the device hold the guest: the guest plays at the host card's
+//! speed, as with the old reader's fragment pacing.
+//!
+//! The device is opened at the guest's rate and channel count when it supports them (as `f32`
+//! or `i16`); otherwise at its default configuration, with channels remixed and the rate
+//! converted by linear interpolation — adequate for monitoring, not for mastering (files are
+//! never converted). No device, or one that fails: one line on stderr, and recording carries
+//! on without playback.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use cpal::traits::{DeviceTrait, HostTrait, StreamTrait};
+
+use crate::console;
+use crate::convert::{remix, AudioShape, Decoder, LinearResampler};
+
+/// Audio the ring holds.
+const RING_SECONDS: f64 = 0.2;
+/// How long the device callback may stay away before the device is given up on.
+const STALL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A bounded sample queue between the main loop and the device callback.
+pub struct Ring {
+    state: Mutex<RingState>,
+    cv: Condvar,
+}
+
+struct RingState {
+    buf: VecDeque<f32>,
+    cap: usize,
+    /// Samples the callback has asked for (played or filled with silence): its heartbeat.
+    consumed: u64,
+}
+
+/// The device stopped asking for audio.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Stalled;
+
+impl Ring {
+    pub fn new(cap: usize) -> Ring {
+        Ring {
+            state: Mutex::new(RingState {
+                buf: VecDeque::with_capacity(cap),
+                cap: cap.max(1),
+                consumed: 0,
+            }),
+            cv: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, RingState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Fills `out` from the ring, silence where it runs short (an underrun on the host).
+    pub fn pop_into(&self, out: &mut [f32]) {
+        let mut s = self.lock();
+        let n = out.len().min(s.buf.len());
+        for (o, v) in out.iter_mut().zip(s.buf.drain(..n)) {
+            *o = v;
+        }
+        out[n..].fill(0.0);
+        s.consumed += out.len() as u64;
+        drop(s);
+        self.cv.notify_all();
+    }
+
+    /// Queues `samples`, waiting for room. Fails if the callback makes no progress for
+    /// `stall` while the ring is full.
+    pub fn push(&self, samples: &[f32], stall: Duration) -> Result<(), Stalled> {
+        let mut s = self.lock();
+        let mut i = 0;
+        let mut progress = (s.consumed, Instant::now());
+        while i < samples.len() {
+            let room = s.cap - s.buf.len().min(s.cap);
+            if room == 0 {
+                if s.consumed != progress.0 {
+                    progress = (s.consumed, Instant::now());
+                } else if progress.1.elapsed() >= stall {
+                    return Err(Stalled);
+                }
+                s = self
+                    .cv
+                    .wait_timeout(s, Duration::from_millis(50))
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+                continue;
+            }
+            let n = room.min(samples.len() - i);
+            s.buf.extend(&samples[i..i + n]);
+            i += n;
+        }
+        Ok(())
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().buf.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Turns a guest stream into device samples: decode, per-channel gain, remix, resample.
+pub struct PlaybackChain {
+    source: AudioShape,
+    dev_channels: usize,
+    decoder: Decoder,
+    resampler: LinearResampler,
+    decoded: Vec<f32>,
+    remixed: Vec<f32>,
+}
+
+impl PlaybackChain {
+    pub fn new(
+        source: AudioShape,
+        dev_rate: u32,
+        dev_channels: u16,
+    ) -> Result<PlaybackChain, String> {
+        let decoder = Decoder::new(source).map_err(|e| e.to_string())?;
+        Ok(PlaybackChain {
+            source,
+            dev_channels: dev_channels as usize,
+            decoder,
+            resampler: LinearResampler::new(dev_channels as usize, source.rate_hz, dev_rate),
+            decoded: Vec::new(),
+            remixed: Vec::new(),
+        })
+    }
+
+    /// Converts `data`, applying `gains` (one per source channel; missing ones are 1),
+    /// appending device samples to `out`.
+    pub fn process(&mut self, data: &[u8], gains: &[f32], out: &mut Vec<f32>) {
+        self.decoded.clear();
+        self.remixed.clear();
+        if self.decoder.push(data, &mut self.decoded).is_err() {
+            return;
+        }
+        let ch = self.source.channels as usize;
+        if gains.iter().any(|&g| g != 1.0) {
+            for frame in self.decoded.chunks_exact_mut(ch) {
+                for (v, g) in frame.iter_mut().zip(gains) {
+                    *v *= g;
+                }
+            }
+        }
+        remix(&self.decoded, ch, self.dev_channels, &mut self.remixed);
+        self.resampler.process(&self.remixed, out);
+    }
+}
+
+/// How playback was asked for.
+#[derive(Debug, Clone, Default)]
+pub struct PlaybackOptions {
+    /// A cpal device id (`alsa:default`) or device name; the default output device if none.
+    pub device: Option<String>,
+    /// `-r`: close the device when the guest resets the stream; reopen on the next audio.
+    pub reopen_on_reset: bool,
+}
+
+struct Output {
+    _stream: cpal::Stream,
+    ring: Arc<Ring>,
+    rate: u32,
+    channels: u16,
+    chain: Option<PlaybackChain>,
+    failure: Arc<Mutex<Option<String>>>,
+}
+
+/// Host playback of one guest stream.
+pub struct Playback {
+    opts: PlaybackOptions,
+    out: Option<Output>,
+    /// Playback gave up (no device, or it failed): recording carries on.
+    disabled: bool,
+    samples: Vec<f32>,
+}
+
+impl Playback {
+    pub fn new(opts: PlaybackOptions) -> Playback {
+        Playback {
+            opts,
+            out: None,
+            disabled: false,
+            samples: Vec::new(),
+        }
+    }
+
+    pub fn is_disabled(&self) -> bool {
+        self.disabled
+    }
+
+    fn give_up(&mut self, why: &str) {
+        if !self.disabled {
+            console::note(&format!(
+                "{why}; not playing on the host (recording carries on; -x silences this)"
+            ));
+        }
+        self.disabled = true;
+        self.out = None;
+    }
+
+    /// Plays `data` of a stream shaped `shape` with per-channel `gains`. Blocks while the
+    /// device's ring is full: this is what paces the reader.
+    pub fn push(&mut self, shape: AudioShape, gains: &[f32], data: &[u8]) {
+        if self.disabled {
+            return;
+        }
+        if let Some(msg) = self.failure() {
+            self.give_up(&format!("host sound device failed: {msg}"));
+            return;
+        }
+        // A new rate or channel count: reopen so the device can run at it natively.
+        if let Some(o) = &self.out {
+            let fits = o.chain.as_ref().is_some_and(|c| {
+                c.source.rate_hz == shape.rate_hz && c.source.channels == shape.channels
+            });
+            if !fits && o.chain.is_some() {
+                self.out = None;
+            }
+        }
+        if self.out.is_none() {
+            match open(&self.opts, shape) {
+                Ok(o) => {
+                    log::info!(
+                        "playing {shape} on the host at {} Hz, {} channels",
+                        o.rate,
+                        o.channels
+                    );
+                    self.out = Some(o);
+                }
+                Err(why) => {
+                    self.give_up(&why);
+                    return;
+                }
+            }
+        }
+        let Some(o) = self.out.as_mut() else { return };
+        if o.chain.as_ref().map(|c| c.source) != Some(shape) {
+            match PlaybackChain::new(shape, o.rate, o.channels) {
+                Ok(c) => o.chain = Some(c),
+                Err(why) => {
+                    self.give_up(&format!("cannot play {shape}: {why}"));
+                    return;
+                }
+            }
+        }
+        self.samples.clear();
+        if let Some(c) = o.chain.as_mut() {
+            c.process(data, gains, &mut self.samples);
+        }
+        if o.ring.push(&self.samples, STALL_TIMEOUT).is_err() {
+            self.give_up("the host sound device stopped taking audio");
+        }
+    }
+
+    /// The guest reset the stream (a STOP that discarded audio).
+    pub fn reset(&mut self) {
+        if self.opts.reopen_on_reset && self.out.take().is_some() {
+            log::info!("guest reset the stream: host device closed, reopened on the next audio");
+        }
+    }
+
+    fn failure(&self) -> Option<String> {
+        let o = self.out.as_ref()?;
+        let f = o.failure.lock().unwrap_or_else(|e| e.into_inner());
+        f.clone()
+    }
+}
+
+/// Finds the device to play on.
+fn find_device(opts: &PlaybackOptions) -> Result<cpal::Device, String> {
+    let host = cpal::default_host();
+    match &opts.device {
+        None => host
+            .default_output_device()
+            .ok_or_else(|| "no sound device on this host".to_string()),
+        Some(want) => {
+            if let Ok(id) = want.parse::<cpal::DeviceId>() {
+                if let Some(d) = host.device_by_id(&id) {
+                    return Ok(d);
+                }
+            }
+            let found = host.output_devices().ok().and_then(|mut it| {
+                it.find(|d| d.description().is_ok_and(|desc| desc.name() == want))
+            });
+            found.ok_or_else(|| format!("no output device {want:?} on this host"))
+        }
+    }
+}
+
+/// Picks the device configuration: the guest's own rate and channels if the device takes
+/// them as f32 or i16, else the device's default.
+fn choose_config(
+    device: &cpal::Device,
+    shape: AudioShape,
+) -> Result<(cpal::StreamConfig, cpal::SampleFormat), String> {
+    use cpal::SampleFormat::{F32, I16};
+    let ranges: Vec<cpal::SupportedStreamConfigRange> = device
+        .supported_output_configs()
+        .map_err(|e| format!("cannot query the host sound device: {e}"))?
+        .collect();
+    for fmt in [F32, I16] {
+        if ranges.iter().any(|r| {
+            r.sample_format() == fmt
+                && r.channels() == shape.channels
+                && (r.min_sample_rate()..=r.max_sample_rate()).contains(&shape.rate_hz)
+        }) {
+            return Ok((
+                cpal::StreamConfig {
+                    channels: shape.channels,
+                    sample_rate: shape.rate_hz,
+                    buffer_size: cpal::BufferSize::Default,
+                },
+                fmt,
+            ));
+        }
+    }
+    let def = device
+        .default_output_config()
+        .map_err(|e| format!("the host sound device has no usable configuration: {e}"))?;
+    let fmt = match def.sample_format() {
+        F32 | I16 => def.sample_format(),
+        _ => ranges
+            .iter()
+            .map(|r| r.sample_format())
+            .find(|f| *f == F32 || *f == I16)
+            .ok_or("the host sound device takes neither f32 nor i16 samples")?,
+    };
+    Ok((
+        cpal::StreamConfig {
+            channels: def.channels(),
+            sample_rate: def.sample_rate(),
+            buffer_size: cpal::BufferSize::Default,
+        },
+        fmt,
+    ))
+}
+
+fn open(opts: &PlaybackOptions, shape: AudioShape) -> Result<Output, String> {
+    let device = find_device(opts)?;
+    let (config, fmt) = choose_config(&device, shape)?;
+    let cap = ((config.sample_rate as f64 * RING_SECONDS) as usize).max(256)
+        * config.channels.max(1) as usize;
+    let ring = Arc::new(Ring::new(cap));
+    let failure: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
+    let on_error = {
+        let failure = failure.clone();
+        move |e: cpal::Error| {
+            let mut f = failure.lock().unwrap_or_else(|p| p.into_inner());
+            if f.is_none() {
+                *f = Some(e.to_string());
+            }
+        }
+    };
+    let timeout = Some(Duration::from_secs(3));
+    let stream = match fmt {
+        cpal::SampleFormat::I16 => {
+            let ring = ring.clone();
+            let mut scratch: Vec<f32> = Vec::new();
+            device.build_output_stream(
+                config,
+                move |data: &mut [i16], _: &cpal::OutputCallbackInfo| {
+                    scratch.resize(data.len(), 0.0);
+                    ring.pop_into(&mut scratch);
+                    for (d, s) in data.iter_mut().zip(&scratch) {
+                        *d = (s * 32768.0).round().clamp(-32768.0, 32767.0) as i16;
+                    }
+                },
+                on_error,
+                timeout,
+            )
+        }
+        _ => {
+            let ring = ring.clone();
+            device.build_output_stream(
+                config,
+                move |data: &mut [f32], _: &cpal::OutputCallbackInfo| ring.pop_into(data),
+                on_error,
+                timeout,
+            )
+        }
+    }
+    .map_err(|e| format!("cannot open the host sound device: {e}"))?;
+    stream
+        .play()
+        .map_err(|e| format!("cannot start the host sound device: {e}"))?;
+    Ok(Output {
+        _stream: stream,
+        ring,
+        rate: config.sample_rate,
+        channels: config.channels,
+        chain: None,
+        failure,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dsproxy_wire::PcmFormat;
+
+    #[test]
+    fn ring_keeps_order_and_pads_with_silence() {
+        let r = Ring::new(4);
+        r.push(&[1.0, 2.0, 3.0], Duration::from_millis(10)).unwrap();
+        let mut out = [9.0; 5];
+        r.pop_into(&mut out);
+        assert_eq!(out, [1.0, 2.0, 3.0, 0.0, 0.0]);
+        assert!(r.is_empty());
+    }
+
+    #[test]
+    fn ring_blocks_until_the_callback_drains_and_detects_a_stall() {
+        let r = Arc::new(Ring::new(4));
+        // Nobody drains: a full ring is a stall.
+        assert_eq!(r.push(&[0.5; 6], Duration::from_millis(100)), Err(Stalled));
+        // A "device" thread drains: a large push completes, in order.
+        let r2 = Arc::new(Ring::new(4));
+        let dev = {
+            let r2 = r2.clone();
+            std::thread::spawn(move || {
+                let mut got = Vec::new();
+                while got.len() < 100 {
+                    let mut b = [0.0f32; 3];
+                    r2.pop_into(&mut b);
+                    got.extend(b.iter().copied().filter(|&v| v != 0.0));
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                got
+            })
+        };
+        let samples: Vec<f32> = (1..=100).map(|i| i as f32).collect();
+        r2.push(&samples, Duration::from_secs(10)).unwrap();
+        assert_eq!(dev.join().unwrap(), samples);
+    }
+
+    #[test]
+    fn chain_applies_gain_remix_and_rate() {
+        let src = AudioShape {
+            format: PcmFormat::S16,
+            rate_hz: 24000,
+            channels: 2,
+        };
+        let mut c = PlaybackChain::new(src, 48000, 1).unwrap();
+        let mut bytes = Vec::new();
+        for _ in 0..10 {
+            bytes.extend_from_slice(&16384i16.to_le_bytes());
+            bytes.extend_from_slice(&(-16384i16).to_le_bytes());
+        }
+        let mut out = Vec::new();
+        // Left at full volume, right muted: mono = 0.5 / 2.
+        c.process(&bytes, &[1.0, 0.0], &mut out);
+        assert!((18..=20).contains(&out.len()), "{}", out.len());
+        assert!(out.iter().all(|&v| (v - 0.25).abs() < 1e-6), "{out:?}");
+    }
+
+    #[test]
+    fn a_missing_named_device_is_refused_quietly() {
+        let mut p = Playback::new(PlaybackOptions {
+            device: Some("dsproxy-test-no-such-device".into()),
+            reopen_on_reset: false,
+        });
+        let shape = AudioShape {
+            format: PcmFormat::S16,
+            rate_hz: 48000,
+            channels: 2,
+        };
+        p.push(shape, &[1.0, 1.0], &[0; 16]);
+        assert!(p.is_disabled());
+        // Further audio is dropped without another attempt.
+        p.push(shape, &[1.0, 1.0], &[0; 16]);
+        assert!(p.is_disabled());
+    }
+}

@@ -1,0 +1,850 @@
+//! The reader's state: what it knows of the card's streams and controls, and where each
+//! record goes (files, stdout, the `-e`/`-i` logs, host playback, the injector).
+//!
+//! Rules the files follow:
+//! - A stream's file is opened when its first audio arrives (a WAV header needs the params).
+//! - A change of format, rate or channel count closes the file; the next audio opens the
+//!   next segment. So do losing the device and the VM going away.
+//! - A GAP (audio this reader did not get, in `--live` mode) is written as silence of the
+//!   gap's length, so the file keeps its timing, and is logged on stderr. A jump in PCM
+//!   offsets without a GAP record is treated the same way.
+//! - XRUNs are not filled: the file holds what the guest wrote, and an underrun is time in
+//!   which the guest wrote nothing.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{self, BufWriter, Stdout, Write};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use dsproxy_wire::record::{ControlDesc, Direction, Hello, Params, Record, StreamDesc};
+
+use crate::console;
+use crate::convert::AudioShape;
+use crate::english::{self, English};
+use crate::error::ReaderError;
+use crate::inject::Injector;
+use crate::mixer;
+use crate::output::{FileTarget, Segment};
+use crate::playback::Playback;
+use crate::rawlog;
+
+/// Housekeeping period (flushes, header patches, the running-time line).
+pub const TICK: Duration = Duration::from_millis(200);
+/// The most silence one gap may add: an hour of audio (or 1 GiB if the rate is unknown). A
+/// larger claim is a broken peer, not a gap.
+const MAX_FILL_SECONDS: u64 = 3600;
+const MAX_FILL_UNKNOWN: u64 = 1 << 30;
+
+/// What the session was asked to do.
+#[derive(Debug, Clone, Default)]
+pub struct SessionOptions {
+    pub files: Option<FileTarget>,
+    /// `-f`'s first file did not exist before the reader created it (so it may be removed if
+    /// nothing is ever recorded to it).
+    pub base_created: bool,
+    pub stdout: bool,
+    pub english: bool,
+    pub records: bool,
+    /// `--stream N`.
+    pub stream: Option<u32>,
+    pub once: bool,
+    /// Draw the running-time line (stderr is a terminal).
+    pub progress: bool,
+    /// `--inject-stream N`.
+    pub inject_stream: Option<u32>,
+}
+
+/// Whether to go on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    /// A clean end: `--once` saw its session end, or stdout was closed.
+    Done,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Released,
+    Prepared,
+    Running,
+    Stopped,
+}
+
+struct StreamState {
+    desc: StreamDesc,
+    /// Place among the card's output streams (names the files).
+    out_index: Option<usize>,
+    /// Audio of this stream goes to files.
+    recorded: bool,
+    params: Option<Params>,
+    phase: Phase,
+    /// The offset the next PCM should have; `None` when not known (after a snapshot).
+    expected: Option<u64>,
+    segment: Option<Segment>,
+    /// Audio bytes taken from this stream (all segments), and its duration.
+    total_bytes: u64,
+    ns_done: u128,
+    bytes_this_shape: u64,
+    warned_no_params: bool,
+}
+
+impl StreamState {
+    fn shape(&self) -> Option<AudioShape> {
+        self.params.as_ref().and_then(AudioShape::from_params)
+    }
+
+    fn duration_ns(&self) -> u128 {
+        let cur = match self.shape().and_then(|s| s.byte_rate()) {
+            Some(br) if br > 0 => self.bytes_this_shape as u128 * 1_000_000_000 / br as u128,
+            _ => 0,
+        };
+        self.ns_done + cur
+    }
+
+    /// The shape is changing: bank the duration so far.
+    fn bank_duration(&mut self) {
+        self.ns_done = self.duration_ns();
+        self.bytes_this_shape = 0;
+    }
+}
+
+/// The reader's state across records and reconnections.
+pub struct Session {
+    opts: SessionOptions,
+    target: String,
+    streams: BTreeMap<u32, StreamState>,
+    controls: BTreeMap<u32, (ControlDesc, Vec<i64>)>,
+    english: Option<English>,
+    stdout: Option<BufWriter<Stdout>>,
+    playback: Option<Playback>,
+    injector: Option<Injector>,
+    /// The stream `-s`, playback and the running-time line follow.
+    main_stream: Option<u32>,
+    /// SNAPSHOT_END seen on this connection.
+    live: bool,
+    /// Segments opened so far, per output index (persists across reconnections).
+    seg_counters: HashMap<usize, u32>,
+    base_used: bool,
+    /// A playback session (audio or a START on a recorded stream) happened: `--once` ends
+    /// at its RELEASE.
+    session_seen: bool,
+    last_tick: Instant,
+}
+
+impl Session {
+    pub fn new(
+        opts: SessionOptions,
+        target: String,
+        playback: Option<Playback>,
+        injector: Option<Injector>,
+    ) -> Session {
+        let stdout = opts
+            .stdout
+            .then(|| BufWriter::with_capacity(64 * 1024, io::stdout()));
+        Session {
+            opts,
+            target,
+            streams: BTreeMap::new(),
+            controls: BTreeMap::new(),
+            english: None,
+            stdout,
+            playback,
+            injector,
+            main_stream: None,
+            live: false,
+            seg_counters: HashMap::new(),
+            base_used: false,
+            session_seen: false,
+            last_tick: Instant::now(),
+        }
+    }
+
+    /// Checks a card against the options and returns the SUBSCRIBE stream mask.
+    pub fn plan(&self, hello: &Hello) -> Result<u64, ReaderError> {
+        let listing = || {
+            hello
+                .streams
+                .iter()
+                .map(|s| {
+                    format!(
+                        "{} {}",
+                        s.id,
+                        match s.direction {
+                            Direction::Output => "out",
+                            Direction::Input => "in",
+                        }
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let find = |id: u32| hello.streams.iter().find(|s| s.id == id);
+        if let Some(n) = self.opts.stream {
+            if find(n).map(|s| s.direction) != Some(Direction::Output) {
+                return Err(ReaderError::Usage(format!(
+                    "--stream {n}: the card has no output stream {n} (its streams: {})",
+                    listing()
+                )));
+            }
+        }
+        if let Some(inj) = &self.injector {
+            if find(inj.stream()).map(|s| s.direction) != Some(Direction::Input) {
+                return Err(ReaderError::Usage(format!(
+                    "--inject: the card has no input stream {} (its streams: {})",
+                    inj.stream(),
+                    listing()
+                )));
+            }
+        }
+        // One stream (plus the injected one) when --stream asks and the mask can say so.
+        Ok(match self.opts.stream {
+            Some(n) if n < 64 => {
+                let inj = self.injector.as_ref().map(|i| i.stream());
+                match inj {
+                    Some(i) if i >= 64 => 0,
+                    Some(i) => (1u64 << n) | (1u64 << i),
+                    None => 1u64 << n,
+                }
+            }
+            _ => 0,
+        })
+    }
+
+    /// Takes the injector (created once the first card said which stream it feeds).
+    pub fn set_injector(&mut self, inj: Injector) {
+        self.injector = Some(inj);
+    }
+
+    /// `-i` shows the HELLO too (it is read while attaching, before [`Session::handle`]).
+    pub fn log_hello(&self, hello: &Hello) {
+        if self.opts.records {
+            for l in rawlog::lines(&Record::Hello(hello.clone())) {
+                console::line(&l);
+            }
+        }
+    }
+
+    /// The first input stream of a card (the default `--inject` target).
+    pub fn first_input(hello: &Hello) -> Option<u32> {
+        hello
+            .streams
+            .iter()
+            .find(|s| s.direction == Direction::Input)
+            .map(|s| s.id)
+    }
+
+    /// A new connection: take the card's description.
+    pub fn attach(&mut self, hello: &Hello, control: Option<crate::connection::TapStream>) {
+        self.live = false;
+        self.streams.clear();
+        let mut out_index = 0;
+        for s in &hello.streams {
+            let idx = (s.direction == Direction::Output).then(|| {
+                out_index += 1;
+                out_index - 1
+            });
+            self.streams.insert(
+                s.id,
+                StreamState {
+                    desc: s.clone(),
+                    out_index: idx,
+                    recorded: false,
+                    params: None,
+                    phase: Phase::Released,
+                    expected: None,
+                    segment: None,
+                    total_bytes: 0,
+                    ns_done: 0,
+                    bytes_this_shape: 0,
+                    warned_no_params: false,
+                },
+            );
+        }
+        self.main_stream = self.opts.stream.or_else(|| {
+            hello
+                .streams
+                .iter()
+                .find(|s| s.direction == Direction::Output)
+                .map(|s| s.id)
+        });
+        // --stream N records N only, and N's files get the plain names.
+        let main = self.main_stream;
+        for st in self.streams.values_mut() {
+            st.recorded = match self.opts.stream {
+                Some(n) => st.desc.id == n,
+                None => st.out_index.is_some(),
+            };
+            if self.opts.stream.is_some() && st.recorded {
+                st.out_index = Some(0);
+            } else if self.opts.stream.is_some() {
+                st.out_index = None;
+            }
+        }
+        self.controls = hello
+            .controls
+            .iter()
+            .map(|c| (c.id, (c.clone(), vec![c.min; c.count.min(128) as usize])))
+            .collect();
+        match &mut self.english {
+            Some(e) => e.set_hello(hello),
+            None if self.opts.english => self.english = Some(English::new(hello, main)),
+            None => {}
+        }
+        if let (Some(inj), Some(c)) = (&self.injector, control) {
+            inj.attach(c);
+            inj.update(None, false);
+        }
+    }
+
+    /// The connection is gone: finalize every file (the next audio starts a new segment).
+    pub fn detach(&mut self) -> Result<(), ReaderError> {
+        if let Some(inj) = &self.injector {
+            inj.detach();
+        }
+        self.close_all_segments()
+    }
+
+    /// Handles one record from the device.
+    pub fn handle(&mut self, rec: Record) -> Result<Flow, ReaderError> {
+        if self.opts.records {
+            for l in rawlog::lines(&rec) {
+                console::line(&l);
+            }
+        }
+        if let Some(e) = &mut self.english {
+            for l in e.lines(&rec) {
+                console::line(&l);
+            }
+        }
+        let flow = match rec {
+            Record::Hello(_) => return Err(self.protocol("a second HELLO")),
+            Record::Subscribe { .. } | Record::SetControl { .. } | Record::Inject { .. } => {
+                return Err(self.protocol(&format!(
+                    "a {} record, which only readers send",
+                    rec.kind_name()
+                )))
+            }
+            Record::SnapshotEnd => {
+                self.live = true;
+                Flow::Continue
+            }
+            Record::Params(p) => {
+                self.on_params(p)?;
+                Flow::Continue
+            }
+            Record::Prepare { stream, .. } => {
+                let live = self.live;
+                if let Some(st) = self.stream_mut(stream, "PREPARE") {
+                    st.phase = Phase::Prepared;
+                    st.expected = live.then_some(0);
+                }
+                self.update_injector(stream);
+                Flow::Continue
+            }
+            Record::Start { stream, .. } => {
+                if let Some(st) = self.stream_mut(stream, "START") {
+                    st.phase = Phase::Running;
+                    if st.recorded {
+                        self.session_seen = true;
+                    }
+                }
+                self.update_injector(stream);
+                Flow::Continue
+            }
+            Record::Stop {
+                stream, drained, ..
+            } => {
+                if let Some(st) = self.stream_mut(stream, "STOP") {
+                    st.phase = Phase::Stopped;
+                    if !drained {
+                        // Whether discarded audio counts in later offsets is the device's
+                        // business: resynchronize on the next PCM instead of guessing.
+                        st.expected = None;
+                    }
+                    if let Some(seg) = st.segment.as_mut() {
+                        seg.sync()?;
+                    }
+                }
+                if !drained && Some(stream) == self.main_stream {
+                    if let Some(p) = &mut self.playback {
+                        p.reset();
+                    }
+                }
+                self.update_injector(stream);
+                Flow::Continue
+            }
+            Record::Release { stream, .. } => {
+                let mut end = false;
+                if let Some(st) = self.stream_mut(stream, "RELEASE") {
+                    st.phase = Phase::Released;
+                    st.expected = None;
+                    if let Some(seg) = st.segment.as_mut() {
+                        seg.sync()?;
+                    }
+                    end = st.recorded;
+                }
+                self.update_injector(stream);
+                if end && self.opts.once && self.session_seen {
+                    Flow::Done
+                } else {
+                    Flow::Continue
+                }
+            }
+            Record::Pcm {
+                stream,
+                offset,
+                data,
+                ..
+            } => self.on_pcm(stream, offset, &data)?,
+            Record::Gap {
+                stream,
+                offset,
+                bytes,
+                ..
+            } => self.on_gap(stream, offset, bytes)?,
+            Record::Control { id, values, .. } => {
+                match self.controls.get_mut(&id) {
+                    Some((_, v)) => *v = values,
+                    None => log::warn!("CONTROL for control {id}, which the card did not list"),
+                }
+                Flow::Continue
+            }
+            Record::Xrun { .. } => Flow::Continue,
+            Record::Frontend { connected, .. } => {
+                if connected {
+                    Flow::Continue
+                } else {
+                    // The VM is gone: its streams with it. Files are finalized; a new VM's
+                    // audio goes to new segments.
+                    self.close_all_segments()?;
+                    for st in self.streams.values_mut() {
+                        st.phase = Phase::Released;
+                        st.expected = None;
+                        st.params = None;
+                    }
+                    if let Some(i) = self.injector.as_ref() {
+                        i.update(None, false);
+                    }
+                    if self.opts.once && self.session_seen {
+                        Flow::Done
+                    } else {
+                        Flow::Continue
+                    }
+                }
+            }
+        };
+        self.maybe_tick()?;
+        Ok(flow)
+    }
+
+    fn protocol(&self, why: &str) -> ReaderError {
+        ReaderError::Protocol {
+            target: self.target.clone(),
+            why: format!("the device sent {why}"),
+        }
+    }
+
+    fn stream_mut(&mut self, stream: u32, what: &str) -> Option<&mut StreamState> {
+        let st = self.streams.get_mut(&stream);
+        if st.is_none() {
+            log::warn!("{what} for stream {stream}, which the card did not list; ignored");
+        }
+        st
+    }
+
+    fn on_params(&mut self, p: Params) -> Result<(), ReaderError> {
+        let Some(st) = self.stream_mut(p.stream, "PARAMS") else {
+            return Ok(());
+        };
+        let old_shape = st.shape();
+        let new_shape = AudioShape::from_params(&p);
+        if old_shape != new_shape {
+            st.bank_duration();
+        }
+        st.params = Some(p);
+        let reshape = st
+            .segment
+            .as_ref()
+            .is_some_and(|seg| seg.bytes() > 0 && seg.shape != new_shape);
+        if reshape {
+            if let Some(seg) = st.segment.take() {
+                let path = seg.path.clone();
+                seg.finish()?;
+                if self.opts.english {
+                    console::line(&format!(
+                        "-- format changed: {} closed, the next audio starts a new segment",
+                        path.display()
+                    ));
+                }
+            }
+        } else if let Some(seg) = st.segment.as_mut() {
+            // An empty segment can simply be re-created with the new shape.
+            if seg.shape != new_shape && seg.bytes() == 0 {
+                st.segment = None;
+            }
+        }
+        self.update_injector(p.stream);
+        Ok(())
+    }
+
+    fn update_injector(&self, stream: u32) {
+        let Some(inj) = &self.injector else { return };
+        if inj.stream() != stream {
+            return;
+        }
+        if let Some(st) = self.streams.get(&stream) {
+            inj.update(
+                st.params,
+                matches!(st.phase, Phase::Prepared | Phase::Running),
+            );
+        }
+    }
+
+    /// The most silence a gap in `st` may add.
+    fn fill_limit(st: &StreamState) -> u64 {
+        st.shape()
+            .and_then(|s| s.byte_rate())
+            .map(|br| br * MAX_FILL_SECONDS)
+            .unwrap_or(MAX_FILL_UNKNOWN)
+    }
+
+    fn on_pcm(&mut self, stream: u32, offset: u64, data: &[u8]) -> Result<Flow, ReaderError> {
+        let Some(st) = self.streams.get_mut(&stream) else {
+            log::warn!("PCM for stream {stream}, which the card did not list; ignored");
+            return Ok(Flow::Continue);
+        };
+        if st.desc.direction != Direction::Output {
+            // What the guest captured: the injected audio coming back. Not recorded.
+            return Ok(Flow::Continue);
+        }
+        let is_main = Some(stream) == self.main_stream;
+        if !st.recorded && !is_main {
+            return Ok(Flow::Continue);
+        }
+        // Offsets: fill a jump as a gap, drop what was already written.
+        let mut data = data;
+        let mut fill = 0u64;
+        match st.expected {
+            Some(e) if offset > e => fill = offset - e,
+            Some(e) if offset < e => {
+                let dup = e - offset;
+                if dup >= data.len() as u64 {
+                    log::warn!("stream {stream}: PCM at offset {offset} repeats audio; dropped");
+                    return Ok(Flow::Continue);
+                }
+                log::warn!("stream {stream}: PCM at offset {offset} overlaps by {dup} bytes");
+                data = &data[dup as usize..];
+            }
+            _ => {}
+        }
+        let start = offset.max(st.expected.unwrap_or(0));
+        st.expected = Some(start + data.len() as u64);
+        if fill > 0 {
+            console::line(&english::gap_line(
+                stream,
+                offset - fill,
+                fill,
+                st.shape()
+                    .and_then(|s| s.byte_rate())
+                    .map(|br| (fill as u128 * 1_000_000_000 / br.max(1) as u128) as u64),
+            ));
+            let flow = self.write_fill(stream, fill)?;
+            if flow == Flow::Done {
+                return Ok(flow);
+            }
+        }
+        self.write_audio(stream, data)
+    }
+
+    fn on_gap(&mut self, stream: u32, offset: u64, bytes: u64) -> Result<Flow, ReaderError> {
+        let Some(st) = self.streams.get_mut(&stream) else {
+            log::warn!("GAP for stream {stream}, which the card did not list; ignored");
+            return Ok(Flow::Continue);
+        };
+        if st.desc.direction != Direction::Output
+            || (!st.recorded && Some(stream) != self.main_stream)
+        {
+            return Ok(Flow::Continue);
+        }
+        let dur = st
+            .shape()
+            .and_then(|s| s.byte_rate())
+            .map(|br| (bytes as u128 * 1_000_000_000 / br.max(1) as u128) as u64);
+        console::line(&english::gap_line(stream, offset, bytes, dur));
+        // The gap's audio is missing up to offset + bytes; anything before that already
+        // written is not filled twice.
+        let end = offset.saturating_add(bytes);
+        let fill = match st.expected {
+            Some(e) if e >= end => 0,
+            Some(e) => end - e.max(offset),
+            None => bytes,
+        };
+        st.expected = Some(end.max(st.expected.unwrap_or(0)));
+        self.write_fill(stream, fill)
+    }
+
+    /// Writes `n` bytes of silence for `stream` (files and stdout, not playback).
+    fn write_fill(&mut self, stream: u32, n: u64) -> Result<Flow, ReaderError> {
+        let Some(st) = self.streams.get_mut(&stream) else {
+            return Ok(Flow::Continue);
+        };
+        let limit = Self::fill_limit(st);
+        let n = if n > limit {
+            console::note(&format!(
+                "stream {stream}: a gap of {n} bytes is implausible; filling only {limit}"
+            ));
+            limit
+        } else {
+            n
+        };
+        // Keep whole frames.
+        let n = match st.shape().and_then(|s| s.frame_bytes()) {
+            Some(fb) => n - n % fb as u64,
+            None => n,
+        };
+        let byte = st.shape().map(|s| s.format.silence_byte()).unwrap_or(0);
+        if n == 0 {
+            return Ok(Flow::Continue);
+        }
+        self.write_bytes(stream, |sink| sink.fill(n, byte))
+    }
+
+    fn write_audio(&mut self, stream: u32, data: &[u8]) -> Result<Flow, ReaderError> {
+        if data.is_empty() {
+            return Ok(Flow::Continue);
+        }
+        let flow = self.write_bytes(stream, |sink| sink.write(data))?;
+        if Some(stream) == self.main_stream && flow == Flow::Continue {
+            let gains = self.gains_for(stream);
+            if let (Some(p), Some(shape)) = (
+                self.playback.as_mut(),
+                self.streams.get(&stream).and_then(|s| s.shape()),
+            ) {
+                p.push(shape, &gains, data);
+            }
+        }
+        Ok(flow)
+    }
+
+    /// Writes to the stream's file (opening a segment if needed) and, for the main stream,
+    /// to stdout.
+    fn write_bytes(
+        &mut self,
+        stream: u32,
+        op: impl Fn(&mut dyn Sink) -> io::Result<()>,
+    ) -> Result<Flow, ReaderError> {
+        let Some(st) = self.streams.get_mut(&stream) else {
+            return Ok(Flow::Continue);
+        };
+        let before = st.segment.as_ref().map(|s| s.bytes());
+        if st.recorded {
+            if let Some(files) = &self.opts.files {
+                if st.segment.is_none() {
+                    if files.is_wav() && st.params.is_none() {
+                        if !st.warned_no_params {
+                            console::note(&format!(
+                                "stream {stream}: audio before its parameters; dropped"
+                            ));
+                            st.warned_no_params = true;
+                        }
+                        return Ok(Flow::Continue);
+                    }
+                    let index = st.out_index.unwrap_or(0);
+                    let seg_no = self.seg_counters.entry(index).or_insert(0);
+                    *seg_no += 1;
+                    let path = files.path_for(index, *seg_no);
+                    if path == files.base() {
+                        self.base_used = true;
+                    }
+                    let seg = Segment::create(path, files.is_wav(), st.shape(), stream)?;
+                    if self.opts.english {
+                        console::line(&format!(
+                            "-- recording stream {stream} to {}{}",
+                            seg.path.display(),
+                            st.shape().map(|s| format!(" ({s})")).unwrap_or_default()
+                        ));
+                    }
+                    st.segment = Some(seg);
+                }
+                if let Some(seg) = st.segment.as_mut() {
+                    op(&mut SegmentSink(seg)).map_err(|e| match e.downcast() {
+                        Ok(re) => re,
+                        Err(e) => ReaderError::file(&seg.path, e),
+                    })?;
+                }
+            }
+        }
+        let added = match (before, st.segment.as_ref()) {
+            (Some(b), Some(s)) => s.bytes() - b,
+            (None, Some(s)) => s.bytes(),
+            _ => 0,
+        };
+        let mut flow = Flow::Continue;
+        if Some(stream) == self.main_stream {
+            if let Some(out) = self.stdout.as_mut() {
+                let mut sink = StdoutSink { out, written: 0 };
+                let res = op(&mut sink).and_then(|_| sink.out.flush());
+                let written = sink.written;
+                match res {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+                        log::info!("stdout closed: ending");
+                        self.stdout = None;
+                        flow = Flow::Done;
+                    }
+                    Err(e) => return Err(ReaderError::Stdout(e)),
+                }
+                if added == 0 {
+                    self.count(stream, written);
+                }
+            }
+        }
+        if added > 0 {
+            self.count(stream, added);
+        }
+        Ok(flow)
+    }
+
+    fn count(&mut self, stream: u32, n: u64) {
+        if let Some(st) = self.streams.get_mut(&stream) {
+            st.total_bytes += n;
+            st.bytes_this_shape += n;
+        }
+    }
+
+    fn gains_for(&self, stream: u32) -> Vec<f32> {
+        let Some(st) = self.streams.get(&stream) else {
+            return Vec::new();
+        };
+        let ch = st.params.map(|p| p.channels as usize).unwrap_or(0);
+        mixer::playback_gains(
+            self.controls.values().map(|(d, v)| (d, v.as_slice())),
+            st.out_index.unwrap_or(0) as u32,
+            ch,
+        )
+    }
+
+    fn close_all_segments(&mut self) -> Result<(), ReaderError> {
+        let mut first_err = None;
+        for st in self.streams.values_mut() {
+            if let Some(seg) = st.segment.take() {
+                let path = seg.path.clone();
+                let bytes = seg.bytes();
+                match seg.finish() {
+                    Ok(()) => log::info!("{}: {bytes} bytes", path.display()),
+                    Err(e) => {
+                        first_err.get_or_insert(e);
+                    }
+                }
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    fn maybe_tick(&mut self) -> Result<(), ReaderError> {
+        if self.last_tick.elapsed() >= TICK {
+            self.tick()?;
+        }
+        Ok(())
+    }
+
+    /// Periodic housekeeping: flush files, patch WAV headers when due, redraw the
+    /// running-time line.
+    pub fn tick(&mut self) -> Result<(), ReaderError> {
+        self.last_tick = Instant::now();
+        for st in self.streams.values_mut() {
+            if let Some(seg) = st.segment.as_mut() {
+                seg.tick()?;
+            }
+        }
+        if self.opts.progress {
+            let shown = self
+                .main_stream
+                .and_then(|m| self.streams.get(&m))
+                .filter(|st| st.total_bytes > 0)
+                .or_else(|| self.streams.values().find(|st| st.total_bytes > 0));
+            if let Some(st) = shown {
+                let shape = st
+                    .shape()
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| "?".into());
+                console::progress(&console::progress_text(
+                    st.duration_ns(),
+                    &shape,
+                    st.total_bytes,
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The end: finalize every file, flush stdout, and remove `-f`'s file if the reader
+    /// created it and nothing was ever recorded to it.
+    pub fn finish(&mut self) -> Result<(), ReaderError> {
+        if self.opts.progress {
+            let _ = self.tick();
+        }
+        console::finish_progress();
+        let res = self.close_all_segments();
+        if let Some(out) = self.stdout.as_mut() {
+            let _ = out.flush();
+        }
+        if let Some(files) = &self.opts.files {
+            if !self.base_used && self.opts.base_created {
+                let _ = std::fs::remove_file(files.base());
+                console::note(&format!(
+                    "no audio was recorded; {} not written",
+                    files.base().display()
+                ));
+            }
+        }
+        res
+    }
+
+    /// Files written so far (for tests and summaries).
+    pub fn open_segments(&self) -> Vec<PathBuf> {
+        self.streams
+            .values()
+            .filter_map(|s| s.segment.as_ref().map(|g| g.path.clone()))
+            .collect()
+    }
+}
+
+/// Something audio bytes can be written to: a segment file or stdout.
+trait Sink {
+    fn write(&mut self, data: &[u8]) -> io::Result<()>;
+    fn fill(&mut self, n: u64, byte: u8) -> io::Result<()> {
+        let chunk = [byte; 8192];
+        let mut left = n;
+        while left > 0 {
+            let k = left.min(chunk.len() as u64) as usize;
+            self.write(&chunk[..k])?;
+            left -= k as u64;
+        }
+        Ok(())
+    }
+}
+
+struct SegmentSink<'a>(&'a mut Segment);
+
+impl Sink for SegmentSink<'_> {
+    fn write(&mut self, data: &[u8]) -> io::Result<()> {
+        self.0.write(data).map_err(io::Error::other)
+    }
+}
+
+struct StdoutSink<'a> {
+    out: &'a mut BufWriter<Stdout>,
+    written: u64,
+}
+
+impl Sink for StdoutSink<'_> {
+    fn write(&mut self, data: &[u8]) -> io::Result<()> {
+        self.out.write_all(data)?;
+        self.written += data.len() as u64;
+        Ok(())
+    }
+}
