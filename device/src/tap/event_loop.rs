@@ -389,10 +389,19 @@ impl TapLoop {
                     );
                 }
                 let sub = Subscription { flags, streams };
+                r.sub = Some(sub);
+                // Counted before the snapshot is taken: the worker only hands over PCM while
+                // someone is subscribed, so everything it publishes from now on comes after
+                // the snapshot and reaches this reader.
+                let first = self.shared.subscribed.fetch_add(1, Ordering::AcqRel) == 0;
+                let first_fast =
+                    sub.no_pacing() && !self.shared.no_pacing.swap(true, Ordering::AcqRel);
+                if first || first_fast {
+                    self.shared.notify();
+                }
                 for f in self.mirror.snapshot(&sub) {
                     r.push(f);
                 }
-                r.sub = Some(sub);
                 log::info!(
                     "tap: reader ({}) subscribed: streams {streams:#x}{}{}",
                     r.peer,
