@@ -201,9 +201,14 @@ impl SndFrontend {
     ) -> Result<SndFrontend, FrontError> {
         let socket = socket.as_ref();
         let deadline = Instant::now() + opts.connect_timeout;
-        let mut vu = loop {
-            match Frontend::connect(socket, NUM_QUEUES as u64) {
-                Ok(f) => break f,
+        // A daemon between two sessions may not be listening yet, or may still hold the
+        // previous session's listener, which then closes our connection unanswered: like
+        // QEMU's reconnect-ms, try again until the deadline.
+        let (mut vu, offered) = loop {
+            let attempt = Frontend::connect(socket, NUM_QUEUES as u64)
+                .and_then(|f| Ok((f.get_features()?, f)));
+            match attempt {
+                Ok((features, f)) => break (f, features),
                 Err(e) if Instant::now() < deadline => {
                     log::debug!("connect {}: {e}; retrying", socket.display());
                     std::thread::sleep(Duration::from_millis(50));
@@ -211,8 +216,6 @@ impl SndFrontend {
                 Err(e) => return Err(FrontError::Vhost(e)),
             }
         };
-
-        let offered = vu.get_features()?;
         if offered & VIRTIO_F_VERSION_1 == 0 {
             return Err(FrontError::Missing("VIRTIO_F_VERSION_1"));
         }

@@ -70,3 +70,17 @@ fn peer_plays_a_signal() {
     assert!(fe.violations().is_empty(), "{:?}", fe.violations());
     let _ = Duration::ZERO;
 }
+
+#[test]
+#[ignore = "needs the rust-vmm peer in build/peer (or DSPROXY_PEER)"]
+fn peer_serves_a_second_connection() {
+    let d = Daemon::peer(peer_bin()).expect("start peer");
+    for round in 0..3 {
+        let mut fe = SndFrontend::connect(&d.socket, peer_opts())
+            .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        assert_eq!(fe.pcm_info().unwrap().len(), 2);
+        if round % 2 == 0 {
+            fe.disconnect().unwrap();
+        }
+    }
+}
