@@ -33,6 +33,14 @@ struct GapRun {
     time_ns: u64,
 }
 
+/// Why a reader is being closed, for the log line.
+pub(super) enum CloseWhy {
+    /// Normal end (EOF, a peer that went away, end of shutdown flush): info level.
+    Quiet(String),
+    /// The reader misbehaved or could not be served: warn level.
+    Fault(String),
+}
+
 /// What a read from the socket brought.
 pub(super) enum ReadOutcome {
     /// Bytes were added to the input buffer.
@@ -49,6 +57,7 @@ pub(super) struct Reader {
     pub peer: String,
     out: VecDeque<OutChunk>,
     queued: usize,
+    write_blocked: bool,
     input: Vec<u8>,
     /// Bytes of `input` already decoded.
     input_pos: usize,
@@ -61,8 +70,8 @@ pub(super) struct Reader {
     /// The peer hung up while reading was paused: the connection is out of the epoll set and
     /// is closed once its held and buffered records are delivered.
     pub detached: bool,
-    /// A protocol error was found outside the event that could close it: closed next settle.
-    pub poisoned: bool,
+    /// Found dead or misbehaving where it could not be closed at once: closed next settle.
+    pub doomed: Option<CloseWhy>,
     /// Events currently registered in the epoll set.
     pub interest: EventSet,
 }
@@ -74,6 +83,7 @@ impl Reader {
             peer,
             out: VecDeque::new(),
             queued: 0,
+            write_blocked: false,
             input: Vec::new(),
             input_pos: 0,
             sub: None,
@@ -81,7 +91,7 @@ impl Reader {
             gaps: BTreeMap::new(),
             held_inject: None,
             detached: false,
-            poisoned: false,
+            doomed: None,
             interest: EventSet::empty(),
         }
     }
@@ -103,9 +113,15 @@ impl Reader {
         self.out.push_back(OutChunk { frame, pos: 0 });
     }
 
+    /// The last write found the socket full (until the next EPOLLOUT or successful write).
+    pub fn write_blocked(&self) -> bool {
+        self.write_blocked
+    }
+
     /// Writes as much of the queue as the socket takes without blocking. An error means the
     /// connection is dead (EPIPE, ECONNRESET…).
     pub fn flush(&mut self) -> io::Result<()> {
+        self.write_blocked = false;
         while !self.out.is_empty() {
             let iov: Vec<IoSlice<'_>> = self
                 .out
@@ -116,7 +132,10 @@ impl Reader {
             let asked: usize = iov.iter().map(|s| s.len()).sum();
             let sent = match send_nosignal(self.fd.as_raw_fd(), &iov) {
                 Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.write_blocked = true;
+                    return Ok(());
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             };
@@ -124,6 +143,7 @@ impl Reader {
             self.consume(sent);
             if sent < asked {
                 // The socket buffer is full; EPOLLOUT says when there is room.
+                self.write_blocked = true;
                 return Ok(());
             }
         }

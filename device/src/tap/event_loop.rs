@@ -16,7 +16,7 @@ use dsproxy_wire::record::{Direction, Hello, Record, SUB_LIVE, SUB_NO_PACING};
 use event_manager::SubscriberOps;
 use event_manager::{EventManager, EventOps, EventSet, Events, MutEventSubscriber, SubscriberId};
 
-use super::conn::{ReadOutcome, Reader};
+use super::conn::{CloseWhy, ReadOutcome, Reader};
 use super::listener::{self, Accepted};
 use super::mirror::Mirror;
 use super::shared::{Frame, Item, Shared};
@@ -35,14 +35,6 @@ const ACCEPTS_PER_EVENT: usize = 16;
 const DETACHED_INPUT_LIMIT: usize = 16 << 20;
 /// How long shutdown keeps writing what readers have not taken yet.
 pub(super) const SHUTDOWN_FLUSH: Duration = Duration::from_secs(1);
-
-/// Why a reader is being closed, for the log line.
-enum CloseWhy {
-    /// Normal end (EOF, end of shutdown flush): info level.
-    Quiet(String),
-    /// Something went wrong with this reader: warn level.
-    Fault(String),
-}
 
 pub(super) struct TapLoop {
     shared: Arc<Shared>,
@@ -197,7 +189,16 @@ impl TapLoop {
                     if !sub.selects(Some(stream)) {
                         continue;
                     }
-                    if sub.live() && r.queued().saturating_add(frame.len()) > self.high_water {
+                    let fits =
+                        |r: &Reader| r.queued().saturating_add(frame.len()) <= self.high_water;
+                    if sub.live() && !fits(r) && !r.write_blocked() {
+                        if let Err(e) = r.flush() {
+                            r.doomed = Some(CloseWhy::Quiet(format!("write failed: {e}")));
+                        }
+                    }
+                    if sub.live() && !fits(r) {
+                        // Only dropped when the socket is really full, not because this
+                        // batch has not been written out yet.
                         r.record_drop(stream, offset, data_len as u64, time_ns);
                     } else {
                         r.flush_gap(stream);
@@ -478,10 +479,9 @@ impl TapLoop {
                     }
                 }
                 Err(why) => {
-                    // Closed in settle (it cannot reach the epoll set from here): mark it.
-                    log::warn!("tap: closing reader: {why}");
+                    // Closed in settle (it cannot reach the epoll set from here).
                     if let Some(r) = self.readers.get_mut(&fd) {
-                        r.poisoned = true;
+                        r.doomed = Some(CloseWhy::Fault(why));
                     }
                 }
             }
@@ -501,8 +501,8 @@ impl TapLoop {
         let stopping = self.stop_deadline.is_some();
         let mut dead: Vec<(RawFd, CloseWhy)> = Vec::new();
         for (&fd, r) in self.readers.iter_mut() {
-            if r.poisoned {
-                dead.push((fd, CloseWhy::Fault("protocol error".into())));
+            if let Some(why) = r.doomed.take() {
+                dead.push((fd, why));
                 continue;
             }
             if r.detached {
@@ -646,9 +646,25 @@ impl MutEventSubscriber for TapLoop {
     }
 }
 
+/// Leaves the worker's flags in the "no reader" state however the tap thread ends (even by
+/// a panic), so the card never waits for readers that can no longer be served.
+struct ResetFlagsOnExit(Arc<Shared>);
+
+impl Drop for ResetFlagsOnExit {
+    fn drop(&mut self) {
+        let shared = &self.0;
+        shared.connected.store(0, Ordering::Release);
+        shared.subscribed.store(0, Ordering::Release);
+        shared.no_pacing.store(false, Ordering::Release);
+        shared.accept.store(true, Ordering::Release);
+        shared.notify();
+    }
+}
+
 /// The tap thread's body: runs the event loop until shutdown has flushed every reader or
 /// its time is up.
 pub(super) fn run(mut em: EventManager<TapLoop>, id: SubscriberId, shared: Arc<Shared>) {
+    let _reset = ResetFlagsOnExit(shared);
     while let Ok(s) = em.subscriber_mut(id) {
         let timeout = s.poll_timeout_ms();
         if let Err(e) = em.run_with_timeout(timeout) {
@@ -668,11 +684,7 @@ pub(super) fn run(mut em: EventManager<TapLoop>, id: SubscriberId, shared: Arc<S
             break;
         }
     }
-    // Dropping the event manager closes every connection and listener.
+    // Dropping the event manager closes every connection and listener (before the flags
+    // are reset, so no reader is left connected while they say there is none).
     drop(em);
-    shared.connected.store(0, Ordering::Release);
-    shared.subscribed.store(0, Ordering::Release);
-    shared.no_pacing.store(false, Ordering::Release);
-    shared.accept.store(true, Ordering::Release);
-    shared.notify();
 }
