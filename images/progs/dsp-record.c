@@ -28,6 +28,8 @@ static void usage(FILE *f)
 		"  -F, --frag 0xMMMMSSSS SNDCTL_DSP_SETFRAGMENT argument (default: not set)\n"
 		"  -R, --read-size N     bytes per read() (default 4096)\n"
 		"  -x, --hex N           also print the first N bytes in hex (max %lu)\n"
+		"  -k, --skip-silence    discard whole frames of silence before the first sound (a capture\n"
+		"                        that starts before its source does); they are not counted\n"
 		"  -i, --stdin           hash standard input instead (no device, no ioctls)\n",
 		MAX_HEX);
 }
@@ -40,12 +42,14 @@ int main(int argc, char **argv)
 		{ "ms", required_argument, 0, 'm' },	 { "bytes", required_argument, 0, 'b' },
 		{ "frag", required_argument, 0, 'F' },	 { "read-size", required_argument, 0, 'R' },
 		{ "hex", required_argument, 0, 'x' },	 { "stdin", no_argument, 0, 'i' },
+		{ "skip-silence", no_argument, 0, 'k' },
 		{ "help", no_argument, 0, 'h' },	 { 0, 0, 0, 0 }
 	};
 	const char *device = "/dev/dsp";
 	struct oss_params want = { &oss_formats[1], 2, 48000 }, got;
 	unsigned long ms = 1000, bytes = 0, frag = 0, read_size = 4096, hex = 0, v;
-	int have_bytes = 0, from_stdin = 0, opt, fd;
+	int have_bytes = 0, from_stdin = 0, skip_silence = 0, opt, fd;
+	size_t skipped = 0, frame_bytes, carry = 0;
 	unsigned char *buf, head[MAX_HEX];
 	size_t head_len = 0, total = 0, want_len, nonsilent = 0;
 	uint64_t hash = FNV1A64_INIT;
@@ -53,7 +57,7 @@ int main(int argc, char **argv)
 	double t_start;
 	int status = 0;
 
-	while ((opt = getopt_long(argc, argv, "d:r:f:c:m:b:F:R:x:ih", opts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "d:r:f:c:m:b:F:R:x:ikh", opts, NULL)) != -1) {
 		if (oss_params_option(opt, optarg, &want, "dsp-record") == 0)
 			continue;
 		switch (opt) {
@@ -94,6 +98,9 @@ int main(int argc, char **argv)
 			break;
 		case 'i':
 			from_stdin = 1;
+			break;
+		case 'k':
+			skip_silence = 1;
 			break;
 		case 'h':
 			usage(stdout);
@@ -137,7 +144,8 @@ int main(int argc, char **argv)
 					got.format->bytes_per_sample * got.channels;
 	silence = got.format->silence;
 
-	buf = malloc(read_size);
+	frame_bytes = (size_t)got.format->bytes_per_sample * got.channels;
+	buf = malloc(read_size + frame_bytes);
 	if (!buf) {
 		fprintf(stderr, "dsp-record: out of memory\n");
 		return EXIT_DEVICE;
@@ -145,9 +153,12 @@ int main(int argc, char **argv)
 	t_start = now_ms();
 	while (total < want_len) {
 		size_t n = want_len - total < read_size ? want_len - total : read_size;
-		ssize_t r = read(fd, buf, n);
-		size_t i;
+		size_t start = 0, i;
+		ssize_t r;
 
+		if (skip_silence)
+			n = read_size; /* skipped bytes do not count towards want_len */
+		r = read(fd, buf + carry, n);
 		if (r < 0) {
 			if (errno == EINTR)
 				continue;
@@ -162,14 +173,37 @@ int main(int argc, char **argv)
 			}
 			break;
 		}
-		hash = fnv1a64_update(hash, buf, (size_t)r);
-		for (i = 0; i < (size_t)r; i++) {
+		r += (ssize_t)carry;
+		carry = 0;
+		if (skip_silence) {
+			/* Skip whole silent frames; keep a trailing partial frame for the next read. */
+			size_t whole = (size_t)r - (size_t)r % frame_bytes;
+
+			while (start < whole) {
+				for (i = 0; i < frame_bytes && buf[start + i] == silence; i++)
+					;
+				if (i < frame_bytes)
+					break;
+				start += frame_bytes;
+			}
+			skipped += start;
+			if (start == whole) {
+				carry = (size_t)r - whole;
+				memmove(buf, buf + whole, carry);
+				continue;
+			}
+			skip_silence = 0;
+			if ((size_t)r - start > want_len - total)
+				r = (ssize_t)(start + want_len - total);
+		}
+		hash = fnv1a64_update(hash, buf + start, (size_t)r - start);
+		for (i = start; i < (size_t)r; i++) {
 			if (buf[i] != silence)
 				nonsilent++;
 			if (head_len < hex)
 				head[head_len++] = buf[i];
 		}
-		total += (size_t)r;
+		total += (size_t)r - start;
 	}
 	if (!from_stdin && close(fd) < 0) {
 		printf(PREFIX ": close error=%s\n", strerror(errno));
@@ -184,6 +218,8 @@ int main(int argc, char **argv)
 			printf("%02x", head[i]);
 		printf("\n");
 	}
+	if (skipped)
+		printf(PREFIX ": skipped_silence_bytes=%zu\n", skipped);
 	printf(PREFIX ": bytes=%zu fnv1a64=%016llx nonsilent_bytes=%zu elapsed_ms=%.0f\n", total,
 	       (unsigned long long)hash, nonsilent, now_ms() - t_start);
 	return status;
