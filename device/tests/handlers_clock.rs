@@ -1,0 +1,371 @@
+//! The card's clock, driven with made-up times: which buffers complete when, the deadlines
+//! and device timestamps, latency, starvation, backpressure, --wait-for-reader, --pacing
+//! none, capture filling, period and xrun events, vring stop and reset. Correctness, not
+//! timing: no test sleeps.
+
+mod handlers_util;
+use dsproxy_device::config::Pacing;
+use dsproxy_device::pcm::StreamState;
+use dsproxy_device::CardConfig;
+use dsproxy_wire::record::Record;
+use handlers_util::*;
+
+const MS: u64 = 1_000_000;
+/// 48 kHz S16 stereo: 192000 bytes/s, so 1920 bytes last exactly 10 ms.
+const P10: u32 = 1920;
+
+fn heads(u: &[Used]) -> Vec<u16> {
+    u.iter().map(|u| u.head).collect()
+}
+use dsproxy_device::Used;
+
+#[test]
+fn buffers_complete_at_deadlines_from_the_start_instant() {
+    let mut r = Rig::new();
+    // 44.1 kHz S16 stereo (176400 B/s) with 1000-byte buffers: 5668934.24 ns each, so a
+    // clock that added rounded durations would drift; deadlines come from the anchor.
+    assert_eq!(r.ctl_status(&set_params(0, 4000, 1000, 2, FMT_S16, RATE_44100)), OK);
+    assert_eq!(r.ctl_status(&pcm_hdr(PCM_PREPARE, 0)), OK);
+    let posted: Vec<_> = (0..4).map(|i| r.tx(0, &[i as u8; 1000]).0).collect();
+    let t0 = r.now;
+    assert_eq!(r.ctl_status(&pcm_hdr(PCM_START, 0)), OK);
+    let mut next = 4u8;
+    let mut queue: std::collections::VecDeque<_> = posted.into_iter().collect();
+    for k in 1..=441u64 {
+        let deadline = t0 + (k * 1000 * 1_000_000_000).div_ceil(176_400);
+        assert_eq!(r.card.next_deadline(0), Some(deadline), "buffer {k}");
+        assert!(r.at(deadline - 1).is_empty(), "buffer {k} not early");
+        let used = r.at(deadline);
+        let p = queue.pop_front().unwrap();
+        assert_eq!(heads(&used), vec![p.head], "buffer {k}");
+        // three more buffers still queued behind it
+        assert_eq!(r.pcm_status(p.last()), (OK, 3000), "latency_bytes of buffer {k}");
+        let pcm = r.tap.take_pcm();
+        assert_eq!(pcm.len(), 1);
+        assert_eq!(pcm[0].time_ns, deadline - EPOCH, "device timestamp = deadline");
+        assert_eq!(pcm[0].offset, (k - 1) * 1000);
+        // the driver refills the ring right away
+        queue.push_back(r.tx(0, &[next; 1000]).0);
+        next = next.wrapping_add(1);
+    }
+    // 441 buffers of 1000 bytes at 176400 B/s: exactly 2.5 s after START
+    assert_eq!(r.now, t0 + 2_500_000_000);
+}
+
+#[test]
+fn a_late_worker_completes_everything_due_with_true_timestamps() {
+    let mut r = Rig::new();
+    r.setup_stream(0, P10, true);
+    let t0 = r.now;
+    let p: Vec<_> = (0..4).map(|_| r.tx(0, &[0u8; P10 as usize]).0).collect();
+    let used = r.at(t0 + 35 * MS);
+    assert_eq!(heads(&used), vec![p[0].head, p[1].head, p[2].head]);
+    let times: Vec<u64> = r.tap.take_pcm().iter().map(|x| x.time_ns).collect();
+    assert_eq!(times, vec![t0 + 10 * MS - EPOCH, t0 + 20 * MS - EPOCH, t0 + 30 * MS - EPOCH]);
+    let lat: Vec<u32> = p[..3].iter().map(|x| r.pcm_status(x.last()).1).collect();
+    assert_eq!(lat, vec![3 * P10, 2 * P10, P10]);
+    assert_eq!(r.card.next_deadline(0), Some(t0 + 40 * MS));
+}
+
+#[test]
+fn short_starvation_continues_long_starvation_is_an_xrun() {
+    let mut r = Rig::new();
+    let ev = r.post_events(4);
+    r.setup_stream(0, P10, true);
+    let t0 = r.now;
+    r.tx(0, &[0u8; P10 as usize]);
+    r.at(t0 + 10 * MS);
+    assert_eq!(r.card.next_deadline(0), None, "nothing queued");
+    r.tap.take_records();
+    // back 3 ms late (< one 10 ms period): the clock goes on from its anchor
+    r.now = t0 + 13 * MS;
+    r.tx(0, &[0u8; P10 as usize]);
+    assert_eq!(r.card.next_deadline(0), Some(t0 + 20 * MS));
+    r.at(t0 + 20 * MS);
+    assert!(r.tap.take_records().is_empty(), "no xrun");
+    // back 50 ms late: an xrun of 50 ms for readers, the clock re-anchors
+    r.now = t0 + 70 * MS;
+    r.tx(0, &[0u8; P10 as usize]);
+    assert_eq!(
+        r.tap.take_records(),
+        vec![Record::Xrun {
+            stream: 0,
+            time_ns: t0 + 70 * MS - EPOCH,
+            duration_ns: 50 * MS
+        }]
+    );
+    assert_eq!(r.card.next_deadline(0), Some(t0 + 80 * MS), "no burst to catch up");
+    // playback starvation is not reported to the guest (its ALSA sees its own underrun);
+    // only period events were sent
+    for e in &ev {
+        let (code, _) = event_at(&r, e);
+        assert_ne!(code, EVT_PCM_XRUN);
+    }
+}
+
+#[test]
+fn a_full_reader_holds_the_clock_and_nothing_is_lost() {
+    let mut r = Rig::new();
+    r.setup_stream(0, P10, true);
+    let t0 = r.now;
+    let a = r.tx(0, &[1u8; P10 as usize]).0;
+    let b = r.tx(0, &[2u8; P10 as usize]).0;
+    r.tap.0.accept.set(false);
+    assert!(r.at(t0 + 10 * MS).is_empty(), "held at the deadline");
+    assert_eq!(r.card.next_deadline(0), None, "no timer while held");
+    assert!(r.at(t0 + 500 * MS).is_empty());
+    // control requests are answered at once while buffers are held
+    let (len, resp) = r.ctl(&query(PCM_INFO, 0, 1, 32), 36);
+    assert_eq!((len, status_of(&resp)), (36, OK));
+    // the reader drains: the clock restarts from now
+    r.tap.0.accept.set(true);
+    assert!(r.notify_tap().is_empty());
+    assert_eq!(r.card.next_deadline(0), Some(t0 + 510 * MS));
+    assert_eq!(heads(&r.at(t0 + 510 * MS)), vec![a.head]);
+    assert_eq!(heads(&r.at(t0 + 520 * MS)), vec![b.head]);
+    let pcm = r.tap.take_pcm();
+    assert_eq!(pcm.len(), 2);
+    assert_eq!((pcm[0].data[0], pcm[1].data[0]), (1, 2));
+    assert_eq!((pcm[0].offset, pcm[1].offset), (0, P10 as u64));
+}
+
+#[test]
+fn wait_for_reader_keeps_the_clock_stopped() {
+    let mut r = Rig::with_config(CardConfig {
+        wait_for_reader: true,
+        ..Default::default()
+    });
+    r.tap.0.readers.set(false);
+    r.setup_stream(0, P10, true);
+    let t0 = r.now;
+    let a = r.tx(0, &[7u8; P10 as usize]).0;
+    assert!(r.at(t0 + 10 * MS).is_empty());
+    assert!(r.at(t0 + 5_000 * MS).is_empty(), "held for as long as nobody listens");
+    assert_eq!(r.ctl_status(&pcm_hdr(PCM_STOP, 0)), OK, "controls still answered");
+    assert_eq!(r.ctl_status(&pcm_hdr(PCM_START, 0)), OK);
+    r.tap.0.readers.set(true);
+    r.notify_tap();
+    let used = r.at(r.now + 10 * MS);
+    assert_eq!(heads(&used), vec![a.head]);
+    assert_eq!(r.tap.take_pcm()[0].data, vec![7u8; P10 as usize]);
+}
+
+#[test]
+fn without_readers_the_card_keeps_time_and_discards() {
+    let mut r = Rig::new();
+    r.tap.0.readers.set(false);
+    r.setup_stream(0, P10, true);
+    let t0 = r.now;
+    let a = r.tx(0, &[0u8; P10 as usize]).0;
+    assert!(r.at(t0 + 9 * MS).is_empty());
+    assert_eq!(heads(&r.at(t0 + 10 * MS)), vec![a.head]);
+    assert_eq!(r.pcm_status(a.last()), (OK, 0));
+    assert!(r.tap.take_pcm().is_empty(), "nothing published without readers");
+}
+
+#[test]
+fn pacing_none_completes_as_soon_as_readers_take_it() {
+    let mut r = Rig::with_config(CardConfig {
+        pacing: Pacing::None,
+        ..Default::default()
+    });
+    r.setup_stream(0, P10, false);
+    let pre = r.tx(0, &[1u8; P10 as usize]).0;
+    assert_eq!(r.card.queued_buffers(0), Some(1), "held until START even unpaced");
+    let (p, used) = r.submit(CTL, &[D::R(pcm_hdr(PCM_START, 0)), D::W(4)]);
+    assert_eq!(r.read_u32(p.addr(1)), OK);
+    assert!(used.iter().any(|u| u.queue == TX && u.head == pre.head));
+    let (b, used) = r.tx(0, &[2u8; P10 as usize]);
+    assert_eq!(heads(&used), vec![b.head], "completed at once");
+    // a full reader still holds it
+    r.tap.0.accept.set(false);
+    let (c, used) = r.tx(0, &[3u8; P10 as usize]);
+    assert!(used.is_empty());
+    assert_eq!(r.card.next_deadline(0), None);
+    r.tap.0.accept.set(true);
+    assert_eq!(heads(&r.notify_tap()), vec![c.head]);
+    let pcm = r.tap.take_pcm();
+    assert_eq!(pcm.iter().map(|p| p.offset).collect::<Vec<_>>(), vec![0, 1920, 3840]);
+    assert!(pcm.iter().all(|p| p.time_ns == r.now - EPOCH));
+}
+
+#[test]
+fn a_reader_asking_for_no_pacing_and_leaving_again() {
+    let mut r = Rig::new();
+    r.setup_stream(0, P10, true);
+    r.tap.0.no_pacing.set(true);
+    let (a, used) = r.tx(0, &[0u8; P10 as usize]);
+    assert_eq!(heads(&used), vec![a.head]);
+    r.tap.0.no_pacing.set(false);
+    let t1 = r.now + 3 * MS;
+    r.now = t1;
+    let b = r.tx(0, &[0u8; P10 as usize]).0;
+    // back on the clock, re-anchored: no burst
+    assert_eq!(r.card.next_deadline(0), Some(t1 + 10 * MS));
+    assert_eq!(heads(&r.at(t1 + 10 * MS)), vec![b.head]);
+}
+
+#[test]
+fn capture_is_filled_at_the_rate_with_injected_audio_then_silence() {
+    let mut r = Rig::new();
+    assert_eq!(r.ctl_status(&set_params(1, 400, 100, 2, FMT_U8, 1)), OK); // 8 kHz U8 stereo
+    assert_eq!(r.ctl_status(&pcm_hdr(PCM_PREPARE, 1)), OK);
+    let a = r.rx(1, 100).0;
+    let b = r.rx(1, 100).0;
+    let t0 = r.now;
+    assert_eq!(r.ctl_status(&pcm_hdr(PCM_START, 1)), OK);
+    // 16000 B/s: 100 bytes = 6.25 ms. A reader injected 151 bytes (75.5 frames).
+    r.tap.inject(1, &(1..=151).map(|x| x as u8).collect::<Vec<_>>());
+    assert!(r.at(t0 + 6_249_999).is_empty());
+    let used = r.at(t0 + 6_250_000);
+    assert_eq!(used.len(), 1);
+    assert_eq!((used[0].queue, used[0].head, used[0].len), (RX, a.head, 108));
+    assert_eq!(r.read(a.addr(1), 100), (1..=100).map(|x| x as u8).collect::<Vec<_>>());
+    assert_eq!(r.pcm_status(a.addr(2)), (OK, 0));
+    let used = r.at(t0 + 12_500_000);
+    assert_eq!((used[0].head, used[0].len), (b.head, 108));
+    // 51 bytes were left: 25 whole frames (50 bytes), then U8 silence (0x80)
+    let got = r.read(b.addr(1), 100);
+    assert_eq!(&got[..50], &(101..=150).map(|x| x as u8).collect::<Vec<_>>()[..]);
+    assert!(got[50..].iter().all(|&x| x == 0x80), "{got:?}");
+}
+
+#[test]
+fn capture_overrun_is_an_xrun_event_for_the_guest() {
+    let mut r = Rig::new();
+    let ev = r.post_events(8);
+    r.setup_stream(1, P10, true);
+    let t0 = r.now;
+    r.rx(1, P10);
+    r.at(t0 + 10 * MS);
+    r.tap.take_records();
+    // nothing queued for 30 ms: captured audio was lost
+    r.now = t0 + 40 * MS;
+    let (_, used) = r.rx(1, P10);
+    let xrun_events: Vec<_> = used
+        .iter()
+        .filter(|u| u.queue == EVT)
+        .filter_map(|u| ev.iter().find(|e| e.head == u.head))
+        .map(|e| event_at(&r, e))
+        .filter(|(code, _)| *code == EVT_PCM_XRUN)
+        .collect();
+    assert_eq!(xrun_events, vec![(EVT_PCM_XRUN, 1)]);
+    assert!(matches!(
+        r.tap.take_records().as_slice(),
+        [Record::Xrun { stream: 1, duration_ns, .. }] if *duration_ns == 30 * MS
+    ));
+}
+
+#[test]
+fn period_elapsed_events_follow_the_bytes() {
+    let mut r = Rig::new();
+    let ev = r.post_events(3);
+    // period 960 bytes (5 ms), buffers of two periods
+    assert_eq!(r.ctl_status(&set_params(0, 3840, 960, 2, FMT_S16, RATE_48000)), OK);
+    assert_eq!(r.ctl_status(&pcm_hdr(PCM_PREPARE, 0)), OK);
+    assert_eq!(r.ctl_status(&pcm_hdr(PCM_START, 0)), OK);
+    let t0 = r.now;
+    let a = r.tx(0, &[0u8; 1920]).0;
+    let used = r.at(t0 + 10 * MS);
+    assert_eq!(
+        used.iter().map(|u| (u.queue, u.head, u.len)).collect::<Vec<_>>(),
+        vec![(TX, a.head, 8), (EVT, ev[0].head, 8), (EVT, ev[1].head, 8)]
+    );
+    assert_eq!(event_at(&r, &ev[0]), (EVT_PCM_PERIOD_ELAPSED, 0));
+    assert_eq!(event_at(&r, &ev[1]), (EVT_PCM_PERIOD_ELAPSED, 0));
+    // one buffer left: two more periods, one event delivered, one counted as undelivered
+    r.tx(0, &[0u8; 1920]);
+    let used = r.at(t0 + 20 * MS);
+    assert_eq!(used.iter().filter(|u| u.queue == EVT).count(), 1);
+    assert_eq!(r.card.events_undelivered(), 1);
+    assert_eq!(r.card.events_posted(), 0);
+}
+
+#[test]
+fn bad_event_buffers_are_returned_empty() {
+    let mut r = Rig::new();
+    let (p, used) = r.submit(EVT, &[D::W(7)]);
+    assert_eq!((used[0].head, used[0].len), (p.head, 0));
+    let (_, used) = r.submit(EVT, &[D::R(vec![0; 8]), D::W(8)]);
+    assert_eq!(used[0].len, 0);
+    let (_, used) = r.submit(EVT, &[D::RawW(UNMAPPED, 8)]);
+    assert_eq!(used[0].len, 0);
+    assert_eq!(r.card.events_posted(), 0);
+    r.post_events(1);
+    assert_eq!(r.card.events_posted(), 1);
+}
+
+#[test]
+fn stopping_the_tx_vring_plays_out_and_returns_held_buffers() {
+    let mut r = Rig::new();
+    let _ev = r.post_events(4);
+    r.setup_stream(0, P10, true);
+    let a = r.tx(0, &[1u8; P10 as usize]).0;
+    let b = r.tx(0, &[2u8; P10 as usize]).0;
+    let now = r.now + MS;
+    r.card.stop_queue(r.mem, TX, now);
+    let used = r.flush();
+    let tx: Vec<_> = used.iter().filter(|u| u.queue == TX).map(|u| u.head).collect();
+    assert_eq!(tx, vec![a.head, b.head]);
+    assert_eq!(r.pcm_status(b.last()), (OK, 0));
+    let pcm = r.tap.take_pcm();
+    assert_eq!(pcm.len(), 2, "published, not lost");
+    assert_eq!(r.card.stream_state(0), Some(StreamState::Running));
+    // event buffers stay posted across a vring stop (the guest still owns nothing back)
+    assert!(r.card.events_posted() > 0);
+    // the control queue is unaffected and the stream goes on when buffers come back
+    r.now = now + 2 * MS;
+    let c = r.tx(0, &[3u8; P10 as usize]).0;
+    assert_eq!(heads(&r.at(now + 12 * MS)), vec![c.head]);
+}
+
+#[test]
+fn reset_releases_everything() {
+    let mut r = Rig::new();
+    r.post_events(3);
+    r.setup_stream(0, P10, true);
+    r.setup_stream(1, P10, false);
+    let a = r.tx(0, &[0u8; P10 as usize]).0;
+    let b = r.rx(1, P10).0;
+    r.tap.take_records();
+    let now = r.now;
+    r.card.reset(Some(r.mem), now, "test");
+    let used = r.flush();
+    let mut got: Vec<_> = used.iter().map(|u| (u.queue, u.head)).collect();
+    got.sort();
+    assert_eq!(got, vec![(TX, a.head), (RX, b.head)]);
+    assert_eq!(
+        r.tap.take_records(),
+        vec![
+            Record::Stop {
+                stream: 0,
+                time_ns: now - EPOCH,
+                drained: false,
+                discarded_bytes: P10 as u64
+            },
+            Record::Release {
+                stream: 0,
+                time_ns: now - EPOCH
+            },
+            Record::Release {
+                stream: 1,
+                time_ns: now - EPOCH
+            },
+        ]
+    );
+    assert_eq!(r.card.stream_state(0), Some(StreamState::Idle));
+    assert_eq!(r.card.events_posted(), 0);
+    // a disconnect (no memory) forgets instead of returning, and publishes only once
+    r.setup_stream(0, P10, true);
+    r.tx(0, &[0u8; P10 as usize]);
+    r.tap.take_records();
+    r.card
+        .reset::<vm_memory::GuestMemoryMmap<()>>(None, now, "disconnect");
+    assert!(r.flush().is_empty());
+    assert_eq!(r.tap.take_records().len(), 2);
+    r.card
+        .reset::<vm_memory::GuestMemoryMmap<()>>(None, now, "again");
+    assert!(r.tap.take_records().is_empty());
+    // and the card works afterwards
+    r.setup_stream(0, P10, true);
+}
