@@ -347,7 +347,11 @@ impl<T: CardTap> Card<T> {
             }
             if let Some(s) = self.streams.get_mut(idx) {
                 info!("stream {}: queue stopped, {n} buffers returned", s.id);
-                s.clock.starve_at(now);
+                if s.state == StreamState::Running {
+                    // What was queued is gone: the clock starts over from here, dry.
+                    s.clock.start(now);
+                    s.clock.starve();
+                }
             }
         }
     }

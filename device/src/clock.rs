@@ -107,14 +107,6 @@ impl PacingClock {
         }
     }
 
-    /// The queue ran dry at `at` (used when buffers were taken away at once, e.g. a vring
-    /// stop).
-    pub fn starve_at(&mut self, at: u64) {
-        if self.anchor.is_some() && self.held_since.is_none() {
-            self.starved_at = Some(at);
-        }
-    }
-
     /// A buffer arrived at `now`. After a starvation of at most `grace_ns` the clock goes on
     /// from its anchor (the device had that much slack, like a FIFO); after a longer one it
     /// re-anchors at `now` and returns how long it ran dry.
