@@ -228,7 +228,7 @@ impl Playback {
             }
         }
         if self.out.is_none() {
-            match open(&self.opts, shape) {
+            match quiet_stderr(|| open(&self.opts, shape)) {
                 Ok(o) => {
                     log::info!(
                         "playing {shape} on the host at {} Hz, {} channels",
@@ -274,6 +274,33 @@ impl Playback {
         let f = o.failure.lock().unwrap_or_else(|e| e.into_inner());
         f.clone()
     }
+}
+
+/// Runs `f` with file descriptor 2 pointed at /dev/null. alsa-lib prints its own errors
+/// (a dozen `ALSA lib confmisc.c:…` lines on a machine without a sound card) straight to
+/// stderr while a device is opened; the reader reports the outcome itself, in one line.
+/// `RUST_LOG=debug` leaves stderr alone to see them.
+fn quiet_stderr<T>(f: impl FnOnce() -> T) -> T {
+    use std::os::fd::AsRawFd;
+    if log::log_enabled!(log::Level::Debug) {
+        return f();
+    }
+    let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") else {
+        return f();
+    };
+    // SAFETY: dup/dup2/close on descriptors this function owns or on fd 2, which it puts
+    // back before returning.
+    let saved = unsafe { libc::dup(libc::STDERR_FILENO) };
+    if saved < 0 {
+        return f();
+    }
+    unsafe { libc::dup2(null.as_raw_fd(), libc::STDERR_FILENO) };
+    let r = f();
+    unsafe {
+        libc::dup2(saved, libc::STDERR_FILENO);
+        libc::close(saved);
+    }
+    r
 }
 
 /// Finds the device to play on.
