@@ -1,0 +1,1066 @@
+#!/usr/bin/env python3
+"""dsproxy's end-to-end suite: real Linux guests under QEMU play and record through /dev/dsp,
+and the files dsproxy-host-reader writes on the host are checked byte for byte.
+
+Run it through tests/e2e/run.sh (the last step of scripts/test.sh). Combinations:
+    6.1-ours     Debian bookworm 6.1 + our dsproxy_oss.ko (6.1 has no virtio_snd at all)
+    6.12-ours    bookworm-backports 6.12 + dsproxy_oss.ko
+    6.12-stock   6.12 + the stock virtio_snd + snd-pcm-oss + snd-mixer-oss
+Each combination boots its guest four times, each time with a fresh dsproxy-device (new
+sockets) and fresh readers:
+    play       several programs in sequence (the reader starts a new segment file per format):
+               U8/8000/mono, S16/44100/stereo, S16/48000/stereo bit-exact in WAV and raw files,
+               the -e log, an O_NONBLOCK writer polling GETOSPACE/GETODELAY, 5 s of audio taking
+               5 s, /dev/mixer writes reaching the reader and a host-side control change read
+               back in the guest
+    nopacing   the same 5 s with dsproxy-host-reader -d: much faster, still bit-exact
+    record     the guest records what the reader injects (--inject), bit-exact
+    kill       QEMU is SIGKILLed mid-stream: the reader's files hold everything received, with a
+               valid header, while the reader keeps running and after it stops
+Every check prints one PASS or FAIL line; the last line is "N passed, M failed". A missing
+component (device not built, module missing...) makes the checks that need it FAIL.
+
+Environment:
+    E2E_ONLY=6.12-stock,6.1-ours   run only these combinations
+    E2E_BOOTS=play,kill            run only these boots
+    E2E_NO_BUILD=1                 do not build (use what build/ and the cargo target dir hold)
+    E2E_DEVICE_BIN / E2E_READER_BIN  use these binaries instead of building them
+    E2E_KEEP_GOING_AFTER_BUILD_FAILURE is implied: a failed build fails its dependent checks
+    DSPROXY_BUILD_DIR, CARGO_TARGET_DIR as for the rest of the project
+Logs of every boot: build/e2e/<combination>/<boot>/ (console.log, device.log, reader-*.log,
+tap.log, the captured files).
+"""
+
+import os
+import re
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import tap as tapmod  # noqa: E402
+import wavfile  # noqa: E402
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+BUILD = os.environ.get("DSPROXY_BUILD_DIR", os.path.join(REPO, "build"))
+WORK = os.path.join(BUILD, "e2e")
+TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(REPO, "target"))
+if not os.path.isabs(TARGET):
+    TARGET = os.path.join(REPO, TARGET)
+HOST_PLAY = os.path.join(BUILD, "progs", "host", "dsp-play")
+HOST_RECORD = os.path.join(BUILD, "progs", "host", "dsp-record")
+
+COMBOS = {
+    "6.1-ours": {"flavor": "6.1", "driver": "ours"},
+    "6.12-ours": {"flavor": "6.12", "driver": "ours"},
+    "6.12-stock": {"flavor": "6.12", "driver": "stock"},
+}
+BOOTS = ["play", "nopacing", "record", "kill"]
+
+# Timing tolerances. The guest measures with its own monotonic clock (dsp-play's elapsed_ms:
+# first write to close() returning), which under TCG still follows the host's clock.
+PACING_TOLERANCE = 0.05  # 5 s of audio must take 5 s +- 5 %
+NOPACING_MAX_RATIO = 0.5  # with -d: at most half the audio's duration
+
+
+# ---- results ---------------------------------------------------------------------------------
+
+class Results:
+    def __init__(self):
+        self.passed = 0
+        self.failed = 0
+        self.failures = []
+
+    def check(self, name, ok, detail=""):
+        line = f"{'PASS' if ok else 'FAIL'} {name}" + (f": {detail}" if detail else "")
+        print(line, flush=True)
+        if ok:
+            self.passed += 1
+        else:
+            self.failed += 1
+            self.failures.append(line)
+        return ok
+
+
+R = Results()
+
+
+def note(msg):
+    print(f"e2e: {msg}", flush=True)
+
+
+def run_logged(cmd, log_path, env=None, cwd=REPO, timeout=None):
+    """Runs cmd with output to log_path; returns the exit status (or -1 on timeout)."""
+    os.makedirs(os.path.dirname(log_path), exist_ok=True)
+    with open(log_path, "wb") as log:
+        try:
+            return subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=cwd,
+                                  env=env, timeout=timeout).returncode
+        except subprocess.TimeoutExpired:
+            return -1
+
+
+def tail(path, n=15):
+    try:
+        with open(path, "rb") as f:
+            lines = f.read().decode("utf-8", "replace").splitlines()
+        return "\n".join("    | " + line for line in lines[-n:])
+    except OSError:
+        return "    | (no log)"
+
+
+# ---- build -----------------------------------------------------------------------------------
+
+class Built:
+    device = None  # path or None
+    reader = None
+    kernels = {}  # flavor -> ok
+    modules = {}  # flavor -> path or None
+    progs = False
+    images = {}  # combo -> path or None
+    why = {}  # component -> reason it is missing
+
+
+def build(combos):
+    no_build = os.environ.get("E2E_NO_BUILD") == "1"
+    flavors = sorted({COMBOS[c]["flavor"] for c in combos})
+    ours_flavors = sorted({COMBOS[c]["flavor"] for c in combos if COMBOS[c]["driver"] == "ours"})
+    t0 = time.monotonic()
+
+    # The Rust binaries, each on its own so that one crate's breakage does not hide the other.
+    for attr, crate, env_name in (("device", "dsproxy-device", "E2E_DEVICE_BIN"),
+                                  ("reader", "dsproxy-host-reader", "E2E_READER_BIN")):
+        override = os.environ.get(env_name)
+        path = override or os.path.join(TARGET, "release", crate)
+        if not override and not no_build:
+            log = os.path.join(WORK, f"build-{crate}.log")
+            rc = run_logged(["cargo", "build", "--release", "--locked", "-p", crate], log)
+            if not R.check(f"build: {crate}", rc == 0, "" if rc == 0 else f"cargo build failed (exit {rc}); {log}\n{tail(log)}"):
+                Built.why[attr] = f"{crate} did not build"
+                continue
+        if os.access(path, os.X_OK):
+            setattr(Built, attr, path)
+        else:
+            Built.why[attr] = f"{path} missing"
+            if no_build or override:
+                R.check(f"build: {crate}", False, f"{path} missing")
+
+    if not no_build:
+        log = os.path.join(WORK, "build-progs.log")
+        rc = run_logged(["make", "-C", os.path.join(REPO, "images", "progs"),
+                         f"OUT={os.path.join(BUILD, 'progs')}"], log)
+        R.check("build: guest test programs", rc == 0, "" if rc == 0 else f"{log}\n{tail(log)}")
+    Built.progs = os.access(HOST_PLAY, os.X_OK) and os.access(HOST_RECORD, os.X_OK)
+    if not Built.progs:
+        Built.why["progs"] = "build/progs/host/dsp-play missing"
+
+    for flavor in flavors:
+        kdir = os.path.join(BUILD, "kernels", flavor)
+        if not no_build and not os.path.exists(os.path.join(kdir, ".done")):
+            log = os.path.join(WORK, f"fetch-kernel-{flavor}.log")
+            rc = run_logged([os.path.join(REPO, "scripts", "fetch-kernels.sh"), flavor], log)
+            R.check(f"build: fetch kernel {flavor}", rc == 0, "" if rc == 0 else f"{log}\n{tail(log)}")
+        Built.kernels[flavor] = os.path.exists(os.path.join(kdir, ".done"))
+        if not Built.kernels[flavor]:
+            Built.why[f"kernel-{flavor}"] = f"kernel {flavor} not fetched"
+
+    for flavor in ours_flavors:
+        ko = os.path.join(BUILD, "guest-driver", flavor, "dsproxy_oss.ko")
+        if not no_build and Built.kernels.get(flavor):
+            log = os.path.join(WORK, f"build-module-{flavor}.log")
+            rc = run_logged([os.path.join(REPO, "scripts", "build-guest-driver.sh"), flavor], log)
+            if not R.check(f"build: dsproxy_oss.ko for {flavor}", rc == 0,
+                           "" if rc == 0 else f"{log}\n{tail(log)}"):
+                Built.modules[flavor] = None
+                Built.why[f"module-{flavor}"] = f"dsproxy_oss.ko for {flavor} did not build"
+                continue
+        Built.modules[flavor] = ko if os.path.exists(ko) else None
+        if not Built.modules[flavor]:
+            Built.why.setdefault(f"module-{flavor}", f"{ko} missing")
+    note(f"build phase took {time.monotonic() - t0:.0f} s")
+
+
+def build_image(combo, scripts):
+    """The combination's initramfs with the boot scripts in /e2e/."""
+    c = COMBOS[combo]
+    flavor = c["flavor"]
+    if not Built.kernels.get(flavor):
+        return None, Built.why.get(f"kernel-{flavor}", "no kernel")
+    if not Built.progs:
+        return None, Built.why["progs"]
+    cdir = os.path.join(WORK, combo)
+    args = [os.path.join(REPO, "images", "build-initramfs.sh"), flavor,
+            os.path.join(cdir, "initramfs.cpio.gz")]
+    if c["driver"] == "ours":
+        ko = Built.modules.get(flavor)
+        if not ko:
+            return None, Built.why.get(f"module-{flavor}", "module missing")
+        args += ["--module", ko]
+    for name, text in scripts.items():
+        path = os.path.join(cdir, "guest", f"{name}.sh")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as f:
+            f.write(text)
+        args += ["--file", f"{path}=/e2e/{name}.sh"]
+    log = os.path.join(cdir, "build-initramfs.log")
+    rc = run_logged(args, log)
+    if rc != 0:
+        return None, f"build-initramfs failed: {log}\n{tail(log)}"
+    return os.path.join(cdir, "initramfs.cpio.gz"), None
+
+
+# ---- the programs each boot runs -------------------------------------------------------------
+
+FORMATS = {"u8": {"afmt": "AFMT_U8", "bytes": 1, "silence": 0x80},
+           "s16": {"afmt": "AFMT_S16_LE", "bytes": 2, "silence": 0x00}}
+
+
+def frag_size(frag):
+    return 1 << (frag & 0xFFFF)
+
+
+class PlayStep:
+    """One dsp-play run and what the host must find for it."""
+
+    def __init__(self, name, driver, rate, fmt, channels, ms, frag=None, extra=(), timing=None,
+                 whole_periods=None):
+        self.name, self.rate, self.fmt, self.channels, self.frag = name, rate, fmt, channels, frag
+        self.extra = list(extra)
+        self.timing = timing  # None, "paced" or "unpaced"
+        self.frame = FORMATS[fmt]["bytes"] * channels
+        nbytes = rate * ms // 1000 * self.frame
+        # snd-pcm-oss (the stock path) pads the last partial period with silence when it drains
+        # (snd_pcm_oss_sync: "fill the rest of the period with silence" before the final write;
+        # close() does the same), so a stock stream always ends on a period boundary: the file
+        # holds the program's bytes plus up to one period of silence. The stock steps therefore
+        # write whole periods and compare exactly; the "stock-pad" step checks the padding
+        # claim itself. Our module has no such excuse: its steps end mid-period on purpose.
+        if whole_periods is None:
+            whole_periods = driver == "stock"
+        if whole_periods:
+            assert frag, "whole periods need a known fragment size"
+            nbytes -= nbytes % frag_size(frag)
+        self.nbytes = nbytes
+
+    def args(self):
+        a = ["dsp-play", "-r", str(self.rate), "-f", self.fmt, "-c", str(self.channels),
+             "--bytes", str(self.nbytes), "--strict"]
+        if self.frag:
+            a += ["--frag", f"0x{self.frag:08x}"]
+        return a + self.extra
+
+    def host_args(self):
+        return [HOST_PLAY, "--stdout", "-r", str(self.rate), "-f", self.fmt, "-c",
+                str(self.channels), "--bytes", str(self.nbytes)]
+
+    def bytes_per_ms(self):
+        return self.rate * self.frame / 1000
+
+
+def play_steps(driver):
+    s = [
+        PlayStep("u8-8000-mono", driver, 8000, "u8", 1, 1000, frag=0x0008000B),
+        PlayStep("s16-44100-stereo", driver, 44100, "s16", 2, 1000, frag=0x0004000C),
+        # Our module: the driver's default fragments, and an explicit SYNC before close.
+        PlayStep("s16-48000-stereo", driver, 48000, "s16", 2, 1000,
+                 frag=0x0004000C if driver == "stock" else None, extra=["--sync"]),
+        PlayStep("nonblock-22050-mono", driver, 22050, "s16", 1, 1000, frag=0x0006000A,
+                 extra=["--nonblock", "--write-size", "1000"]),
+        PlayStep("paced-5s-48000-mono", driver, 48000, "s16", 1, 5000, frag=0x0004000C,
+                 timing="paced"),
+    ]
+    if driver == "stock":
+        # 5000 bytes with 2048-byte periods: 2 periods + 904 bytes.
+        s.append(PlayStep("stock-pad-11025-stereo", driver, 11025, "u8", 2, 0, frag=0x0004000B,
+                          whole_periods=False))
+        s[-1].nbytes = 5000
+    return s
+
+
+MIXER_GUEST_SET = {"vol": (30, 30), "pcm": (40, 60)}
+MIXER_HOST_TARGET = 70  # percent the host sets on the control behind /dev/mixer's vol
+MIXER_REREADS = 16
+MIXER_REREAD_MS = 500
+
+
+def mixer_args():
+    a = ["mixer-test"]
+    for ch, (left, right) in MIXER_GUEST_SET.items():
+        a += ["--set", f"{ch}={left}:{right}"]
+    return a + ["--wait-ms", str(MIXER_REREAD_MS), "--repeat", str(MIXER_REREADS)]
+
+
+def nopacing_step(driver):
+    return PlayStep("unpaced-5s-48000-stereo", driver, 48000, "s16", 2, 5000, frag=0x0004000C,
+                    timing="unpaced")
+
+
+RECORD_RATE, RECORD_CHANNELS, RECORD_BYTES = 48000, 2, 192000  # 1 s of S16 stereo
+INJECT_MS = 2000
+KILL_PLAY = {"rate": 48000, "channels": 2, "ms": 30000}
+KILL_AFTER_BYTES = 48000 * 4 * 3 // 2  # kill once 1.5 s of audio reached the tap
+
+
+def guest_script(steps):
+    """A busybox sh script running (name, argv) steps with markers around each."""
+    lines = ["#!/bin/sh", "# Generated by tests/e2e/e2e.py: one boot's programs, in sequence.",
+             "failed=0", "step() {", "\tname=$1; shift",
+             "\techo \"E2E-STEP-BEGIN: $name\"", "\t\"$@\"", "\trc=$?",
+             "\techo \"E2E-STEP-END: $name exit=$rc\"", "\t[ $rc -eq 0 ] || failed=1", "}"]
+    for name, argv in steps:
+        lines.append("step " + name + " " + " ".join(argv))
+    lines.append("exit $failed")
+    return "\n".join(lines) + "\n"
+
+
+# ---- running one boot ------------------------------------------------------------------------
+
+class Proc:
+    def __init__(self, name, argv, log_path, cwd, env=None):
+        self.name, self.argv, self.log_path = name, argv, log_path
+        self.log = open(log_path, "wb")
+        self.p = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, cwd=cwd,
+                                  env=env, start_new_session=True)
+        self.rc = None
+
+    def alive(self):
+        return self.p.poll() is None
+
+    def stop(self, sig=signal.SIGINT, timeout=15):
+        """Sends sig and waits; SIGKILL after timeout. Returns the exit status (None if it had
+        to be killed)."""
+        if self.p.poll() is None:
+            try:
+                self.p.send_signal(sig)
+            except ProcessLookupError:
+                pass
+            try:
+                self.p.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait()
+                self.rc = None
+                self.log.close()
+                return None
+        self.rc = self.p.returncode
+        self.log.close()
+        return self.rc
+
+
+def wait_for_path(path, timeout, proc=None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if os.path.exists(path):
+            return True
+        if proc and not proc.alive():
+            return False
+        time.sleep(0.05)
+    return os.path.exists(path)
+
+
+class Boot:
+    """Device + readers + tap client + guest for one boot; the analysis reads its results."""
+
+    def __init__(self, combo, kind):
+        self.combo, self.kind = combo, kind
+        self.dir = os.path.join(WORK, combo, kind)
+        shutil.rmtree(self.dir, ignore_errors=True)
+        os.makedirs(self.dir)
+        self.error = None  # why the boot could not run at all
+        self.console = ""
+        self.guest_rc = None
+        self.readers = {}
+        self.device = None
+        self.tap = None
+        self.qemu = None
+        self.shutdown = {}
+        self.wall_s = 0.0
+        self.events = {}
+
+    def path(self, name):
+        return os.path.join(self.dir, name)
+
+    def run(self, image, driver, flavor, script, readers, timeout, during=None, after_guest=None):
+        """readers: {name: [args after -u TAP]}. during(boot) runs in a thread while the guest
+        runs; after_guest(boot) runs after the guest is gone and before the readers stop."""
+        t0 = time.monotonic()
+        env = dict(os.environ)
+        env.setdefault("RUST_LOG", "info")
+        env.setdefault("RUST_BACKTRACE", "1")
+        vhost_sock, tap_sock = self.path("vhost.sock"), self.path("tap.sock")
+        try:
+            self.device = Proc("device", [Built.device, "--socket", vhost_sock, "--tap", tap_sock,
+                                          "--wait-for-reader"],
+                               self.path("device.log"), self.dir, env)
+            if not wait_for_path(tap_sock, 15, self.device):
+                self.error = (f"dsproxy-device did not create its tap socket (exit {self.device.p.poll()}); "
+                              f"{self.path('device.log')}\n{tail(self.path('device.log'))}")
+                return
+            for name, args in readers.items():
+                self.readers[name] = Proc(f"reader-{name}", [Built.reader, "-u", tap_sock] + args,
+                                          self.path(f"reader-{name}.log"), self.dir, env)
+            try:
+                self.tap_log = open(self.path("tap.log"), "w")
+                self.tap = tapmod.TapClient(tap_sock, log=self.tap_log)
+            except (tapmod.TapError, OSError) as e:
+                self.error = f"tap client could not attach: {e}"
+                return
+            if not wait_for_path(vhost_sock, 15, self.device):
+                self.error = (f"dsproxy-device did not create its vhost-user socket; "
+                              f"{self.path('device.log')}\n{tail(self.path('device.log'))}")
+                return
+            # Give the readers a moment to subscribe (the guest needs seconds to boot anyway).
+            time.sleep(0.3)
+            for name, r in self.readers.items():
+                if not r.alive():
+                    self.error = (f"reader {name} exited at once (status {r.p.returncode}); "
+                                  f"{r.log_path}\n{tail(r.log_path)}")
+                    return
+            cmd = [os.path.join(REPO, "scripts", "guest-run.sh"), "--flavor", flavor,
+                   "--initramfs", image, "--snd", "vhost-user", vhost_sock, "--controls", "on",
+                   "--driver", driver, "--run", f"sh /e2e/{script}.sh", "--quiet",
+                   "--log", self.path("console.log"), "--timeout", str(timeout),
+                   "--", "-pidfile", self.path("qemu.pid")]
+            self.qemu = Proc("guest-run", cmd, self.path("guest-run.log"), self.dir, env)
+            th = None
+            if during:
+                th = threading.Thread(target=during, args=(self,), daemon=True)
+                th.start()
+            try:
+                self.qemu.p.wait(timeout=timeout + 30)
+            except subprocess.TimeoutExpired:
+                self.kill_qemu()
+                self.qemu.p.wait()
+            self.guest_rc = self.qemu.p.returncode
+            self.qemu.log.close()
+            if th:
+                th.join(timeout=30)
+            with open(self.path("console.log"), "rb") as f:
+                self.console = f.read().decode("utf-8", "replace")
+            if after_guest:
+                after_guest(self)
+            # The device completed the guest's last buffers only after handing them to the
+            # readers; a short pause lets the readers write what they hold before the signal.
+            time.sleep(0.5)
+        finally:
+            for name, r in self.readers.items():
+                self.shutdown[f"reader-{name}"] = r.stop(signal.SIGINT)
+            if self.tap:
+                self.tap.close()
+                self.tap_log.close()
+            if self.device:
+                self.shutdown["device"] = self.device.stop(signal.SIGINT)
+            if self.qemu and self.qemu.alive():
+                self.kill_qemu()
+            self.wall_s = time.monotonic() - t0
+            note(f"{self.combo} {self.kind}: boot wall time {self.wall_s:.1f} s, guest-run exit "
+                 f"{self.guest_rc}; {self.guest_timing()}; logs in {self.dir}")
+
+    def qemu_pid(self):
+        try:
+            with open(self.path("qemu.pid")) as f:
+                return int(f.read().strip())
+        except (OSError, ValueError):
+            return None
+
+    def kill_qemu(self):
+        pid = self.qemu_pid()
+        if pid:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                return True
+            except ProcessLookupError:
+                pass
+        return False
+
+    def guest_timing(self):
+        try:
+            with open(self.path("guest-run.log")) as f:
+                m = re.findall(r"guest-run: (exit=.*)", f.read())
+            return m[-1] if m else "no guest-run summary"
+        except OSError:
+            return "no guest-run log"
+
+    # -- console parsing --
+    def step_output(self, name):
+        """(lines, exit status or None) of one step of the guest script."""
+        lines, inside, rc = [], False, None
+        for line in self.console.splitlines():
+            if re.search(rf"E2E-STEP-BEGIN: {re.escape(name)}$", line):
+                inside = True
+                continue
+            m = re.search(rf"E2E-STEP-END: {re.escape(name)} exit=(\d+)", line)
+            if m:
+                rc = int(m.group(1))
+                break
+            if inside:
+                lines.append(line)
+        return lines, rc
+
+    def shutdown_detail(self):
+        return ", ".join(f"{k} exit {v if v is not None else 'killed after 15 s'}"
+                         for k, v in self.shutdown.items())
+
+    def reader_log(self, name):
+        try:
+            with open(self.path(f"reader-{name}.log"), "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+
+# ---- analysis helpers ------------------------------------------------------------------------
+
+_signal_cache = {}
+
+
+def expected_bytes(argv):
+    key = tuple(argv)
+    if key not in _signal_cache:
+        _signal_cache[key] = subprocess.run(argv, stdout=subprocess.PIPE, check=True).stdout
+    return _signal_cache[key]
+
+
+def segments(directory, ext):
+    """[(segment number, path)] of stream 0's capture files: out.EXT, out.seg2.EXT, ..."""
+    out = []
+    for f in os.listdir(directory):
+        m = re.fullmatch(rf"out(?:\.seg(\d+))?\.{ext}", f)
+        if m:
+            out.append((int(m.group(1) or 1), os.path.join(directory, f)))
+    return sorted(out)
+
+
+def kv(lines, prefix, key):
+    """The value of key=... on the last line starting (anywhere) with prefix that has it."""
+    val = None
+    for line in lines:
+        if prefix in line:
+            m = re.search(rf"\b{key}=(\S+)", line)
+            if m:
+                val = m.group(1)
+    return val
+
+
+def english_lines(text):
+    """The reader's -e lines about its main stream (no "[stream N]" tag)."""
+    return [ln for ln in text.splitlines() if "=>" in ln and "[stream" not in ln
+            or ln.strip().startswith("SNDCTL_DSP_SYNC")]
+
+
+def english_states(text):
+    """Replays the -e lines; yields the (rate, fmt, channels, frag) state after each line."""
+    state = {}
+    for ln in english_lines(text):
+        for key, rx in (("rate", r"SNDCTL_DSP_SPEED\s*=>\s*(\d+)"),
+                        ("fmt", r"SNDCTL_DSP_SETFMT\s*=>\s*(\w+)"),
+                        ("channels", r"SNDCTL_DSP_CHANNELS\s*=>\s*(\d+)"),
+                        ("frag", r"SNDCTL_DSP_SETFRAGMENT\s*=>\s*(\d+ x \d+)")):
+            m = re.search(rx, ln)
+            if m:
+                state[key] = m.group(1)
+                yield dict(state)
+
+
+# ---- the boots -------------------------------------------------------------------------------
+
+def boot_unavailable(combo, kind, image_err):
+    missing = []
+    if not Built.device:
+        missing.append(Built.why.get("device", "dsproxy-device missing"))
+    if not Built.reader:
+        missing.append(Built.why.get("reader", "dsproxy-host-reader missing"))
+    if image_err:
+        missing.append(image_err)
+    return "; ".join(missing) if missing else None
+
+
+class Checks:
+    """Declares a boot's checks up front, so that a boot that cannot run (or an analysis that
+    stops early) still reports every one of them as FAIL instead of skipping silently."""
+
+    def __init__(self, prefix, names):
+        self.prefix, self.pending = prefix, list(names)
+
+    def check(self, name, ok, detail=""):
+        if name in self.pending:
+            self.pending.remove(name)
+        return R.check(f"{self.prefix} {name}", ok, detail)
+
+    def fail_rest(self, why):
+        """Fails every check not reported yet; a long reason is printed once, the checks get
+        its first line."""
+        if not self.pending:
+            return
+        if "\n" in why:
+            note(f"{self.prefix}: {why}")
+        for name in list(self.pending):
+            self.check(name, False, why.splitlines()[0] if why else "not evaluated")
+
+
+def run_play(combo, image, image_err):
+    c = COMBOS[combo]
+    steps = play_steps(c["driver"])
+    names = ["guest runs the programs"]
+    for s in steps:
+        if s.name.startswith("stock-pad"):
+            names += [f"{s.name}: snd-pcm-oss pads the last partial period with silence"]
+            continue
+        names += [f"{s.name}: dsp-play ok", f"{s.name}: WAV bit-exact with a valid header",
+                  f"{s.name}: raw file bit-exact", f"{s.name}: -e log shows SPEED/SETFMT/CHANNELS/SETFRAGMENT"]
+        if "--nonblock" in s.extra:
+            names.append(f"{s.name}: O_NONBLOCK writer polled GETOSPACE/GETODELAY")
+        if s.timing == "paced":
+            names.append(f"{s.name}: 5 s of audio takes 5 s (+-{PACING_TOLERANCE:.0%})")
+    names += ["mixer: guest /dev/mixer writes reach the reader (-e SOUND_MIXER_WRITE_*)",
+              "mixer: a control set on the host is read back in the guest",
+              "shutdown: device and readers exit 0 on SIGINT"]
+    ck = Checks(f"{combo} play", names)
+    why = boot_unavailable(combo, "play", image_err)
+    if why:
+        ck.fail_rest(why)
+        return None
+
+    host_set = {}
+
+    def during(boot):
+        # Once the guest has written its vol channel, change that control from the host.
+        tap = boot.tap
+        ctl = tap.control("Master Playback Volume")
+        if ctl is None:
+            vols = [x for x in tap.hello["controls"] if x["role"] == 1 and x["type"] == 1]
+            ctl = vols[0] if vols else None
+        if ctl is None:
+            host_set["error"] = f"the card has no volume control (controls: {[x['name'] for x in tap.hello['controls']]})"
+            return
+        host_set["ctl"] = ctl
+        seen = tap.wait_for(lambda t: any(r["kind"] == "CONTROL" and r["id"] == ctl["id"]
+                                          and r["origin"] == "guest" for r in t.records), 240)
+        if not seen:
+            host_set["error"] = f"no guest write of {ctl['name']!r} seen on the tap"
+            return
+        time.sleep(0.6)
+        raw = ctl["min"] + round((ctl["max"] - ctl["min"]) * MIXER_HOST_TARGET / 100)
+        try:
+            tap.set_control(ctl["id"], [raw] * max(ctl["count"], 1))
+            host_set["raw"] = raw
+            host_set["t"] = time.monotonic()
+        except OSError as e:
+            host_set["error"] = f"SET_CONTROL failed: {e}"
+
+    script_steps = [(s.name, s.args()) for s in steps] + [("mixer", mixer_args())]
+    boot = Boot(combo, "play")
+    boot.run(image, c["driver"], c["flavor"], "play",
+             {"wav": ["-x", "-e", "-f", "out.wav"], "raw": ["-x", "-f", "out.pcm"]},
+             timeout=300, during=during)
+    if boot.error:
+        ck.fail_rest(boot.error)
+        return boot
+    ran = "DSPROXY-GUEST: run:" in boot.console and boot.guest_rc not in (124, 125, 126)
+    ck.check("guest runs the programs", ran,
+             f"guest-run exit {boot.guest_rc}; {boot.path('console.log')}" +
+             ("" if ran else "\n" + tail(boot.path("console.log"), 25)))
+
+    wav_segs = segments(boot.dir, "wav")
+    raw_segs = dict(segments(boot.dir, "pcm"))
+    seg_info = {n: wavfile.parse_wav(p) for n, p in wav_segs}
+    seg_desc = "; ".join(f"{os.path.basename(p)}: {seg_info[n].get('rate')}/{seg_info[n].get('bits')}bit/"
+                         f"{seg_info[n].get('channels')}ch {seg_info[n].get('data_actual', 0)} bytes"
+                         for n, p in wav_segs) or "no out*.wav files"
+    eng = boot.reader_log("wav")
+    states = list(english_states(eng))
+    used_seg, state_pos = 0, 0
+    for s in steps:
+        lines, rc = boot.step_output(s.name)
+        want = expected_bytes(s.host_args())
+        sil = FORMATS[s.fmt]["silence"]
+        if s.name.startswith("stock-pad"):
+            name = f"{s.name}: snd-pcm-oss pads the last partial period with silence"
+            seg = next(((n, p) for n, p in wav_segs if n > used_seg and seg_info[n].get("rate") == s.rate
+                        and seg_info[n].get("channels") == s.channels), None)
+            if rc != 0 or seg is None:
+                ck.check(name, False, f"dsp-play exit {rc}; segments: {seg_desc}")
+                continue
+            used_seg = seg[0]
+            got = wavfile.wav_data(seg[1], seg_info[seg[0]])
+            period = frag_size(s.frag)
+            pad = got[len(want):]
+            ok = (got[:len(want)] == want and all(b == sil for b in pad) and len(pad) < period)
+            if ok and pad:
+                detail = (f"yes: {len(want)} bytes written, {len(got)} in the file = "
+                          f"{len(pad)} bytes of silence up to the {period}-byte period boundary"
+                          if len(got) % period == 0 else
+                          f"{len(pad)} bytes of silence after the {len(want)} written (not up to a period boundary)")
+                ok = len(got) % period == 0
+            elif ok:
+                detail = "no padding observed: the file holds exactly the bytes written"
+            else:
+                detail = wavfile.describe_difference(got, want, sil, s.bytes_per_ms())
+            ck.check(name, ok, detail)
+            continue
+
+        playing = kv(lines, "DSP-PLAY: playing", "bytes")
+        ck.check(f"{s.name}: dsp-play ok", rc == 0 and playing == str(s.nbytes),
+                 f"exit {rc}" + ("" if rc == 0 else ": " + " | ".join(ln.strip() for ln in lines[-6:])))
+        # WAV: the next segment in this step's format.
+        seg = next(((n, p) for n, p in wav_segs if n > used_seg and seg_info[n].get("rate") == s.rate
+                    and seg_info[n].get("channels") == s.channels
+                    and seg_info[n].get("bits") == 8 * FORMATS[s.fmt]["bytes"]), None)
+        name = f"{s.name}: WAV bit-exact with a valid header"
+        if seg is None:
+            ck.check(name, False, f"no segment in {s.rate}/{8 * FORMATS[s.fmt]['bytes']}bit/{s.channels}ch; "
+                     f"segments: {seg_desc}")
+            ck.check(f"{s.name}: raw file bit-exact", False, "no matching WAV segment to pair it with")
+        else:
+            used_seg = seg[0]
+            info = seg_info[seg[0]]
+            if info["problems"]:
+                ck.check(name, False, f"{os.path.basename(seg[1])}: " + "; ".join(info["problems"]))
+            else:
+                got = wavfile.wav_data(seg[1], info)
+                diff = wavfile.describe_difference(got, want, sil, s.bytes_per_ms())
+                ck.check(name, diff is None, f"{os.path.basename(seg[1])}: " + (diff or f"{len(got)} bytes exact"))
+            raw = raw_segs.get(seg[0])
+            name = f"{s.name}: raw file bit-exact"
+            if raw is None:
+                ck.check(name, False, f"no raw segment {seg[0]} (raw files: {sorted(os.path.basename(p) for p in raw_segs.values())})")
+            else:
+                with open(raw, "rb") as f:
+                    got = f.read()
+                diff = wavfile.describe_difference(got, want, sil, s.bytes_per_ms())
+                ck.check(name, diff is None, f"{os.path.basename(raw)}: " + (diff or f"{len(got)} bytes exact"))
+        # -e: the stream's parameters as the driver set them (for SETFRAGMENT: what GETOSPACE
+        # reported, which is what the driver configured).
+        fragstotal = kv(lines, "DSP-PLAY: GETOSPACE", "fragstotal")
+        fragsize = kv(lines, "DSP-PLAY: GETOSPACE", "fragsize")
+        want_state = {"rate": str(s.rate), "fmt": FORMATS[s.fmt]["afmt"], "channels": str(s.channels),
+                      "frag": f"{fragstotal} x {fragsize}"}
+        found = next((i for i in range(state_pos, len(states)) if states[i] == want_state), None)
+        name = f"{s.name}: -e log shows SPEED/SETFMT/CHANNELS/SETFRAGMENT"
+        if found is not None:
+            state_pos = found + 1
+            ck.check(name, True, f"{want_state}")
+        else:
+            near = [st for st in states[state_pos:] if st.get("rate") == str(s.rate)]
+            ck.check(name, False, f"want {want_state}; states with that rate in the -e log: "
+                     f"{near[-3:] or 'none'}; {boot.path('reader-wav.log')}")
+        if "--nonblock" in s.extra:
+            polls = kv(lines, "DSP-PLAY: nonblock", "polls")
+            omax = kv(lines, "DSP-PLAY: nonblock", "odelay_max")
+            ok = rc == 0 and polls is not None and int(polls) > 0 and omax is not None and int(omax) > 0
+            ck.check(f"{s.name}: O_NONBLOCK writer polled GETOSPACE/GETODELAY", ok,
+                     next((ln.strip() for ln in lines if "nonblock" in ln), f"no nonblock line (exit {rc})"))
+        if s.timing == "paced":
+            el = kv(lines, "DSP-PLAY: elapsed_ms", "elapsed_ms")
+            audio = s.nbytes / s.bytes_per_ms()
+            name = f"{s.name}: 5 s of audio takes 5 s (+-{PACING_TOLERANCE:.0%})"
+            if el is None or rc != 0:
+                ck.check(name, False, f"no elapsed_ms (dsp-play exit {rc})")
+            else:
+                ratio = float(el) / audio
+                ck.check(name, abs(ratio - 1) <= PACING_TOLERANCE,
+                         f"{audio:.0f} ms of audio took {float(el):.0f} ms in the guest ({ratio:.3f}x)")
+                TIMINGS[f"{combo} paced"] = f"{audio:.0f} ms audio -> {float(el):.0f} ms ({ratio:.3f}x)"
+
+    # Mixer: guest writes -> reader's -e log; host write -> guest rereads.
+    lines, rc = boot.step_output("mixer")
+    wrote = {}
+    for ln in lines:
+        m = re.search(r"MIXER: set (\w+)=\d+:\d+ -> (\d+):(\d+)", ln)
+        if m:
+            wrote[m.group(1)] = (int(m.group(2)), int(m.group(3)))
+    oss_name = {"vol": "VOLUME", "pcm": "PCM"}
+    problems = []
+    for ch, (left, right) in MIXER_GUEST_SET.items():
+        if ch not in wrote:
+            problems.append(f"guest's MIXER_WRITE({ch}) failed or did not run (mixer-test exit {rc})")
+            continue
+        vals = [(int(a), int(b)) for a, b in re.findall(
+            rf"SOUND_MIXER_WRITE_{oss_name[ch]}\s*=>\s*(\d+):(\d+)\s*$", eng, re.M)]
+        if not any(abs(a - left) <= 1 and abs(b - right) <= 1 for a, b in vals):
+            problems.append(f"no 'SOUND_MIXER_WRITE_{oss_name[ch]} => {left}:{right}' in the -e log"
+                            f" (found {vals or 'none'})")
+    ck.check("mixer: guest /dev/mixer writes reach the reader (-e SOUND_MIXER_WRITE_*)", not problems,
+             "; ".join(problems) or f"guest wrote {wrote}")
+    name = "mixer: a control set on the host is read back in the guest"
+    if "error" in host_set:
+        ck.check(name, False, host_set["error"])
+    elif "raw" not in host_set:
+        ck.check(name, False, "the host never sent SET_CONTROL")
+    else:
+        rereads = []
+        for ln in lines:
+            m = re.search(r"MIXER: reread\[(\d+)\] vol=(\d+):(\d+)", ln)
+            if m:
+                rereads.append((int(m.group(2)), int(m.group(3))))
+        last = rereads[-1] if rereads else None
+        ok = last is not None and all(abs(v - MIXER_HOST_TARGET) <= 1 for v in last)
+        ck.check(name, ok, f"host set {host_set['ctl']['name']!r} to {host_set['raw']} "
+                 f"({MIXER_HOST_TARGET}%); guest rereads of vol: {rereads or 'none'} (mixer-test exit {rc})")
+    ck.check("shutdown: device and readers exit 0 on SIGINT",
+             all(v == 0 for v in boot.shutdown.values()), boot.shutdown_detail())
+    ck.fail_rest("not evaluated")
+    return boot
+
+
+def run_nopacing(combo, image, image_err):
+    c = COMBOS[combo]
+    s = nopacing_step(c["driver"])
+    ck = Checks(f"{combo} nopacing", [f"{s.name}: dsp-play ok",
+                                      f"{s.name}: with -d, 5 s of audio takes < {NOPACING_MAX_RATIO:.0%} of that",
+                                      f"{s.name}: WAV bit-exact with a valid header"])
+    why = boot_unavailable(combo, "nopacing", image_err)
+    if why:
+        ck.fail_rest(why)
+        return None
+    boot = Boot(combo, "nopacing")
+    boot.run(image, c["driver"], c["flavor"], "nopacing", {"wav": ["-x", "-d", "-e", "-f", "out.wav"]},
+             timeout=180)
+    if boot.error:
+        ck.fail_rest(boot.error)
+        return boot
+    lines, rc = boot.step_output(s.name)
+    ck.check(f"{s.name}: dsp-play ok", rc == 0, f"exit {rc}; guest-run exit {boot.guest_rc}" +
+             ("" if rc == 0 else "\n" + tail(boot.path("console.log"), 20)))
+    el = kv(lines, "DSP-PLAY: elapsed_ms", "elapsed_ms")
+    audio = s.nbytes / s.bytes_per_ms()
+    name = f"{s.name}: with -d, 5 s of audio takes < {NOPACING_MAX_RATIO:.0%} of that"
+    if el is None or rc != 0:
+        ck.check(name, False, f"no elapsed_ms (exit {rc})")
+    else:
+        ratio = float(el) / audio
+        ck.check(name, ratio <= NOPACING_MAX_RATIO,
+                 f"{audio:.0f} ms of audio took {float(el):.0f} ms ({1 / ratio if ratio else float('inf'):.1f}x real time)")
+        TIMINGS[f"{combo} unpaced (-d)"] = f"{audio:.0f} ms audio -> {float(el):.0f} ms ({1 / ratio if ratio else 0:.1f}x faster)"
+    want = expected_bytes(s.host_args())
+    segs = segments(boot.dir, "wav")
+    name = f"{s.name}: WAV bit-exact with a valid header"
+    if not segs:
+        ck.check(name, False, "no out.wav")
+    else:
+        info = wavfile.parse_wav(segs[0][1])
+        if info["problems"]:
+            ck.check(name, False, "; ".join(info["problems"]))
+        else:
+            diff = wavfile.describe_difference(wavfile.wav_data(segs[0][1], info), want, 0, s.bytes_per_ms())
+            extra = f" (other segments: {[os.path.basename(p) for _, p in segs[1:]]})" if len(segs) > 1 else ""
+            ck.check(name, diff is None and len(segs) == 1, (diff or f"{len(want)} bytes exact") + extra)
+    return boot
+
+
+def write_wav(path, data, rate, channels, bits):
+    frame = channels * bits // 8
+    with open(path, "wb") as f:
+        f.write(struct.pack("<4sI4s4sIHHIIHH4sI", b"RIFF", 36 + len(data), b"WAVE", b"fmt ", 16, 1,
+                            channels, rate, rate * frame, frame, bits, b"data", len(data)))
+        f.write(data)
+
+
+def run_record(combo, image, image_err):
+    c = COMBOS[combo]
+    name_ok = "dsp-record reads the injected audio bit-exact"
+    ck = Checks(f"{combo} record", [name_ok])
+    why = boot_unavailable(combo, "record", image_err)
+    if why:
+        ck.fail_rest(why)
+        return None
+    boot = Boot(combo, "record")
+    inject = expected_bytes([HOST_PLAY, "--stdout", "-r", str(RECORD_RATE), "-f", "s16", "-c",
+                             str(RECORD_CHANNELS), "--ms", str(INJECT_MS)])
+    write_wav(boot.path("inject.wav"), inject, RECORD_RATE, RECORD_CHANNELS, 16)
+    boot.run(image, c["driver"], c["flavor"], "record",
+             {"wav": ["-x", "-e", "--inject", "inject.wav", "-f", "out.wav"]}, timeout=180)
+    if boot.error:
+        ck.fail_rest(boot.error)
+        return boot
+    lines, rc = boot.step_output("record")
+    want = subprocess.run([HOST_RECORD, "--stdin", "--bytes", str(RECORD_BYTES)], input=inject,
+                          stdout=subprocess.PIPE, check=True).stdout.decode()
+    want_hash = re.search(r"fnv1a64=([0-9a-f]+)", want).group(1)
+    got_bytes = kv(lines, "DSP-RECORD: bytes", "bytes")
+    got_hash = kv(lines, "DSP-RECORD: bytes", "fnv1a64")
+    head = kv(lines, "DSP-RECORD: head", "head")
+    skipped = kv(lines, "DSP-RECORD: skipped", "skipped_silence_bytes") or "0"
+    ok = rc == 0 and got_bytes == str(RECORD_BYTES) and got_hash == want_hash
+    # The card fills capture buffers with silence until injected audio is there (documented in
+    # docs/wire-format.md), and the reader injects only once the stream is prepared: the
+    # guest's first reads may be silence. dsp-record --skip-silence drops those whole silent
+    # frames; from the first sound on, every byte must be the injected one.
+    detail = (f"guest read {got_bytes} bytes fnv1a64={got_hash} after {skipped} bytes of leading "
+              f"silence; injected prefix fnv1a64={want_hash}")
+    if not ok:
+        detail += (f"; dsp-record exit {rc}; guest head={head}; injected head={inject[:32].hex()}"
+                   + ("" if got_bytes else "\n" + tail(boot.path("console.log"), 20)))
+        if head and len(head) >= 16:
+            at = inject.find(bytes.fromhex(head[:32]))
+            if at > 0:
+                detail += f" (the guest's first bytes are injected bytes from offset {at})"
+    ck.check(name_ok, ok, detail)
+    return boot
+
+
+def run_kill(combo, image, image_err):
+    c = COMBOS[combo]
+    names = ["guest killed mid-stream", "WAV finalized while the reader keeps running",
+             "raw file holds a prefix of the signal", "after SIGINT the reader exits 0 and the WAV holds everything received"]
+    ck = Checks(f"{combo} kill", names)
+    why = boot_unavailable(combo, "kill", image_err)
+    if why:
+        ck.fail_rest(why)
+        return None
+    k = KILL_PLAY
+    full = expected_bytes([HOST_PLAY, "--stdout", "-r", str(k["rate"]), "-f", "s16", "-c",
+                           str(k["channels"]), "--ms", str(k["ms"])])
+    state = {}
+
+    def during(boot):
+        got = boot.tap.wait_for(lambda t: t.pcm_bytes.get(0, 0) >= KILL_AFTER_BYTES, 150)
+        if not got:
+            state["error"] = f"only {boot.tap.pcm_bytes.get(0, 0)} PCM bytes reached the tap; not killing"
+            return
+        state["tap_bytes_at_kill"] = boot.tap.pcm_bytes.get(0, 0)
+        state["killed"] = boot.kill_qemu()
+        state["t_kill"] = time.monotonic()
+
+    def after_guest(boot):
+        # The reader keeps running: its file must become valid without being told to stop.
+        out = boot.path("out.wav")
+        deadline = time.monotonic() + 5
+        info = None
+        while time.monotonic() < deadline:
+            if os.path.exists(out):
+                info = wavfile.parse_wav(out)
+                if not info["problems"] and info.get("data_len", 0) > 0:
+                    break
+            time.sleep(0.2)
+        state["live_info"] = info
+        state["live_data"] = wavfile.wav_data(out, info) if info and "data_offset" in info else b""
+        state["tap_bytes_final"] = boot.tap.pcm_bytes.get(0, 0) if boot.tap else None
+        state["tap_gaps"] = boot.tap.gaps.get(0, 0) if boot.tap else None
+
+    boot = Boot(combo, "kill")
+    boot.run(image, c["driver"], c["flavor"], "kill",
+             {"wav": ["-x", "-e", "-f", "out.wav"], "raw": ["-x", "-f", "out.pcm"]},
+             timeout=180, during=during, after_guest=after_guest)
+    if boot.error:
+        ck.fail_rest(boot.error)
+        return boot
+    if "error" in state or not state.get("killed"):
+        ck.fail_rest(state.get("error", f"QEMU was not killed (guest-run exit {boot.guest_rc})"))
+        return boot
+    ck.check("guest killed mid-stream", boot.guest_rc == 126,
+             f"SIGKILL after {state['tap_bytes_at_kill']} bytes reached the tap; guest-run exit {boot.guest_rc}")
+    info, data = state["live_info"], state["live_data"]
+    name = "WAV finalized while the reader keeps running"
+    if info is None:
+        ck.check(name, False, "no out.wav")
+    else:
+        problems = list(info["problems"])
+        if not data:
+            problems.append("no audio in it")
+        elif full[:len(data)] != data:
+            problems.append(wavfile.describe_difference(data, full[:len(data)], 0, 192))
+        if len(data) < state["tap_bytes_at_kill"] - 4 * 48000 * 2:  # the tap may run ahead a little
+            problems.append(f"holds {len(data)} bytes, but {state['tap_bytes_at_kill']} had reached the tap at the kill")
+        ck.check(name, not problems, "; ".join(problems) or
+                 f"{len(data)} bytes ({len(data) / 192:.0f} ms) of signal, header consistent, 5 s after the kill")
+    raws = segments(boot.dir, "pcm")
+    name = "raw file holds a prefix of the signal"
+    if not raws:
+        ck.check(name, False, "no out.pcm")
+    else:
+        with open(raws[0][1], "rb") as f:
+            raw = f.read()
+        ok = len(raw) > 0 and full[:len(raw)] == raw and len(raws) == 1
+        ck.check(name, ok, f"{len(raw)} bytes" + ("" if ok else ": " + (wavfile.describe_difference(raw, full[:len(raw)]) or f"segments {raws}")))
+    name = "after SIGINT the reader exits 0 and the WAV holds everything received"
+    info2 = wavfile.parse_wav(boot.path("out.wav")) if os.path.exists(boot.path("out.wav")) else None
+    problems = []
+    if boot.shutdown.get("reader-wav") != 0:
+        problems.append(f"reader exit {boot.shutdown.get('reader-wav')}")
+    if info2 is None:
+        problems.append("no out.wav")
+    else:
+        problems += info2["problems"]
+        if not info2["problems"]:
+            d2 = wavfile.wav_data(boot.path("out.wav"), info2)
+            if full[:len(d2)] != d2:
+                problems.append("data is not a prefix of the signal")
+            tapn, gaps = state.get("tap_bytes_final"), state.get("tap_gaps")
+            if tapn is not None and not gaps and len(d2) != tapn:
+                problems.append(f"WAV holds {len(d2)} bytes, the tap client received {tapn}")
+            if raws and len(d2) != os.path.getsize(raws[0][1]):
+                problems.append(f"WAV holds {len(d2)} bytes, the raw file {os.path.getsize(raws[0][1])}")
+    ck.check(name, not problems, "; ".join(problems) or
+             f"{info2.get('data_len')} bytes, same as the raw file and the tap ({boot.shutdown_detail()})")
+    return boot
+
+
+TIMINGS = {}
+
+
+def main():
+    only = [c for c in os.environ.get("E2E_ONLY", "").split(",") if c]
+    for c in only:
+        if c not in COMBOS:
+            print(f"e2e: unknown combination {c!r} in E2E_ONLY (known: {', '.join(COMBOS)})", file=sys.stderr)
+            return 2
+    boots = [b for b in os.environ.get("E2E_BOOTS", "").split(",") if b] or BOOTS
+    for b in boots:
+        if b not in BOOTS:
+            print(f"e2e: unknown boot {b!r} in E2E_BOOTS (known: {', '.join(BOOTS)})", file=sys.stderr)
+            return 2
+    combos = only or list(COMBOS)
+    t0 = time.monotonic()
+    os.makedirs(WORK, exist_ok=True)
+    for c in combos:
+        shutil.rmtree(os.path.join(WORK, c), ignore_errors=True)
+    note(f"combinations: {' '.join(combos)}; boots: {' '.join(boots)}; logs in {WORK}")
+    build(combos)
+
+    wall = {}
+    for combo in combos:
+        drv = COMBOS[combo]["driver"]
+        scripts = {
+            "play": guest_script([(s.name, s.args()) for s in play_steps(drv)] + [("mixer", mixer_args())]),
+            "nopacing": guest_script([(nopacing_step(drv).name, nopacing_step(drv).args())]),
+            "record": guest_script([("record", ["dsp-record", "-r", str(RECORD_RATE), "-f", "s16", "-c",
+                                                str(RECORD_CHANNELS), "--bytes", str(RECORD_BYTES),
+                                                "--hex", "32", "--skip-silence"])]),
+            "kill": guest_script([("kill-play", ["dsp-play", "-r", str(KILL_PLAY["rate"]), "-f", "s16",
+                                                 "-c", str(KILL_PLAY["channels"]), "--ms",
+                                                 str(KILL_PLAY["ms"])])]),
+        }
+        image, image_err = build_image(combo, scripts)
+        if image_err:
+            note(f"{combo}: no guest image: {image_err}")
+        for kind in boots:
+            tb = time.monotonic()
+            fn = {"play": run_play, "nopacing": run_nopacing, "record": run_record, "kill": run_kill}[kind]
+            try:
+                fn(combo, image, image_err)
+            except Exception as e:  # a bug in the suite itself must not hide the other boots
+                import traceback
+                traceback.print_exc()
+                R.check(f"{combo} {kind}: suite error", False, repr(e))
+            wall[f"{combo} {kind}"] = time.monotonic() - tb
+
+    print()
+    note("wall time per boot: " + ", ".join(f"{k} {v:.0f} s" for k, v in wall.items()))
+    for k, v in TIMINGS.items():
+        note(f"timing: {k}: {v}")
+    note(f"total wall time {time.monotonic() - t0:.0f} s")
+    if R.failures:
+        note(f"{R.failed} failure(s):")
+        for f in R.failures:
+            print("  " + f.splitlines()[0][:300])
+    print(f"{R.passed} passed, {R.failed} failed")
+    return 1 if R.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
