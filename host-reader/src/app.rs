@@ -165,7 +165,7 @@ pub fn run(cli: Cli) -> Result<(), ReaderError> {
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break Ok(()),
         }
-        if let Err(e) = session.tick() {
+        if let Err(e) = session.maybe_tick() {
             break Err(e);
         }
         if let Some(at) = retry_at {

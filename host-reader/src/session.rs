@@ -72,8 +72,10 @@ enum Phase {
 
 struct StreamState {
     desc: StreamDesc,
-    /// Place among the card's output streams (names the files).
+    /// Place among the card's output streams (selects its "PCM Playback" controls).
     out_index: Option<usize>,
+    /// Names its files: the output index, or 0 for the one `--stream` picked.
+    file_index: usize,
     /// Audio of this stream goes to files.
     recorded: bool,
     params: Option<Params>,
@@ -248,6 +250,7 @@ impl Session {
                 StreamState {
                     desc: s.clone(),
                     out_index: idx,
+                    file_index: idx.unwrap_or(0),
                     recorded: false,
                     params: None,
                     phase: Phase::Released,
@@ -274,10 +277,8 @@ impl Session {
                 Some(n) => st.desc.id == n,
                 None => st.out_index.is_some(),
             };
-            if self.opts.stream.is_some() && st.recorded {
-                st.out_index = Some(0);
-            } else if self.opts.stream.is_some() {
-                st.out_index = None;
+            if self.opts.stream.is_some() {
+                st.file_index = 0;
             }
         }
         self.controls = hello
@@ -521,6 +522,9 @@ impl Session {
         if !st.recorded && !is_main {
             return Ok(Flow::Continue);
         }
+        if st.recorded {
+            self.session_seen = true;
+        }
         // Offsets: fill a jump as a gap, drop what was already written.
         let mut data = data;
         let mut fill = 0u64;
@@ -649,7 +653,7 @@ impl Session {
                         }
                         return Ok(Flow::Continue);
                     }
-                    let index = st.out_index.unwrap_or(0);
+                    let index = st.file_index;
                     let seg_no = self.seg_counters.entry(index).or_insert(0);
                     *seg_no += 1;
                     let path = files.path_for(index, *seg_no);
@@ -744,7 +748,8 @@ impl Session {
         }
     }
 
-    fn maybe_tick(&mut self) -> Result<(), ReaderError> {
+    /// [`Session::tick`] if a tick period has passed since the last one.
+    pub fn maybe_tick(&mut self) -> Result<(), ReaderError> {
         if self.last_tick.elapsed() >= TICK {
             self.tick()?;
         }

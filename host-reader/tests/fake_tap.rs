@@ -782,3 +782,50 @@ fn inject_waits_for_the_stream_and_passes_a_matching_file_through() {
     c.close();
     assert!(r.finish().status.success());
 }
+
+#[test]
+fn tcp_attach_with_n_host_port() {
+    use std::io::Write;
+    use std::net::TcpListener;
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let dir = TempDir::new("tcp");
+    let out = dir.join("out.pcm");
+    let target = format!("127.0.0.1:{port}");
+    let r = Reader::spawn(&["-n", &target, "-x", "-f", s(&out)]);
+    let (mut sock, _) = l.accept().unwrap();
+    sock.set_read_timeout(Some(WAIT)).unwrap();
+    sock.write_all(&Record::Hello(hello()).to_bytes().unwrap())
+        .unwrap();
+    let sub = dsproxy_wire::RecordReader::new(&mut sock)
+        .next_record()
+        .unwrap()
+        .unwrap();
+    assert!(matches!(sub, Record::Subscribe { .. }));
+    let audio = noise(20, 9000);
+    let mut buf = Vec::new();
+    for rec in [
+        Record::SnapshotEnd,
+        params(0, PcmFormat::S16, 48000, 2, 1000),
+    ]
+    .into_iter()
+    .chain(playback(0, &audio, 1000))
+    {
+        rec.encode(&mut buf).unwrap();
+    }
+    sock.write_all(&buf).unwrap();
+    drop(sock);
+    let f = r.finish();
+    assert!(f.status.success(), "{}", f.stderr);
+    assert_eq!(std::fs::read(&out).unwrap(), audio);
+
+    // Nobody listening: one line, non-zero.
+    drop(l);
+    let f = Reader::spawn(&["-n", &target, "-x", "-e"]).finish();
+    assert_eq!(f.status.code(), Some(1));
+    assert!(
+        f.stderr.contains(&format!("cannot attach to {target}")),
+        "{}",
+        f.stderr
+    );
+}
