@@ -475,6 +475,7 @@ static void dsp_remove(struct virtio_device *vdev)
 
 	/* no new opens; open files keep a reference and see card->gone */
 	dsp_nodes_unregister(card);
+	dsp_pcm_quiesce(card);
 	dsp_card_kill(card);
 	virtio_reset_device(vdev);
 	dsp_card_reclaim(card);

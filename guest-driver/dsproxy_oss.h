@@ -180,6 +180,7 @@ struct dsp_stream {
 
 int dsp_pcm_probe(struct dsp_card *card);
 void dsp_pcm_event(struct dsp_card *card, u32 code, u32 stream_id);
+void dsp_pcm_quiesce(struct dsp_card *card);
 int dsp_stream_configure(struct dsp_stream *s, const struct dsp_hw_params *hw);
 bool dsp_stream_matches(struct dsp_stream *s, const struct dsp_hw_params *hw);
 int dsp_stream_start(struct dsp_stream *s);
@@ -255,6 +256,8 @@ struct dsp_card {
 	struct dsp_queue rxq;
 	/* set under every queue lock in remove: no virtqueue may be touched afterwards */
 	bool gone;
+	/* set under the tx/rx queue locks in remove: no new I/O messages for the device */
+	bool io_blocked;
 	unsigned int msg_timeout_ms;
 	unsigned int stop_delay_ms;
 

@@ -173,6 +173,45 @@ static int dsp_stream_cmd(struct dsp_stream *s, u32 code)
 	return err;
 }
 
+/*
+ * remove(), device still alive: no new I/O messages, and STOP + RELEASE every stream the
+ * device holds messages of, so it returns them. Resetting a device that still holds
+ * buffers is allowed, but QEMU's virtio-sound keeps them across the reset and later
+ * completes them on the new virtqueues. Racing file operations only get errors from here on.
+ */
+void dsp_pcm_quiesce(struct dsp_card *card)
+{
+	unsigned long flags;
+	u32 i;
+
+	spin_lock_irqsave(&card->txq.lock, flags);
+	card->io_blocked = true;
+	spin_unlock_irqrestore(&card->txq.lock, flags);
+	spin_lock_irqsave(&card->rxq.lock, flags);
+	card->io_blocked = true;
+	spin_unlock_irqrestore(&card->rxq.lock, flags);
+
+	for (i = 0; i < card->nstreams; i++) {
+		struct dsp_stream *s = &card->streams[i];
+
+		if (dsp_ring_idle(s))
+			continue;
+		dsp_ring_set_flushing(s, true);
+		dsp_stream_cmd(s, VIRTIO_SND_R_PCM_STOP);
+		dsp_stream_cmd(s, VIRTIO_SND_R_PCM_RELEASE);
+	}
+	for (i = 0; i < card->nstreams; i++) {
+		struct dsp_stream *s = &card->streams[i];
+
+		if (!wait_event_timeout(s->wait, dsp_ring_idle(s),
+					msecs_to_jiffies(card->msg_timeout_ms))) {
+			pr_warn("%s: device kept I/O messages of stream %u at removal\n",
+				card->name, s->id);
+			break;
+		}
+	}
+}
+
 static int dsp_stream_set_params(struct dsp_stream *s, const struct dsp_hw_params *hw)
 {
 	struct virtio_snd_pcm_set_params req = {};

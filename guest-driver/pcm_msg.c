@@ -104,6 +104,8 @@ static bool dsp_ring_push_locked(struct dsp_stream *s)
 
 		if (tx ? m->state != DSP_MSG_READY : (m->state != DSP_MSG_FREE || !r->armed))
 			break;
+		if (s->card->io_blocked)
+			break;
 		m->status.status = cpu_to_le32(VIRTIO_SND_S_IO_ERR);
 		m->status.latency_bytes = 0;
 		sg_init_one(&sg_hdr, &m->xfer, sizeof(m->xfer));
