@@ -6,6 +6,7 @@
 //! - [`clock`]: pacing arithmetic and the timerfd.
 //! - [`tap`]: the reader fan-out.
 
+pub mod backend;
 pub mod card;
 pub mod chain;
 pub mod chmap;

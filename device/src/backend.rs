@@ -1,0 +1,372 @@
+//! The vhost-user backend around the card (vhost-user-backend 0.24).
+//!
+//! One worker thread serves all four queues (`queues_per_thread = [0b1111]`), plus extra
+//! listeners on its epoll: the tap's notifier and one timerfd per stream, armed to the
+//! stream's next deadline. The card sits behind one mutex: the worker takes it for every
+//! event; the frontend thread takes it only for vring stops, resets and feature changes.
+//! Lock order is always card, then a vring.
+
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::{Mutex, MutexGuard};
+
+use dsproxy_wire::record::Record;
+use log::{debug, info, warn};
+use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
+use vhost_user_backend::{VhostUserBackend, VringRwLock, VringT};
+use virtio_bindings::bindings::virtio_config::VIRTIO_F_VERSION_1;
+use virtio_bindings::bindings::virtio_ring::VIRTIO_RING_F_INDIRECT_DESC;
+use virtio_queue::QueueOwnedT;
+use virtio_queue::QueueT;
+use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
+use vmm_sys_util::epoll::EventSet;
+use vmm_sys_util::event::{new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier};
+
+use crate::card::Card;
+use crate::chain::Chain;
+use crate::clock::{monotonic_ns, MonotonicTimer};
+use crate::config::CardConfig;
+use crate::spec::{CONTROL_QUEUE, EVENT_QUEUE, NUM_QUEUES, VIRTIO_SND_F_CTLS};
+use crate::tap::TapHandle;
+use crate::Used;
+
+/// The guest memory as vhost-user-backend shares it.
+pub type GuestMem = GuestMemoryAtomic<GuestMemoryMmap<()>>;
+
+/// Epoll ids of the extra listeners. 0-3 are the queues; 4 is vhost-user-backend's own.
+pub const TAP_EVENT: u16 = 5;
+/// Stream `i`'s timer is `TIMER_EVENT_BASE + i`.
+pub const TIMER_EVENT_BASE: u16 = 6;
+
+struct Inner {
+    card: Card<TapHandle>,
+    timers: Vec<MonotonicTimer>,
+    /// The worker's vrings, kept from its first event so a vring stop (which arrives on the
+    /// frontend thread) can put returned buffers in the used ring.
+    vrings: Vec<VringRwLock>,
+    /// The queue was stopped (GET_VRING_BASE) and has not run since.
+    stopped: [bool; NUM_QUEUES],
+}
+
+/// The sound card as a vhost-user backend. One per frontend connection.
+pub struct SndBackend {
+    inner: Mutex<Inner>,
+    mem: GuestMem,
+    tap: TapHandle,
+    config_space: Vec<u8>,
+    features: u64,
+    queue_size: usize,
+}
+
+impl SndBackend {
+    pub fn new(
+        cfg: CardConfig,
+        tap: TapHandle,
+        epoch_ns: u64,
+        mem: GuestMem,
+    ) -> io::Result<SndBackend> {
+        let timers = (0..cfg.num_streams())
+            .map(|_| MonotonicTimer::new())
+            .collect::<io::Result<Vec<_>>>()?;
+        let mut features = (1u64 << VIRTIO_F_VERSION_1)
+            | (1u64 << VIRTIO_RING_F_INDIRECT_DESC)
+            | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits();
+        if cfg.controls {
+            features |= VIRTIO_SND_F_CTLS;
+        }
+        let config_space = cfg.config_space();
+        let queue_size = cfg.queue_size as usize;
+        Ok(SndBackend {
+            inner: Mutex::new(Inner {
+                card: Card::new(cfg, tap.clone(), epoch_ns),
+                timers,
+                vrings: Vec::new(),
+                stopped: [false; NUM_QUEUES],
+            }),
+            mem,
+            tap,
+            config_space,
+            features,
+            queue_size,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock would be a bug; the state is still the best we have.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The fds to register on the worker's epoll, with their ids.
+    pub fn listeners(&self) -> Vec<(RawFd, u16)> {
+        let inner = self.lock();
+        let mut v = vec![(self.tap.notifier_fd(), TAP_EVENT)];
+        for (i, t) in inner.timers.iter().enumerate() {
+            v.push((t.as_raw_fd(), TIMER_EVENT_BASE + i as u16));
+        }
+        v
+    }
+
+    /// The frontend connected.
+    pub fn connected(&self) {
+        let now = monotonic_ns();
+        let inner = self.lock();
+        let time_ns = inner.card.tap_time(now);
+        self.tap.publish(&Record::Frontend {
+            connected: true,
+            time_ns,
+        });
+    }
+
+    /// The frontend went away: every stream is released (its buffers are gone with the
+    /// rings), readers are told.
+    pub fn disconnected(&self) {
+        let now = monotonic_ns();
+        let mut inner = self.lock();
+        inner
+            .card
+            .reset::<GuestMemoryMmap<()>>(None, now, "frontend disconnected");
+        inner.vrings.clear();
+        for t in inner.timers.iter_mut() {
+            if let Err(e) = t.set(None) {
+                warn!("cannot disarm a stream timer: {e}");
+            }
+        }
+        let time_ns = inner.card.tap_time(now);
+        self.tap.publish(&Record::Frontend {
+            connected: false,
+            time_ns,
+        });
+    }
+
+    /// Pops every available chain of queue `q` and hands it to the card.
+    fn drain_queue(&self, inner: &mut Inner, q: u16, vring: &VringRwLock, now: u64) {
+        let mem = self.mem.memory();
+        if inner.stopped[q as usize] {
+            inner.stopped[q as usize] = false;
+            // After a vring stop the frontend restores the ring where it was; a driver that
+            // reset the device starts again from 0. The control queue is always used at
+            // probe, so base 0 there means a new driver instance.
+            let base = vring.get_ref().get_queue().next_avail();
+            if base == 0 && q == CONTROL_QUEUE {
+                info!("control queue restarted from 0: the driver reset the device");
+                inner.card.reset(Some(&*mem), now, "driver reset");
+            } else if base == 0 && q == EVENT_QUEUE {
+                let n = inner.card.forget_events();
+                debug!("event queue restarted from 0: {n} stale event buffers forgotten");
+            }
+        }
+        let chains: Vec<Chain> = {
+            let mut state = vring.get_mut();
+            match state.get_queue_mut().iter(mem.clone()) {
+                Ok(it) => it.map(Chain::from_desc_chain).collect(),
+                Err(e) => {
+                    debug!("queue {q} not ready: {e}");
+                    Vec::new()
+                }
+            }
+        };
+        for c in chains {
+            inner.card.handle_chain(&*mem, q, c, now);
+        }
+    }
+}
+
+impl Inner {
+    /// Puts the card's used entries in the rings and signals the guest.
+    fn flush(&mut self) {
+        let used: Vec<Used> = self.card.take_used();
+        if used.is_empty() {
+            return;
+        }
+        let mut touched = [false; NUM_QUEUES];
+        for u in used {
+            let Some(vring) = self.vrings.get(u.queue as usize) else {
+                warn!("used entry for queue {} with no vring: dropped", u.queue);
+                continue;
+            };
+            if let Err(e) = vring.add_used(u.head, u.len) {
+                warn!("queue {}: cannot return chain {}: {e}", u.queue, u.head);
+                continue;
+            }
+            if let Some(t) = touched.get_mut(u.queue as usize) {
+                *t = true;
+            }
+        }
+        for (q, t) in touched.iter().enumerate() {
+            if *t {
+                if let Some(v) = self.vrings.get(q) {
+                    if let Err(e) = v.signal_used_queue() {
+                        warn!("queue {q}: cannot signal the guest: {e}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Arms each stream's timer to its next deadline.
+    fn arm_timers(&mut self) {
+        for i in 0..self.timers.len() {
+            let d = self.card.next_deadline(i);
+            if let Some(t) = self.timers.get_mut(i) {
+                if let Err(e) = t.set(d) {
+                    warn!("stream {i}: cannot arm its timer: {e}");
+                }
+            }
+        }
+    }
+}
+
+impl VhostUserBackend for SndBackend {
+    type Bitmap = ();
+    type Vring = VringRwLock;
+
+    fn num_queues(&self) -> usize {
+        NUM_QUEUES
+    }
+
+    fn max_queue_size(&self) -> usize {
+        self.queue_size
+    }
+
+    fn features(&self) -> u64 {
+        self.features
+    }
+
+    fn acked_features(&self, features: u64) {
+        let mut inner = self.lock();
+        inner.card.set_features(features);
+        info!(
+            "driver acknowledged features {features:#x} (controls {})",
+            if features & VIRTIO_SND_F_CTLS != 0 {
+                "on"
+            } else {
+                "off"
+            }
+        );
+    }
+
+    fn protocol_features(&self) -> VhostUserProtocolFeatures {
+        VhostUserProtocolFeatures::CONFIG | VhostUserProtocolFeatures::MQ
+    }
+
+    fn reset_device(&self) {
+        let now = monotonic_ns();
+        let mut inner = self.lock();
+        let mem = self.mem.memory();
+        inner.card.reset(Some(&*mem), now, "device reset");
+        inner.flush();
+        inner.arm_timers();
+    }
+
+    fn set_event_idx(&self, _enabled: bool) {
+        // VIRTIO_RING_F_EVENT_IDX is not offered: every used buffer is signalled.
+    }
+
+    fn get_config(&self, offset: u32, size: u32) -> Vec<u8> {
+        let start = offset as usize;
+        let end = start.saturating_add(size as usize);
+        if start > self.config_space.len() || end > self.config_space.len() {
+            warn!(
+                "config read {offset}+{size} outside the {}-byte config space",
+                self.config_space.len()
+            );
+            // Bytes past the end read as zero (a frontend with a larger idea of the config).
+            let mut v = vec![0u8; size as usize];
+            if let Some(src) = self.config_space.get(start..) {
+                let n = src.len().min(v.len());
+                v[..n].copy_from_slice(&src[..n]);
+            }
+            return v;
+        }
+        self.config_space[start..end].to_vec()
+    }
+
+    fn set_config(&self, _offset: u32, _buf: &[u8]) -> io::Result<()> {
+        Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            "the virtio-snd config space is read-only",
+        ))
+    }
+
+    fn update_memory(&self, _mem: GuestMem) -> io::Result<()> {
+        // The atomic handle given to the daemon is the one we hold; it already sees the
+        // new regions.
+        debug!("guest memory updated");
+        Ok(())
+    }
+
+    fn queues_per_thread(&self) -> Vec<u64> {
+        vec![(1u64 << NUM_QUEUES) - 1]
+    }
+
+    fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
+        match new_event_consumer_and_notifier(EventFlag::NONBLOCK | EventFlag::CLOEXEC) {
+            Ok(pair) => Some(pair),
+            Err(e) => {
+                warn!("cannot create the worker's exit event: {e}");
+                None
+            }
+        }
+    }
+
+    fn stop_vring(&self, queue_index: u32) -> io::Result<()> {
+        let now = monotonic_ns();
+        let mut inner = self.lock();
+        let Ok(q) = u16::try_from(queue_index) else {
+            return Ok(());
+        };
+        if let Some(s) = inner.stopped.get_mut(q as usize) {
+            *s = true;
+        }
+        let mem = self.mem.memory();
+        inner.card.stop_queue(&*mem, q, now);
+        inner.flush();
+        inner.arm_timers();
+        debug!("queue {q} stopped");
+        Ok(())
+    }
+
+    fn handle_event(
+        &self,
+        device_event: u16,
+        evset: EventSet,
+        vrings: &[VringRwLock],
+        _thread_id: usize,
+    ) -> io::Result<()> {
+        if !evset.contains(EventSet::IN) {
+            debug!("event {device_event}: {evset:?} ignored");
+            return Ok(());
+        }
+        let now = monotonic_ns();
+        let mut inner = self.lock();
+        if inner.vrings.len() != vrings.len() {
+            inner.vrings = vrings.to_vec();
+        }
+        match device_event {
+            q if (q as usize) < NUM_QUEUES => {
+                if let Some(vring) = vrings.get(q as usize) {
+                    self.drain_queue(&mut inner, q, vring, now);
+                }
+            }
+            TAP_EVENT => {
+                self.tap.clear_notifier();
+                let mem = self.mem.memory();
+                inner.card.on_tap_notify(&*mem, now);
+            }
+            t if t >= TIMER_EVENT_BASE => {
+                let idx = (t - TIMER_EVENT_BASE) as usize;
+                if let Some(timer) = inner.timers.get_mut(idx) {
+                    timer.clear();
+                }
+                let mem = self.mem.memory();
+                inner.card.service_stream(&*mem, idx, now);
+            }
+            other => debug!("unexpected event id {other}"),
+        }
+        // Errors here are the guest's or the frontend's, already logged: the worker must
+        // keep serving, so nothing is returned as an error.
+        inner.flush();
+        inner.arm_timers();
+        Ok(())
+    }
+}
