@@ -24,7 +24,7 @@ use super::subscription::{record_stream, Subscription};
 use super::TapRequest;
 
 /// Connections beyond this are accepted and closed at once (fd exhaustion guard).
-pub(super) const MAX_READERS: usize = 64;
+const MAX_READERS: usize = 64;
 /// Items fanned out per wake-up before the loop serves sockets again.
 const MAX_BATCH: usize = 1024;
 /// Reads per readable event (level-triggered epoll comes back for the rest).
@@ -34,7 +34,19 @@ const ACCEPTS_PER_EVENT: usize = 16;
 /// What a reader that hung up while paused may leave to be delivered after it is gone.
 const DETACHED_INPUT_LIMIT: usize = 16 << 20;
 /// How long shutdown keeps writing what readers have not taken yet.
-pub(super) const SHUTDOWN_FLUSH: Duration = Duration::from_secs(1);
+const SHUTDOWN_FLUSH: Duration = Duration::from_secs(1);
+
+/// How a round of reading a reader ended.
+enum ReadEnd {
+    /// The connection was closed (EOF, error, protocol violation).
+    Closed,
+    /// Nothing more to read now.
+    Drained,
+    /// An INJECT waits for room; reading is paused.
+    Paused,
+    /// The per-event budget is spent; there may be more.
+    More,
+}
 
 pub(super) struct TapLoop {
     shared: Arc<Shared>,
@@ -44,7 +56,7 @@ pub(super) struct TapLoop {
     readers: HashMap<RawFd, Reader>,
     mirror: Mirror,
     hello: Hello,
-    /// When `hello.time_ns` was true: a reader's HELLO carries it plus the time since.
+    /// The instant `hello.time_ns` describes: a reader's HELLO carries it plus the time since.
     hello_base: Instant,
     inputs: HashSet<u32>,
     controls: HashSet<u32>,
@@ -211,9 +223,13 @@ impl TapLoop {
 
     fn begin_stop(&mut self, ops: &mut EventOps) {
         self.stop_deadline = Some(Instant::now() + SHUTDOWN_FLUSH);
-        // What the worker published before the stop still goes out.
-        while let Ok(item) = self.rx.try_recv() {
-            self.dispatch(item);
+        // What the worker published before the stop still goes out (bounded, in case it
+        // is still publishing).
+        for _ in 0..64 * MAX_BATCH {
+            match self.rx.try_recv() {
+                Ok(item) => self.dispatch(item),
+                Err(_) => break,
+            }
         }
         if let Some(l) = self.unix.take() {
             let _ = ops.remove(Events::empty(&l));
@@ -273,86 +289,105 @@ impl TapLoop {
     // ---- reader sockets ----
 
     fn on_reader(&mut self, fd: RawFd, set: EventSet, ops: &mut EventOps) {
+        let stopping = self.stop_deadline.is_some();
         let Some(r) = self.readers.get_mut(&fd) else {
             return;
         };
-        if set.contains(EventSet::ERROR) {
-            let e = socket_error(fd);
-            self.close(fd, CloseWhy::Quiet(format!("connection error: {e}")), ops);
-            return;
-        }
-        if set.contains(EventSet::OUT) {
+        let error = set.contains(EventSet::ERROR);
+        // On an error the requests the reader sent before it went are read first (the
+        // kernel hands out queued data before the error); writing would only fail.
+        if set.contains(EventSet::OUT) && !error {
             if let Err(e) = r.flush() {
                 self.close(fd, CloseWhy::Quiet(format!("write failed: {e}")), ops);
                 return;
             }
         }
-        if !set.intersects(EventSet::IN | EventSet::HANG_UP | EventSet::READ_HANG_UP) {
+        if !set.intersects(EventSet::IN | EventSet::HANG_UP | EventSet::READ_HANG_UP) && !error {
             return;
         }
+        let gone = error || set.contains(EventSet::HANG_UP);
         if r.interest.contains(EventSet::IN) {
-            self.read_from(fd, ops);
-        } else if set.contains(EventSet::HANG_UP) {
-            // Reading is paused (a full inject buffer) and the peer is gone: take in what it
-            // sent (the socket buffer, a bounded amount), leave the epoll set (HUP would fire
-            // forever) and deliver it as room appears before closing.
-            while r.pending_input() < DETACHED_INPUT_LIMIT {
-                match r.fill_input() {
-                    Ok(ReadOutcome::Data) => {}
-                    Ok(_) | Err(_) => break,
-                }
+            match self.read_from(fd, ops) {
+                ReadEnd::Closed => return,
+                // Level-triggered epoll reports the rest (and the hang-up) again.
+                ReadEnd::More => return,
+                ReadEnd::Drained if !error => return,
+                ReadEnd::Paused if !gone => return,
+                ReadEnd::Drained | ReadEnd::Paused => {}
             }
-            if r.pending_input() >= DETACHED_INPUT_LIMIT {
-                log::warn!(
-                    "tap: reader ({}) hung up with more than {DETACHED_INPUT_LIMIT} bytes unread; \
-                     the rest is lost",
-                    r.peer
-                );
+        } else if !gone {
+            return;
+        }
+        // The peer is gone (or the connection failed) and reading did not end it.
+        let Some(r) = self.readers.get_mut(&fd) else {
+            return;
+        };
+        if r.held_inject.is_none() || stopping {
+            let e = socket_error(fd);
+            self.close(fd, CloseWhy::Quiet(format!("hung up ({e})")), ops);
+            return;
+        }
+        // Reading is paused (a full inject buffer) and the peer is gone: take in what it
+        // sent (the socket buffer, a bounded amount), leave the epoll set (HUP would fire
+        // forever) and deliver it as room appears before closing.
+        while r.pending_input() < DETACHED_INPUT_LIMIT {
+            match r.fill_input() {
+                Ok(ReadOutcome::Data) => {}
+                Ok(_) | Err(_) => break,
             }
-            if ops.remove(Events::empty_raw(fd)).is_ok() {
-                r.detached = true;
-                r.discard_output();
-                r.interest = EventSet::empty();
-                log::debug!("tap: reader ({}) hung up while paused", r.peer);
-            } else {
-                self.close(fd, CloseWhy::Quiet("hung up".into()), ops);
-            }
+        }
+        if r.pending_input() >= DETACHED_INPUT_LIMIT {
+            log::warn!(
+                "tap: reader ({}) hung up with more than {DETACHED_INPUT_LIMIT} bytes unread; \
+                 the rest is lost",
+                r.peer
+            );
+        }
+        if ops.remove(Events::empty_raw(fd)).is_ok() {
+            r.detached = true;
+            r.discard_output();
+            r.interest = EventSet::empty();
+            log::debug!("tap: reader ({}) hung up while paused", r.peer);
+        } else {
+            self.close(fd, CloseWhy::Quiet("hung up".into()), ops);
         }
     }
 
-    fn read_from(&mut self, fd: RawFd, ops: &mut EventOps) {
+    /// Reads and handles what the reader sent, up to a few chunks per event.
+    fn read_from(&mut self, fd: RawFd, ops: &mut EventOps) -> ReadEnd {
         for _ in 0..READS_PER_EVENT {
             let Some(r) = self.readers.get_mut(&fd) else {
-                return;
+                return ReadEnd::Closed;
             };
             match r.fill_input() {
                 Ok(ReadOutcome::Data) => {}
-                Ok(ReadOutcome::WouldBlock) => return,
+                Ok(ReadOutcome::WouldBlock) => return ReadEnd::Drained,
                 Ok(ReadOutcome::Eof) => {
                     let why = match r.pending_input() {
                         0 => "disconnected".to_string(),
                         n => format!("disconnected in the middle of a record ({n} bytes)"),
                     };
                     self.close(fd, CloseWhy::Quiet(why), ops);
-                    return;
+                    return ReadEnd::Closed;
                 }
                 Err(e) => {
                     self.close(fd, CloseWhy::Quiet(format!("read failed: {e}")), ops);
-                    return;
+                    return ReadEnd::Closed;
                 }
             }
             if let Err(why) = self.process_input(fd) {
                 self.close(fd, CloseWhy::Fault(why), ops);
-                return;
+                return ReadEnd::Closed;
             }
             if self
                 .readers
                 .get(&fd)
                 .is_some_and(|r| r.held_inject.is_some())
             {
-                return;
+                return ReadEnd::Paused;
             }
         }
+        ReadEnd::More
     }
 
     /// Handles every complete record in the reader's input buffer, stopping early if an

@@ -659,6 +659,11 @@ fn injector_that_hangs_up_while_paused_still_delivers() {
     let h = tap.handle();
     let mut c = Client::connect(&dir.sock());
     c.subscribe(0, 0);
+    // Records the reader never reads: its close then resets the connection (EPOLLERR on the
+    // tap's side), the harder case.
+    h.publish(&params(0));
+    h.publish_pcm(0, 0, 0, &[0; 4096]);
+    std::thread::sleep(Duration::from_millis(20));
     for i in 0..TOTAL / 1024 {
         c.send(&Record::Inject {
             stream: 1,
