@@ -149,18 +149,6 @@ impl Segment {
         Ok(())
     }
 
-    /// Appends `n` bytes of `byte` (silence for a gap).
-    pub fn fill(&mut self, n: u64, byte: u8) -> Result<(), ReaderError> {
-        let chunk = [byte; 8192];
-        let mut left = n;
-        while left > 0 {
-            let k = left.min(chunk.len() as u64) as usize;
-            self.write(&chunk[..k])?;
-            left -= k as u64;
-        }
-        Ok(())
-    }
-
     /// Periodic housekeeping: hands buffered bytes to the OS and, for WAV, patches the
     /// header when it is due.
     pub fn tick(&mut self) -> Result<(), ReaderError> {

@@ -552,7 +552,7 @@ impl Session {
                     .and_then(|s| s.byte_rate())
                     .map(|br| (fill as u128 * 1_000_000_000 / br.max(1) as u128) as u64),
             ));
-            let flow = self.write_fill(stream, fill)?;
+            let flow = self.write_fill(stream, offset - fill, fill)?;
             if flow == Flow::Done {
                 return Ok(flow);
             }
@@ -578,17 +578,16 @@ impl Session {
         // The gap's audio is missing up to offset + bytes; anything before that already
         // written is not filled twice.
         let end = offset.saturating_add(bytes);
-        let fill = match st.expected {
-            Some(e) if e >= end => 0,
-            Some(e) => end - e.max(offset),
-            None => bytes,
-        };
+        let from = st.expected.unwrap_or(offset).min(end);
         st.expected = Some(end.max(st.expected.unwrap_or(0)));
-        self.write_fill(stream, fill)
+        self.write_fill(stream, from, end - from)
     }
 
-    /// Writes `n` bytes of silence for `stream` (files and stdout, not playback).
-    fn write_fill(&mut self, stream: u32, n: u64) -> Result<Flow, ReaderError> {
+    /// Writes `n` bytes of silence for `stream` (files and stdout, not playback), as if they
+    /// were the stream's bytes from offset `at`: exactly `n` bytes, so everything after keeps
+    /// its frame alignment, in the format's own silence (0x80 for U8, 0x8000 for U16, 0xff
+    /// for mu-law…), starting at the right byte of the sample.
+    fn write_fill(&mut self, stream: u32, at: u64, n: u64) -> Result<Flow, ReaderError> {
         let Some(st) = self.streams.get_mut(&stream) else {
             return Ok(Flow::Continue);
         };
@@ -601,16 +600,26 @@ impl Session {
         } else {
             n
         };
-        // Keep whole frames.
-        let n = match st.shape().and_then(|s| s.frame_bytes()) {
-            Some(fb) => n - n % fb as u64,
-            None => n,
-        };
-        let byte = st.shape().map(|s| s.format.silence_byte()).unwrap_or(0);
         if n == 0 {
             return Ok(Flow::Continue);
         }
-        self.write_bytes(stream, |sink| sink.fill(n, byte))
+        let sample = st
+            .shape()
+            .map(|s| silence_sample(s.format))
+            .unwrap_or_else(|| vec![0]);
+        let phase = (at % sample.len() as u64) as usize;
+        let mut chunk: Vec<u8> = sample
+            .iter()
+            .cycle()
+            .skip(phase)
+            .take(FILL_CHUNK.min(n as usize))
+            .copied()
+            .collect();
+        // Whole samples per chunk, so each chunk continues where the last one ended.
+        if n as usize > FILL_CHUNK {
+            chunk.truncate(FILL_CHUNK - FILL_CHUNK % sample.len());
+        }
+        self.write_bytes(stream, |sink| sink.fill(n, &chunk))
     }
 
     fn write_audio(&mut self, stream: u32, data: &[u8]) -> Result<Flow, ReaderError> {
@@ -818,11 +827,25 @@ impl Session {
     }
 }
 
+/// Bytes of silence written per call while filling a gap.
+const FILL_CHUNK: usize = 8192;
+
+/// One sample of silence in `format`.
+fn silence_sample(format: dsproxy_wire::PcmFormat) -> Vec<u8> {
+    let mut v = Vec::new();
+    if crate::convert::encode(format, &[0.0], &mut v).is_err() || v.is_empty() {
+        v = vec![format.silence_byte()];
+    }
+    v
+}
+
 /// Something audio bytes can be written to: a segment file or stdout.
 trait Sink {
     fn write(&mut self, data: &[u8]) -> io::Result<()>;
-    fn fill(&mut self, n: u64, byte: u8) -> io::Result<()> {
-        let chunk = [byte; 8192];
+
+    /// Writes `n` bytes by repeating `chunk` (which holds whole samples, starting at the
+    /// right phase) and cutting the last repetition short.
+    fn fill(&mut self, n: u64, chunk: &[u8]) -> io::Result<()> {
         let mut left = n;
         while left > 0 {
             let k = left.min(chunk.len() as u64) as usize;

@@ -236,18 +236,6 @@ impl<W: Write + Seek> WavWriter<W> {
         Ok(())
     }
 
-    /// Appends `bytes` bytes of `byte` (silence for a gap).
-    pub fn write_fill(&mut self, bytes: u64, byte: u8) -> io::Result<()> {
-        let chunk = [byte; 8192];
-        let mut left = bytes;
-        while left > 0 {
-            let n = left.min(chunk.len() as u64) as usize;
-            self.write(&chunk[..n])?;
-            left -= n as u64;
-        }
-        Ok(())
-    }
-
     /// Upgrades to RF64 before the RIFF size (header, data and a possible pad byte) would
     /// stop fitting in 32 bits.
     fn grow_to(&mut self, data_bytes: u64) -> io::Result<()> {

@@ -829,3 +829,30 @@ fn tcp_attach_with_n_host_port() {
         f.stderr
     );
 }
+
+#[test]
+fn gap_silence_is_the_formats_own_and_keeps_alignment() {
+    // U16_LE (raw: WAV cannot hold it): silence is 0x8000, and a gap that starts in the
+    // middle of a sample continues it.
+    let dev = FakeDevice::new("gapu16");
+    let out = dev.dir.join("out.raw");
+    let r = Reader::spawn(&["-u", s(&dev.sock), "-x", "--live", "-f", s(&out)]);
+    let (mut c, _) = dev.accept_subscribed(&hello());
+    c.send(&Record::SnapshotEnd);
+    c.send(&params(0, PcmFormat::U16, 8000, 1, 1000));
+    c.send_all(&[prepare(0), start(0), pcm(0, 0, &[1, 2, 3])]);
+    c.send(&Record::Gap {
+        stream: 0,
+        offset: 3,
+        bytes: 5,
+        time_ns: 5,
+    });
+    c.send(&pcm(0, 8, &[9, 9]));
+    c.close();
+    let f = r.finish();
+    assert!(f.status.success(), "{}", f.stderr);
+    assert_eq!(
+        std::fs::read(&out).unwrap(),
+        vec![1, 2, 3, 0x80, 0x00, 0x80, 0x00, 0x80, 9, 9]
+    );
+}
