@@ -110,7 +110,10 @@ pub fn run(cli: Cli) -> Result<(), ReaderError> {
             said_waiting = true;
             retry_at = Some(Instant::now() + RETRY_EVERY);
         }
-        Err(e) => return Err(e),
+        Err(e) => {
+            let _ = session.finish(false);
+            return Err(e);
+        }
     }
 
     let result = loop {
@@ -190,7 +193,7 @@ pub fn run(cli: Cli) -> Result<(), ReaderError> {
         }
     };
 
-    let finished = session.finish();
+    let finished = session.finish(result.is_ok());
     if let Some(c) = current {
         c.shutdown();
     }

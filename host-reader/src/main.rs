@@ -12,7 +12,18 @@ fn main() -> ExitCode {
         return ExitCode::from(1);
     }
     console::init_logging();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) if !e.use_stderr() => e.exit(), // --help, --version
+        Err(e) => {
+            // One line, like every other failure: clap's first line without its "error: ".
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or("bad command line");
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            console::note(&format!("{first} (see --help)"));
+            return ExitCode::from(2);
+        }
+    };
     match app::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

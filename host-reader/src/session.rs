@@ -796,8 +796,9 @@ impl Session {
     }
 
     /// The end: finalize every file, flush stdout, and remove `-f`'s file if the reader
-    /// created it and nothing was ever recorded to it.
-    pub fn finish(&mut self) -> Result<(), ReaderError> {
+    /// created it and nothing was ever recorded to it (saying so if `clean`: an error exit
+    /// has its own one line to say).
+    pub fn finish(&mut self, clean: bool) -> Result<(), ReaderError> {
         if self.opts.progress {
             let _ = self.tick();
         }
@@ -809,10 +810,12 @@ impl Session {
         if let Some(files) = &self.opts.files {
             if !self.base_used && self.opts.base_created {
                 let _ = std::fs::remove_file(files.base());
-                console::note(&format!(
-                    "no audio was recorded; {} not written",
-                    files.base().display()
-                ));
+                if clean {
+                    console::note(&format!(
+                        "no audio was recorded; {} not written",
+                        files.base().display()
+                    ));
+                }
             }
         }
         res

@@ -448,11 +448,13 @@ fn malformed_streams_end_with_an_error_not_a_panic() {
 #[test]
 fn a_wrong_peer_or_missing_device_is_one_line_and_nonzero() {
     let dir = TempDir::new("missing");
-    let r = Reader::spawn(&["-u", s(&dir.join("nope.sock")), "-x", "-e"]);
+    let out = dir.join("out.wav");
+    let r = Reader::spawn(&["-u", s(&dir.join("nope.sock")), "-x", "-f", s(&out)]);
     let f = r.finish();
     assert_eq!(f.status.code(), Some(1));
     assert_eq!(f.stderr.lines().count(), 1, "{}", f.stderr);
     assert!(f.stderr.contains("cannot attach to"), "{}", f.stderr);
+    assert!(!out.exists(), "an empty file was left behind");
 
     let dev = FakeDevice::new("peer");
     let r = Reader::spawn(&["-u", s(&dev.sock), "-x", "-e"]);
@@ -471,8 +473,16 @@ fn a_wrong_peer_or_missing_device_is_one_line_and_nonzero() {
 fn bad_flags_and_unwritable_files_fail_early() {
     let f = Reader::spawn(&["--bogus"]).finish();
     assert_eq!(f.status.code(), Some(2));
+    assert_eq!(
+        f.stderr,
+        "dsproxy-host-reader: unexpected argument '--bogus' found (see --help)\n"
+    );
     let f = Reader::spawn(&["-u", "/x", "-n", "host"]).finish();
     assert_eq!(f.status.code(), Some(2));
+    assert_eq!(f.stderr.lines().count(), 1, "{}", f.stderr);
+    let f = Reader::spawn(&["--help"]).finish();
+    assert_eq!(f.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&f.stdout).contains("-f, --file <FILE>"));
     let f = Reader::spawn(&["-n", "host:notaport", "-x", "-e"]).finish();
     assert_eq!(f.status.code(), Some(2), "{}", f.stderr);
     let f = Reader::spawn(&["-x"]).finish();
