@@ -12,10 +12,12 @@
 //! eventfd write per tap-thread pass. Everything else (the state mirror, fan-out to readers,
 //! per-reader byte accounting, GAP records for live readers) happens on the tap thread.
 //!
-//! Files: `listener` (sockets, accept), `conn` (one reader: queues, non-blocking I/O,
-//! request decoding), `mirror` (state mirror and snapshot), `event_loop` (the thread:
-//! fan-out, backpressure accounting, requests), `inject` (input audio buffers), `shared`
-//! (what the worker and the thread share), `subscription` (stream selection).
+//! Files: `listener` (sockets), `conn` (one reader: queues, non-blocking I/O, request
+//! decoding, gap runs), `mirror` (state mirror and snapshot), `event_loop` (the thread:
+//! wake-ups, accept, shutdown), `event_loop/fanout` (fan-out and backpressure accounting),
+//! `event_loop/reader_io` (reading readers and their requests), `inject` (input audio
+//! buffers), `shared` (what the worker and the thread share), `subscription` (stream
+//! selection).
 //!
 //! Times: the tap has no clock of its own. HELLO carries `hello.time_ns` (set by the core
 //! at startup, its device clock) plus the time elapsed since the tap started; GAP carries the
