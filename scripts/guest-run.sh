@@ -26,7 +26,8 @@
 #   --smp N                    guest CPUs (default 1)
 #   --interactive              console on this terminal, no timeout (shell if no --run)
 # Exit status: the guest program's status; 124 timeout; 125 guest setup failed (module load,
-# missing module set); 126 QEMU failed or the guest died without an exit marker; 2 bad usage.
+# missing module set); 126 QEMU failed, was killed, or the guest died without an exit marker;
+# 2 bad usage.
 # On exit it prints "guest-run: exit=N boot_ms=… ready_ms=… total_ms=…" on stderr:
 # boot_ms = guest uptime when /init started, ready_ms = uptime when the program was started.
 set -euo pipefail
@@ -229,9 +230,14 @@ to_ms() { [ -n "$1" ] && awk -v s="$1" 'BEGIN { printf "%d", s * 1000 }' || echo
 
 if [ -n "$exit_marker" ]; then
   status="${exit_marker##*=}"
-elif [ "$qemu_rc" -eq 124 ] || [ "$qemu_rc" -eq 137 ]; then
+elif [ "$qemu_rc" -eq 124 ] || { [ "$qemu_rc" -eq 137 ] && [ "$total_ms" -ge $((timeout_s * 1000)) ]; }; then
+  # 124: timeout sent SIGTERM; 137 after the timeout: its -k SIGKILL.
   log "timeout: no exit marker after ${timeout_s}s"
   status=$EXIT_TIMEOUT
+elif [ "$qemu_rc" -gt 128 ]; then
+  # Killed from outside (the end-to-end tests SIGKILL QEMU on purpose), not a timeout.
+  log "QEMU was killed by signal $((qemu_rc - 128)) before the guest finished"
+  status=$EXIT_QEMU
 else
   log "QEMU exited with status $qemu_rc and no exit marker (guest crashed or QEMU failed)"
   status=$EXIT_QEMU
