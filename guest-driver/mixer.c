@@ -90,20 +90,22 @@ static int dsp_mixer_query_elems(struct dsp_card *card, u32 ncontrols)
 	struct dsp_mixer *m = &card->mixer;
 	const size_t batch_len = sizeof(struct virtio_snd_hdr) +
 				 DSP_CTL_INFO_BATCH * sizeof(struct dsp_snd_ctl_info);
+	struct dsp_snd_ctl_info *info;
 	u8 *resp;
 	u32 start;
 	int err = 0;
 
 	m->elems = kcalloc(ncontrols, sizeof(*m->elems), GFP_KERNEL);
 	resp = kmalloc(batch_len, GFP_KERNEL);
-	if (!m->elems || !resp) {
+	info = kmalloc(sizeof(*info), GFP_KERNEL);
+	if (!m->elems || !resp || !info) {
 		kfree(resp);
+		kfree(info);
 		return -ENOMEM;
 	}
 	for (start = 0; start < ncontrols; start += DSP_CTL_INFO_BATCH) {
 		u32 n = min_t(u32, ncontrols - start, DSP_CTL_INFO_BATCH);
 		struct virtio_snd_query_info req = {};
-		const struct dsp_snd_ctl_info *info;
 		u32 i;
 
 		req.hdr.code = cpu_to_le32(DSP_SND_R_CTL_INFO);
@@ -114,9 +116,12 @@ static int dsp_mixer_query_elems(struct dsp_card *card, u32 ncontrols)
 				      sizeof(struct virtio_snd_hdr) + n * sizeof(*info));
 		if (err)
 			break;
-		info = (const struct dsp_snd_ctl_info *)(resp + sizeof(struct virtio_snd_hdr));
-		for (i = 0; i < n; i++, info++) {
+		for (i = 0; i < n; i++) {
 			struct dsp_ctl_elem *e = &m->elems[m->nelems++];
+
+			/* the records follow the 4-byte header: copy out to align the le64s */
+			memcpy(info, resp + sizeof(struct virtio_snd_hdr) + i * sizeof(*info),
+			       sizeof(*info));
 
 			e->id = start + i;
 			e->role = le32_to_cpu(info->role);
@@ -148,6 +153,7 @@ static int dsp_mixer_query_elems(struct dsp_card *card, u32 ncontrols)
 				 e->max);
 		}
 	}
+	kfree(info);
 	kfree(resp);
 	return err;
 }
@@ -309,30 +315,36 @@ static s64 dsp_level_to_raw(const struct dsp_ctl_elem *e, int level)
 static int dsp_ctl_read(struct dsp_card *card, const struct dsp_ctl_elem *e, s64 *vals,
 			unsigned int nvals)
 {
+	/* the response is the 4-byte header immediately followed by the 512-byte value */
+	const size_t resp_len = sizeof(struct virtio_snd_hdr) + sizeof(struct dsp_snd_ctl_value);
 	struct dsp_snd_ctl_hdr req = {};
-	struct {
-		struct virtio_snd_hdr hdr;
-		struct dsp_snd_ctl_value value;
-	} *resp;
+	struct dsp_snd_ctl_value *value;
 	unsigned int i;
+	u8 *resp;
 	int err;
 
-	resp = kmalloc(sizeof(*resp), GFP_KERNEL);
-	if (!resp)
+	resp = kmalloc(resp_len, GFP_KERNEL);
+	value = kmalloc(sizeof(*value), GFP_KERNEL);
+	if (!resp || !value) {
+		kfree(resp);
+		kfree(value);
 		return -ENOMEM;
+	}
 	req.hdr.code = cpu_to_le32(DSP_SND_R_CTL_READ);
 	req.control_id = cpu_to_le32(e->id);
-	err = dsp_ctl_request(card, &req, sizeof(req), resp, sizeof(*resp));
+	err = dsp_ctl_request(card, &req, sizeof(req), resp, resp_len);
 	if (!err) {
+		memcpy(value, resp + sizeof(struct virtio_snd_hdr), sizeof(*value));
 		for (i = 0; i < nvals; i++) {
 			unsigned int member = min(i, e->count - 1);
 
 			if (e->type == DSP_SND_CTL_TYPE_INTEGER64)
-				vals[i] = (s64)le64_to_cpu(resp->value.value.integer64[member]);
+				vals[i] = (s64)le64_to_cpu(value->value.integer64[member]);
 			else
-				vals[i] = (s32)le32_to_cpu(resp->value.value.integer[member]);
+				vals[i] = (s32)le32_to_cpu(value->value.integer[member]);
 		}
 	}
+	kfree(value);
 	kfree(resp);
 	return err;
 }

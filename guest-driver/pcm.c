@@ -56,7 +56,6 @@ static bool dsp_pcm_info_usable(struct dsp_card *card, u32 id,
 int dsp_pcm_probe(struct dsp_card *card)
 {
 	struct virtio_snd_query_info req = {};
-	struct virtio_snd_pcm_info *infos;
 	size_t resp_len;
 	u8 *resp;
 	u32 i, n;
@@ -71,7 +70,7 @@ int dsp_pcm_probe(struct dsp_card *card)
 		dev_warn(&card->vdev->dev, "using %u of %u streams\n", n, card->nstreams);
 	card->nstreams = n;
 
-	resp_len = sizeof(struct virtio_snd_hdr) + n * sizeof(*infos);
+	resp_len = sizeof(struct virtio_snd_hdr) + n * sizeof(struct virtio_snd_pcm_info);
 	resp = kzalloc(resp_len, GFP_KERNEL);
 	card->streams = kcalloc(n, sizeof(*card->streams), GFP_KERNEL);
 	card->outputs = kcalloc(n, sizeof(*card->outputs), GFP_KERNEL);
@@ -84,18 +83,20 @@ int dsp_pcm_probe(struct dsp_card *card)
 	req.hdr.code = cpu_to_le32(VIRTIO_SND_R_PCM_INFO);
 	req.start_id = 0;
 	req.count = cpu_to_le32(n);
-	req.size = cpu_to_le32(sizeof(*infos));
+	req.size = cpu_to_le32(sizeof(struct virtio_snd_pcm_info));
 	err = dsp_ctl_request(card, &req, sizeof(req), resp, resp_len);
 	if (err) {
 		dev_err(&card->vdev->dev, "PCM_INFO failed: %d\n", err);
 		kfree(resp);
 		return err;
 	}
-	infos = (struct virtio_snd_pcm_info *)(resp + sizeof(struct virtio_snd_hdr));
-
 	for (i = 0; i < n; i++) {
 		struct dsp_stream *s = &card->streams[i];
-		const struct virtio_snd_pcm_info *info = &infos[i];
+		struct virtio_snd_pcm_info info_copy, *info = &info_copy;
+
+		/* the records follow the 4-byte header: copy out to align the le64s */
+		memcpy(info, resp + sizeof(struct virtio_snd_hdr) + i * sizeof(*info),
+		       sizeof(*info));
 
 		s->card = card;
 		s->id = i;
