@@ -161,10 +161,12 @@ pub fn read_segments<M: GuestMemory + ?Sized>(
     let total: u64 = segs.iter().map(|s| s.len as u64).sum();
     let want = buf.len();
     copy_segments(segs, offset, want, |seg_addr, pos, n| {
-        let dst = buf.get_mut(pos..pos + n).ok_or(RequestError::ShortRequest {
-            got: pos as u64,
-            need: (pos + n) as u64,
-        })?;
+        let dst = buf
+            .get_mut(pos..pos + n)
+            .ok_or(RequestError::ShortRequest {
+                got: pos as u64,
+                need: (pos + n) as u64,
+            })?;
         mem.read_slice(dst, seg_addr)
             .map_err(|_| RequestError::Unmapped {
                 addr: seg_addr.raw_value(),

@@ -216,7 +216,7 @@ impl CardConfig {
     }
 
     pub fn validate(&self) -> Result<(), DeviceError> {
-        let total = self.outputs.checked_add(self.inputs).unwrap_or(u32::MAX);
+        let total = self.outputs.saturating_add(self.inputs);
         if total == 0 || total > MAX_STREAMS {
             return Err(DeviceError::Config(format!(
                 "the card needs 1 to {MAX_STREAMS} streams, got {} outputs + {} inputs",

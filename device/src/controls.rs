@@ -119,7 +119,11 @@ impl Controls {
             elems.push(ControlElem::switch("Master Playback Switch", 0));
         }
         for i in 0..outputs {
-            elems.push(ControlElem::volume("PCM Playback Volume", i, ctl::ROLE_VOLUME));
+            elems.push(ControlElem::volume(
+                "PCM Playback Volume",
+                i,
+                ctl::ROLE_VOLUME,
+            ));
             elems.push(ControlElem::switch("PCM Playback Switch", i));
         }
         for j in 0..inputs {

@@ -276,7 +276,8 @@ impl<T: CardTap> Card<T> {
             "stream {}: params {} buffer {} period {}",
             p.stream, params.shape, params.buffer_bytes, params.period_bytes
         );
-        self.tap.publish(&Record::Params(params.to_record(p.stream)));
+        self.tap
+            .publish(&Record::Params(params.to_record(p.stream)));
         Ok(())
     }
 

@@ -43,7 +43,9 @@ pub enum RequestError {
     EmptyBuffer,
     #[error("PCM buffer of {len} bytes exceeds the stream's {limit}-byte buffer")]
     Oversize { len: u64, limit: u64 },
-    #[error("bad query: start {start} count {count} of {items} items, item size {size} (min {min})")]
+    #[error(
+        "bad query: start {start} count {count} of {items} items, item size {size} (min {min})"
+    )]
     BadQuery {
         start: u32,
         count: u32,

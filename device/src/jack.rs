@@ -54,10 +54,7 @@ mod tests {
         assert_eq!(&j[8..12], &DEFCONF_LINE_IN.to_le_bytes());
         assert_eq!(j[16], 1);
         assert!(info_bytes(&cfg, 2).is_err());
-        assert!(matches!(
-            remap(&cfg, 0),
-            Err(RequestError::NotSupported(_))
-        ));
+        assert!(matches!(remap(&cfg, 0), Err(RequestError::NotSupported(_))));
         assert!(matches!(remap(&cfg, 7), Err(RequestError::UnknownJack(7))));
     }
 }

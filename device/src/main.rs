@@ -39,12 +39,11 @@ fn run(cli: &Cli) -> Result<(), DeviceError> {
     let cfg = CardConfig::from_cli(cli)?;
     // Block the signals before any thread starts, so every thread inherits the mask and
     // they arrive only through the signalfd the main thread polls.
-    let signals = SignalFd::block_and_open(&[libc::SIGINT, libc::SIGTERM]).map_err(|e| {
-        DeviceError::Io {
+    let signals =
+        SignalFd::block_and_open(&[libc::SIGINT, libc::SIGTERM]).map_err(|e| DeviceError::Io {
             what: "cannot set up signal handling",
             source: e,
-        }
-    })?;
+        })?;
     let epoch = monotonic_ns();
     let tap_path = cli
         .tap
@@ -151,13 +150,13 @@ fn serve(
 
         // The daemon's request loop runs in its own thread; wait for it or for a signal.
         let shutdown = daemon.shutdown_handle();
-        let (done_consumer, done_notifier) =
-            new_event_consumer_and_notifier(EventFlag::NONBLOCK | EventFlag::CLOEXEC).map_err(
-                |e| DeviceError::Io {
-                    what: "cannot create an eventfd",
-                    source: e,
-                },
-            )?;
+        let (done_consumer, done_notifier) = new_event_consumer_and_notifier(
+            EventFlag::NONBLOCK | EventFlag::CLOEXEC,
+        )
+        .map_err(|e| DeviceError::Io {
+            what: "cannot create an eventfd",
+            source: e,
+        })?;
         let waiter = thread::Builder::new()
             .name("vhost-user-wait".into())
             .spawn(move || {

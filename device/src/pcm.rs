@@ -149,7 +149,7 @@ impl SetParams {
         if self.period_bytes == 0 || self.buffer_bytes == 0 {
             return bad("zero period or buffer size".into());
         }
-        if self.period_bytes % frame != 0 || self.buffer_bytes % frame != 0 {
+        if !self.period_bytes.is_multiple_of(frame) || !self.buffer_bytes.is_multiple_of(frame) {
             return bad(format!(
                 "buffer {} / period {} bytes not multiples of the {frame}-byte frame",
                 self.buffer_bytes, self.period_bytes
@@ -310,23 +310,52 @@ mod tests {
         assert_eq!(p.frame_bytes, 4);
         assert_eq!(p.byte_rate, 192_000);
         let bad = [
-            SetParams { channels: 0, ..good },
-            SetParams { channels: 3, stream: 1, ..good }, // input max 2
-            SetParams { format: 0, ..good },              // ADPCM
+            SetParams {
+                channels: 0,
+                ..good
+            },
+            SetParams {
+                channels: 3,
+                stream: 1,
+                ..good
+            }, // input max 2
+            SetParams { format: 0, ..good }, // ADPCM
             SetParams { format: 99, ..good },
             SetParams { rate: 0, ..good }, // 5512 not offered by default
             SetParams { rate: 14, ..good },
-            SetParams { period_bytes: 0, ..good },
-            SetParams { period_bytes: 1022, ..good },
-            SetParams { buffer_bytes: 1026, ..good },
-            SetParams { period_bytes: 8192, ..good },
-            SetParams { buffer_bytes: 32 << 20, ..good },
+            SetParams {
+                period_bytes: 0,
+                ..good
+            },
+            SetParams {
+                period_bytes: 1022,
+                ..good
+            },
+            SetParams {
+                buffer_bytes: 1026,
+                ..good
+            },
+            SetParams {
+                period_bytes: 8192,
+                ..good
+            },
+            SetParams {
+                buffer_bytes: 32 << 20,
+                ..good
+            },
         ];
         for b in bad {
-            assert!(matches!(b.check(&cfg), Err(RequestError::BadParams(_))), "{b:?}");
+            assert!(
+                matches!(b.check(&cfg), Err(RequestError::BadParams(_))),
+                "{b:?}"
+            );
         }
         assert!(matches!(
-            SetParams { features: 1, ..good }.check(&cfg),
+            SetParams {
+                features: 1,
+                ..good
+            }
+            .check(&cfg),
             Err(RequestError::NotSupported(_))
         ));
     }

@@ -105,7 +105,11 @@ impl<T: CardTap> Card<T> {
         let id = u32::from_le_bytes(hdr);
         let idx = self.stream_index(id).map_err(|e| (Some(id), e))?;
         let s = &self.streams[idx];
-        let wanted = if output { Direction::Output } else { Direction::Input };
+        let wanted = if output {
+            Direction::Output
+        } else {
+            Direction::Input
+        };
         if s.direction != wanted {
             return fail(
                 Some(id),
@@ -255,7 +259,7 @@ impl<T: CardTap> Card<T> {
         self.rejected += 1;
         let written = status_segments(chain)
             .map(|segs| write_status(mem, &segs, e.status(), 0))
-            .map_or(false, |r| r.is_ok());
+            .is_some_and(|r| r.is_ok());
         if written {
             warn!(
                 "{what} buffer (stream {stream_txt}) rejected with {}: {e}",
@@ -298,7 +302,15 @@ impl<T: CardTap> Card<T> {
         }
         s.offset = s.offset.saturating_add(buf.len as u64);
         let latency = u32::try_from(s.queued_bytes).unwrap_or(u32::MAX);
-        self.finish_buffer(mem, TX_QUEUE, idx, &buf, status, latency, size::PCM_STATUS as u32);
+        self.finish_buffer(
+            mem,
+            TX_QUEUE,
+            idx,
+            &buf,
+            status,
+            latency,
+            size::PCM_STATUS as u32,
+        );
     }
 
     /// Completes the input buffer at the head of stream `idx` with what readers injected and
@@ -310,9 +322,7 @@ impl<T: CardTap> Card<T> {
         let Some(buf) = s.pop() else {
             return;
         };
-        let silence = s
-            .params
-            .map_or(0, |p| p.shape.format.silence_byte());
+        let silence = s.params.map_or(0, |p| p.shape.format.silence_byte());
         let mut data = vec![silence; buf.len as usize];
         let got = self.tap.read_inject(s.id, &mut data).min(data.len());
         // A partial frame from the reader would shift every later frame: keep whole frames.

@@ -24,7 +24,10 @@ fn buffers_complete_at_deadlines_from_the_start_instant() {
     let mut r = Rig::new();
     // 44.1 kHz S16 stereo (176400 B/s) with 1000-byte buffers: 5668934.24 ns each, so a
     // clock that added rounded durations would drift; deadlines come from the anchor.
-    assert_eq!(r.ctl_status(&set_params(0, 4000, 1000, 2, FMT_S16, RATE_44100)), OK);
+    assert_eq!(
+        r.ctl_status(&set_params(0, 4000, 1000, 2, FMT_S16, RATE_44100)),
+        OK
+    );
     assert_eq!(r.ctl_status(&pcm_hdr(PCM_PREPARE, 0)), OK);
     let posted: Vec<_> = (0..4).map(|i| r.tx(0, &[i as u8; 1000]).0).collect();
     let t0 = r.now;
@@ -39,10 +42,18 @@ fn buffers_complete_at_deadlines_from_the_start_instant() {
         let p = queue.pop_front().unwrap();
         assert_eq!(heads(&used), vec![p.head], "buffer {k}");
         // three more buffers still queued behind it
-        assert_eq!(r.pcm_status(p.last()), (OK, 3000), "latency_bytes of buffer {k}");
+        assert_eq!(
+            r.pcm_status(p.last()),
+            (OK, 3000),
+            "latency_bytes of buffer {k}"
+        );
         let pcm = r.tap.take_pcm();
         assert_eq!(pcm.len(), 1);
-        assert_eq!(pcm[0].time_ns, deadline - EPOCH, "device timestamp = deadline");
+        assert_eq!(
+            pcm[0].time_ns,
+            deadline - EPOCH,
+            "device timestamp = deadline"
+        );
         assert_eq!(pcm[0].offset, (k - 1) * 1000);
         // the driver refills the ring right away
         queue.push_back(r.tx(0, &[next; 1000]).0);
@@ -61,7 +72,14 @@ fn a_late_worker_completes_everything_due_with_true_timestamps() {
     let used = r.at(t0 + 35 * MS);
     assert_eq!(heads(&used), vec![p[0].head, p[1].head, p[2].head]);
     let times: Vec<u64> = r.tap.take_pcm().iter().map(|x| x.time_ns).collect();
-    assert_eq!(times, vec![t0 + 10 * MS - EPOCH, t0 + 20 * MS - EPOCH, t0 + 30 * MS - EPOCH]);
+    assert_eq!(
+        times,
+        vec![
+            t0 + 10 * MS - EPOCH,
+            t0 + 20 * MS - EPOCH,
+            t0 + 30 * MS - EPOCH
+        ]
+    );
     let lat: Vec<u32> = p[..3].iter().map(|x| r.pcm_status(x.last()).1).collect();
     assert_eq!(lat, vec![3 * P10, 2 * P10, P10]);
     assert_eq!(r.card.next_deadline(0), Some(t0 + 40 * MS));
@@ -94,7 +112,11 @@ fn short_starvation_continues_long_starvation_is_an_xrun() {
             duration_ns: 50 * MS
         }]
     );
-    assert_eq!(r.card.next_deadline(0), Some(t0 + 80 * MS), "no burst to catch up");
+    assert_eq!(
+        r.card.next_deadline(0),
+        Some(t0 + 80 * MS),
+        "no burst to catch up"
+    );
     // playback starvation is not reported to the guest (its ALSA sees its own underrun);
     // only period events were sent
     for e in &ev {
@@ -140,8 +162,15 @@ fn wait_for_reader_keeps_the_clock_stopped() {
     let t0 = r.now;
     let a = r.tx(0, &[7u8; P10 as usize]).0;
     assert!(r.at(t0 + 10 * MS).is_empty());
-    assert!(r.at(t0 + 5_000 * MS).is_empty(), "held for as long as nobody listens");
-    assert_eq!(r.ctl_status(&pcm_hdr(PCM_STOP, 0)), OK, "controls still answered");
+    assert!(
+        r.at(t0 + 5_000 * MS).is_empty(),
+        "held for as long as nobody listens"
+    );
+    assert_eq!(
+        r.ctl_status(&pcm_hdr(PCM_STOP, 0)),
+        OK,
+        "controls still answered"
+    );
     assert_eq!(r.ctl_status(&pcm_hdr(PCM_START, 0)), OK);
     r.tap.0.readers.set(true);
     r.notify_tap();
@@ -160,7 +189,10 @@ fn without_readers_the_card_keeps_time_and_discards() {
     assert!(r.at(t0 + 9 * MS).is_empty());
     assert_eq!(heads(&r.at(t0 + 10 * MS)), vec![a.head]);
     assert_eq!(r.pcm_status(a.last()), (OK, 0));
-    assert!(r.tap.take_pcm().is_empty(), "nothing published without readers");
+    assert!(
+        r.tap.take_pcm().is_empty(),
+        "nothing published without readers"
+    );
 }
 
 #[test]
@@ -171,7 +203,11 @@ fn pacing_none_completes_as_soon_as_readers_take_it() {
     });
     r.setup_stream(0, P10, false);
     let pre = r.tx(0, &[1u8; P10 as usize]).0;
-    assert_eq!(r.card.queued_buffers(0), Some(1), "held until START even unpaced");
+    assert_eq!(
+        r.card.queued_buffers(0),
+        Some(1),
+        "held until START even unpaced"
+    );
     let (p, used) = r.submit(CTL, &[D::R(pcm_hdr(PCM_START, 0)), D::W(4)]);
     assert_eq!(r.read_u32(p.addr(1)), OK);
     assert!(used.iter().any(|u| u.queue == TX && u.head == pre.head));
@@ -185,7 +221,10 @@ fn pacing_none_completes_as_soon_as_readers_take_it() {
     r.tap.0.accept.set(true);
     assert_eq!(heads(&r.notify_tap()), vec![c.head]);
     let pcm = r.tap.take_pcm();
-    assert_eq!(pcm.iter().map(|p| p.offset).collect::<Vec<_>>(), vec![0, 1920, 3840]);
+    assert_eq!(
+        pcm.iter().map(|p| p.offset).collect::<Vec<_>>(),
+        vec![0, 1920, 3840]
+    );
     assert!(pcm.iter().all(|p| p.time_ns == r.now - EPOCH));
 }
 
@@ -215,18 +254,28 @@ fn capture_is_filled_at_the_rate_with_injected_audio_then_silence() {
     let t0 = r.now;
     assert_eq!(r.ctl_status(&pcm_hdr(PCM_START, 1)), OK);
     // 16000 B/s: 100 bytes = 6.25 ms. A reader injected 151 bytes (75.5 frames).
-    r.tap.inject(1, &(1..=151).map(|x| x as u8).collect::<Vec<_>>());
+    r.tap
+        .inject(1, &(1..=151).map(|x| x as u8).collect::<Vec<_>>());
     assert!(r.at(t0 + 6_249_999).is_empty());
     let used = r.at(t0 + 6_250_000);
     assert_eq!(used.len(), 1);
-    assert_eq!((used[0].queue, used[0].head, used[0].len), (RX, a.head, 108));
-    assert_eq!(r.read(a.addr(1), 100), (1..=100).map(|x| x as u8).collect::<Vec<_>>());
+    assert_eq!(
+        (used[0].queue, used[0].head, used[0].len),
+        (RX, a.head, 108)
+    );
+    assert_eq!(
+        r.read(a.addr(1), 100),
+        (1..=100).map(|x| x as u8).collect::<Vec<_>>()
+    );
     assert_eq!(r.pcm_status(a.addr(2)), (OK, 0));
     let used = r.at(t0 + 12_500_000);
     assert_eq!((used[0].head, used[0].len), (b.head, 108));
     // 51 bytes were left: 25 whole frames (50 bytes), then U8 silence (0x80)
     let got = r.read(b.addr(1), 100);
-    assert_eq!(&got[..50], &(101..=150).map(|x| x as u8).collect::<Vec<_>>()[..]);
+    assert_eq!(
+        &got[..50],
+        &(101..=150).map(|x| x as u8).collect::<Vec<_>>()[..]
+    );
     assert!(got[50..].iter().all(|&x| x == 0x80), "{got:?}");
 }
 
@@ -261,14 +310,19 @@ fn period_elapsed_events_follow_the_bytes() {
     let mut r = Rig::new();
     let ev = r.post_events(3);
     // period 960 bytes (5 ms), buffers of two periods
-    assert_eq!(r.ctl_status(&set_params(0, 3840, 960, 2, FMT_S16, RATE_48000)), OK);
+    assert_eq!(
+        r.ctl_status(&set_params(0, 3840, 960, 2, FMT_S16, RATE_48000)),
+        OK
+    );
     assert_eq!(r.ctl_status(&pcm_hdr(PCM_PREPARE, 0)), OK);
     assert_eq!(r.ctl_status(&pcm_hdr(PCM_START, 0)), OK);
     let t0 = r.now;
     let a = r.tx(0, &[0u8; 1920]).0;
     let used = r.at(t0 + 10 * MS);
     assert_eq!(
-        used.iter().map(|u| (u.queue, u.head, u.len)).collect::<Vec<_>>(),
+        used.iter()
+            .map(|u| (u.queue, u.head, u.len))
+            .collect::<Vec<_>>(),
         vec![(TX, a.head, 8), (EVT, ev[0].head, 8), (EVT, ev[1].head, 8)]
     );
     assert_eq!(event_at(&r, &ev[0]), (EVT_PCM_PERIOD_ELAPSED, 0));
@@ -305,7 +359,11 @@ fn stopping_the_tx_vring_plays_out_and_returns_held_buffers() {
     let now = r.now + MS;
     r.card.stop_queue(r.mem, TX, now);
     let used = r.flush();
-    let tx: Vec<_> = used.iter().filter(|u| u.queue == TX).map(|u| u.head).collect();
+    let tx: Vec<_> = used
+        .iter()
+        .filter(|u| u.queue == TX)
+        .map(|u| u.head)
+        .collect();
     assert_eq!(tx, vec![a.head, b.head]);
     assert_eq!(r.pcm_status(b.last()), (OK, 0));
     let pcm = r.tap.take_pcm();
@@ -318,7 +376,11 @@ fn stopping_the_tx_vring_plays_out_and_returns_held_buffers() {
     let c = r.tx(0, &[3u8; P10 as usize]).0;
     assert_eq!(r.card.next_deadline(0), Some(now + 10 * MS));
     let used = r.at(now + 10 * MS);
-    let tx: Vec<_> = used.iter().filter(|u| u.queue == TX).map(|u| u.head).collect();
+    let tx: Vec<_> = used
+        .iter()
+        .filter(|u| u.queue == TX)
+        .map(|u| u.head)
+        .collect();
     assert_eq!(tx, vec![c.head]);
 }
 

@@ -47,9 +47,16 @@ fn info_lists_the_mixer() {
     assert_eq!(u32_at(vol, 12), 0b1_0011, "read, write, TLV read");
     assert_eq!(u32_at(vol, 16), 2, "two channels");
     assert_eq!(&vol[68..72], &[0; 4], "padding before the union");
-    assert_eq!((u32_at(vol, 72), u32_at(vol, 76), u32_at(vol, 80)), (0, 100, 1));
+    assert_eq!(
+        (u32_at(vol, 72), u32_at(vol, 76), u32_at(vol, 80)),
+        (0, 100, 1)
+    );
     let sw = &resp[100..196];
-    assert_eq!((u32_at(sw, 4), u32_at(sw, 8), u32_at(sw, 16)), (2, 0, 1), "MUTE BOOLEAN x1");
+    assert_eq!(
+        (u32_at(sw, 4), u32_at(sw, 8), u32_at(sw, 16)),
+        (2, 0, 1),
+        "MUTE BOOLEAN x1"
+    );
     let cap = &resp[4 + 4 * 96..4 + 5 * 96];
     assert_eq!(u32_at(cap, 4), 3, "role GAIN");
     assert_eq!(u32_at(cap, 20), 0, "index 0");
@@ -60,7 +67,11 @@ fn info_bad_ranges() {
     let mut r = Rig::with_ctls();
     for (start, count, size) in [(0, 7, 96), (6, 1, 96), (0, 1, 95), (u32::MAX, 2, 96)] {
         let (len, resp) = r.ctl(&query(CTL_INFO, start, count, size), 4 + 96);
-        assert_eq!((len, status_of(&resp)), (4, BAD_MSG), "{start} {count} {size}");
+        assert_eq!(
+            (len, status_of(&resp)),
+            (4, BAD_MSG),
+            "{start} {count} {size}"
+        );
         still_serves(&mut r);
     }
 }
@@ -70,7 +81,10 @@ fn read_and_write_values() {
     let mut r = Rig::with_ctls();
     let (_, resp) = r.ctl(&ctl_hdr(CTL_READ, MASTER_VOL), 516);
     assert_eq!(status_of(&resp), OK);
-    assert_eq!((u32_at(&resp, 4), u32_at(&resp, 8), u32_at(&resp, 12)), (100, 100, 0));
+    assert_eq!(
+        (u32_at(&resp, 4), u32_at(&resp, 8), u32_at(&resp, 12)),
+        (100, 100, 0)
+    );
     r.tap.take_records();
 
     assert_eq!(r.ctl_status(&ctl_write(PCM_VOL, &[40, 60])), OK);
@@ -107,7 +121,10 @@ fn bad_values_are_bad_msg_and_change_nothing() {
         assert_eq!(r.ctl_status(&ctl_write(id, &v)), BAD_MSG, "{id} {v:?}");
         still_serves(&mut r);
     }
-    assert_eq!(r.card.controls().get(MASTER_VOL).unwrap().values, vec![100, 100]);
+    assert_eq!(
+        r.card.controls().get(MASTER_VOL).unwrap().values,
+        vec![100, 100]
+    );
     assert!(r.tap.take_records().is_empty());
 }
 
@@ -129,7 +146,13 @@ fn short_requests_and_responses() {
 #[test]
 fn unknown_control_ids() {
     let mut r = Rig::with_ctls();
-    for code in [CTL_READ, CTL_WRITE, CTL_TLV_READ, CTL_ENUM_ITEMS, CTL_TLV_WRITE] {
+    for code in [
+        CTL_READ,
+        CTL_WRITE,
+        CTL_TLV_READ,
+        CTL_ENUM_ITEMS,
+        CTL_TLV_WRITE,
+    ] {
         let req = if code == CTL_WRITE {
             ctl_write(6, &[0])
         } else {
@@ -144,14 +167,21 @@ fn unknown_control_ids() {
 #[test]
 fn tlv_read_gives_a_db_scale() {
     let mut r = Rig::with_ctls();
-    let (p, used) = r.submit(CTL, &[D::R(ctl_hdr(CTL_TLV_READ, MASTER_VOL)), D::W(4), D::W(64)]);
+    let (p, used) = r.submit(
+        CTL,
+        &[D::R(ctl_hdr(CTL_TLV_READ, MASTER_VOL)), D::W(4), D::W(64)],
+    );
     assert_eq!(used[0].len, 4 + 16);
     assert_eq!(r.read_u32(p.addr(1)), OK);
     let tlv = r.read(p.addr(2), 16);
     assert_eq!(u32_at(&tlv, 0), 1, "SNDRV_CTL_TLVT_DB_SCALE");
     assert_eq!(u32_at(&tlv, 4), 8);
     assert_eq!(u32_at(&tlv, 8) as i32, -5000, "-50.00 dB at 0");
-    assert_eq!(u32_at(&tlv, 12), 50 | 0x1_0000, "0.50 dB steps, muted at minimum");
+    assert_eq!(
+        u32_at(&tlv, 12),
+        50 | 0x1_0000,
+        "0.50 dB steps, muted at minimum"
+    );
     // a switch has no TLV; a TLV buffer too small
     let (len, resp) = r.ctl(&ctl_hdr(CTL_TLV_READ, MASTER_SW), 64);
     assert_eq!((len, status_of(&resp)), (4, NOT_SUPP));
@@ -165,7 +195,10 @@ fn tlv_write_command_and_enum_items_are_refused() {
     let mut w = ctl_hdr(CTL_TLV_WRITE, MASTER_VOL);
     w.extend_from_slice(&le(&[1, 8, 0, 0]));
     assert_eq!(r.ctl_status(&w), NOT_SUPP);
-    assert_eq!(r.ctl_status(&ctl_hdr(CTL_TLV_COMMAND, MASTER_VOL)), NOT_SUPP);
+    assert_eq!(
+        r.ctl_status(&ctl_hdr(CTL_TLV_COMMAND, MASTER_VOL)),
+        NOT_SUPP
+    );
     let (len, resp) = r.ctl(&ctl_hdr(CTL_ENUM_ITEMS, MASTER_VOL), 4 + 44);
     assert_eq!((len, status_of(&resp)), (4, BAD_MSG));
     still_serves(&mut r);
@@ -174,7 +207,11 @@ fn tlv_write_command_and_enum_items_are_refused() {
 #[test]
 fn without_negotiation_controls_are_not_supported() {
     let mut r = Rig::new(); // offered, but the driver did not ack VIRTIO_SND_F_CTLS
-    for req in [query(CTL_INFO, 0, 1, 96), ctl_hdr(CTL_READ, 0), ctl_write(0, &[1, 1])] {
+    for req in [
+        query(CTL_INFO, 0, 1, 96),
+        ctl_hdr(CTL_READ, 0),
+        ctl_write(0, &[1, 1]),
+    ] {
         let (len, resp) = r.ctl(&req, 4 + 512);
         assert_eq!((len, status_of(&resp)), (4, NOT_SUPP));
     }
@@ -193,17 +230,16 @@ fn reader_change_notifies_the_guest() {
     let mut r = Rig::with_ctls();
     let ev = r.post_events(2);
     r.tap.take_records();
-    r.tap
-        .0
-        .requests
-        .borrow_mut()
-        .push(TapRequest::SetControl {
-            id: PCM_VOL,
-            values: vec![10, 20],
-        });
+    r.tap.0.requests.borrow_mut().push(TapRequest::SetControl {
+        id: PCM_VOL,
+        values: vec![10, 20],
+    });
     let used = r.notify_tap();
     assert_eq!(used.len(), 1);
-    assert_eq!((used[0].queue, used[0].head, used[0].len), (EVT, ev[0].head, 8));
+    assert_eq!(
+        (used[0].queue, used[0].head, used[0].len),
+        (EVT, ev[0].head, 8)
+    );
     let e = r.read(ev[0].addr(0), 8);
     assert_eq!(u32_at(&e, 0), EVT_CTL_NOTIFY);
     assert_eq!(u16::from_le_bytes([e[4], e[5]]) as u32, PCM_VOL);

@@ -22,13 +22,25 @@ fn jack_info_describes_one_connected_jack_per_stream() {
     assert_eq!(status_of(&resp), OK);
     for j in 0..2 {
         let item = &resp[4 + 24 * j..4 + 24 * (j + 1)];
-        assert_eq!(u32_at(item, 0), 0, "hda_fn_nid: both streams are function 0");
+        assert_eq!(
+            u32_at(item, 0),
+            0,
+            "hda_fn_nid: both streams are function 0"
+        );
         assert_eq!(u32_at(item, 4), 0, "no jack features");
         assert_eq!(item[16], 1, "connected");
         assert_eq!(&item[17..24], &[0; 7]);
     }
-    assert_eq!(u32_at(&resp[4..], 12) & 0x10, 0x10, "output jack is output-capable");
-    assert_eq!(u32_at(&resp[28..], 12) & 0x20, 0x20, "input jack is input-capable");
+    assert_eq!(
+        u32_at(&resp[4..], 12) & 0x10,
+        0x10,
+        "output jack is output-capable"
+    );
+    assert_eq!(
+        u32_at(&resp[28..], 12) & 0x20,
+        0x20,
+        "input jack is input-capable"
+    );
 }
 
 #[test]
@@ -47,7 +59,11 @@ fn pcm_info_reports_formats_rates_and_channels() {
     for rate in 1..=12 {
         assert_ne!(rates & (1 << rate), 0, "rate code {rate} offered");
     }
-    assert_eq!((item[24], item[25], item[26]), (1, 1, 2), "input, 1..2 channels");
+    assert_eq!(
+        (item[24], item[25], item[26]),
+        (1, 1, 2),
+        "input, 1..2 channels"
+    );
 }
 
 #[test]
@@ -58,7 +74,11 @@ fn chmap_info_gives_standard_positions() {
     assert_eq!(status_of(&resp), OK);
     let out = &resp[4..28];
     assert_eq!((out[4], out[5]), (0, 8));
-    assert_eq!(&out[6..14], &[3, 4, 5, 6, 7, 8, 9, 10], "FL FR RL RR FC LFE SL SR");
+    assert_eq!(
+        &out[6..14],
+        &[3, 4, 5, 6, 7, 8, 9, 10],
+        "FL FR RL RR FC LFE SL SR"
+    );
     let inp = &resp[28..52];
     assert_eq!((inp[4], inp[5]), (1, 2));
     assert_eq!(&inp[6..9], &[3, 4, 0]);
@@ -85,18 +105,22 @@ fn zero_count_query_is_just_a_status() {
 fn bad_query_ranges_and_sizes_are_bad_msg() {
     let mut r = Rig::new();
     for (code, start, count, size) in [
-        (JACK_INFO, 0, 3, 24),           // past the end
-        (JACK_INFO, 2, 1, 24),           // start past the end
-        (PCM_INFO, 1, u32::MAX, 32),     // start + count overflows
-        (PCM_INFO, u32::MAX, 1, 32),     // start + count overflows
-        (PCM_INFO, 0, 1, 31),            // item smaller than the struct
-        (CHMAP_INFO, 0, 1, 0),           // zero size
-        (JACK_INFO, 0, 1, 1 << 20),      // absurd stride
+        (JACK_INFO, 0, 3, 24),       // past the end
+        (JACK_INFO, 2, 1, 24),       // start past the end
+        (PCM_INFO, 1, u32::MAX, 32), // start + count overflows
+        (PCM_INFO, u32::MAX, 1, 32), // start + count overflows
+        (PCM_INFO, 0, 1, 31),        // item smaller than the struct
+        (CHMAP_INFO, 0, 1, 0),       // zero size
+        (JACK_INFO, 0, 1, 1 << 20),  // absurd stride
         (CHMAP_INFO, 0, 2, 23),
     ] {
         let (len, resp) = r.ctl(&query(code, start, count, size), 4 + 64);
         assert_eq!(len, 4, "{code:#x} {start} {count} {size}");
-        assert_eq!(status_of(&resp), BAD_MSG, "{code:#x} {start} {count} {size}");
+        assert_eq!(
+            status_of(&resp),
+            BAD_MSG,
+            "{code:#x} {start} {count} {size}"
+        );
         assert_eq!(resp[4], 0xEE, "nothing written after the status");
         still_serves(&mut r);
     }
@@ -115,7 +139,12 @@ fn response_scattered_over_several_descriptors() {
     let mut r = Rig::new();
     let (p, used) = r.submit(
         CTL,
-        &[D::R(query(JACK_INFO, 0, 2, 24)), D::W(4), D::W(30), D::W(18)],
+        &[
+            D::R(query(JACK_INFO, 0, 2, 24)),
+            D::W(4),
+            D::W(30),
+            D::W(18),
+        ],
     );
     assert_eq!(used[0].len, 52);
     assert_eq!(r.read_u32(p.addr(1)), OK);
@@ -132,7 +161,12 @@ fn request_split_over_several_descriptors() {
     let q = query(PCM_INFO, 0, 1, 32);
     let (p, used) = r.submit(
         CTL,
-        &[D::R(q[..3].to_vec()), D::R(q[3..11].to_vec()), D::R(q[11..].to_vec()), D::W(36)],
+        &[
+            D::R(q[..3].to_vec()),
+            D::R(q[3..11].to_vec()),
+            D::R(q[11..].to_vec()),
+            D::W(36),
+        ],
     );
     assert_eq!(used[0].len, 36);
     assert_eq!(r.read_u32(p.addr(3)), OK);
@@ -189,10 +223,7 @@ fn no_room_for_status_returns_empty() {
 #[test]
 fn readable_after_writable_is_bad_msg() {
     let mut r = Rig::new();
-    let (p, used) = r.submit(
-        CTL,
-        &[D::W(36), D::R(query(PCM_INFO, 0, 1, 32))],
-    );
+    let (p, used) = r.submit(CTL, &[D::W(36), D::R(query(PCM_INFO, 0, 1, 32))]);
     assert_eq!(used[0].len, 4);
     assert_eq!(r.read_u32(p.addr(0)), BAD_MSG);
     still_serves(&mut r);
@@ -207,7 +238,10 @@ fn unmapped_request_is_bad_msg() {
     // a response buffer straddling the end of memory: nothing can be written
     let (_, used) = r.submit(
         CTL,
-        &[D::R(query(PCM_INFO, 0, 1, 32)), D::RawW(32 * 1024 * 1024 - 2, 36)],
+        &[
+            D::R(query(PCM_INFO, 0, 1, 32)),
+            D::RawW(32 * 1024 * 1024 - 2, 36),
+        ],
     );
     assert_eq!(used[0].len, 0);
     still_serves(&mut r);

@@ -6,7 +6,13 @@ use dsproxy_device::pcm::StreamState;
 use dsproxy_wire::record::{Params, Record};
 use handlers_util::*;
 
-const ALL: [u32; 5] = [PCM_SET_PARAMS, PCM_PREPARE, PCM_START, PCM_STOP, PCM_RELEASE];
+const ALL: [u32; 5] = [
+    PCM_SET_PARAMS,
+    PCM_PREPARE,
+    PCM_START,
+    PCM_STOP,
+    PCM_RELEASE,
+];
 
 fn request(r: &mut Rig, code: u32, id: u32) -> u32 {
     if code == PCM_SET_PARAMS {
@@ -41,11 +47,26 @@ fn every_transition_allowed_or_refused_per_spec() {
     let table: [(StreamState, [Option<StreamState>; 5]); 6] = [
         //               SET_PARAMS        PREPARE          START          STOP           RELEASE
         (Idle, [Some(ParamsSet), None, None, None, None]),
-        (ParamsSet, [Some(ParamsSet), Some(Prepared), None, None, Some(Released)]),
-        (Prepared, [Some(ParamsSet), Some(Prepared), Some(Running), None, Some(Released)]),
+        (
+            ParamsSet,
+            [Some(ParamsSet), Some(Prepared), None, None, Some(Released)],
+        ),
+        (
+            Prepared,
+            [
+                Some(ParamsSet),
+                Some(Prepared),
+                Some(Running),
+                None,
+                Some(Released),
+            ],
+        ),
         (Running, [None, None, None, Some(Stopped), None]),
         (Stopped, [None, None, Some(Running), None, Some(Released)]),
-        (Released, [Some(ParamsSet), Some(Prepared), None, None, None]),
+        (
+            Released,
+            [Some(ParamsSet), Some(Prepared), None, None, None],
+        ),
     ];
     for (from, outcomes) in table {
         for (code, want) in ALL.iter().zip(outcomes) {
@@ -121,7 +142,11 @@ fn unknown_stream_is_bad_msg() {
         assert_eq!(request(&mut r, code, u32::MAX), BAD_MSG, "{code:#x}");
     }
     assert!(r.tap.take_records().is_empty());
-    assert_eq!(request(&mut r, PCM_SET_PARAMS, 1), OK, "input stream 1 exists");
+    assert_eq!(
+        request(&mut r, PCM_SET_PARAMS, 1),
+        OK,
+        "input stream 1 exists"
+    );
 }
 
 #[test]
@@ -170,14 +195,21 @@ fn release_returns_every_queued_buffer_unplayed() {
     r.tap.take_records();
     let (p, used) = r.submit(CTL, &[D::R(pcm_hdr(PCM_RELEASE, 0)), D::W(4)]);
     // the two TX buffers come back first, then the RELEASE answer
-    let tx: Vec<_> = used.iter().filter(|u| u.queue == TX).map(|u| (u.head, u.len)).collect();
+    let tx: Vec<_> = used
+        .iter()
+        .filter(|u| u.queue == TX)
+        .map(|u| (u.head, u.len))
+        .collect();
     assert_eq!(tx, vec![(a.head, 8), (b.head, 8)]);
     assert_eq!(r.pcm_status(a.last()), (OK, 0));
     assert_eq!(r.pcm_status(b.last()), (OK, 0));
     assert_eq!(r.read_u32(p.addr(1)), OK);
     assert_eq!(r.card.queued_buffers(0), Some(0));
     assert!(r.tap.take_pcm().is_empty(), "nothing was played");
-    assert!(matches!(r.tap.take_records().as_slice(), [Record::Release { stream: 0, .. }]));
+    assert!(matches!(
+        r.tap.take_records().as_slice(),
+        [Record::Release { stream: 0, .. }]
+    ));
 }
 
 #[test]
@@ -190,7 +222,12 @@ fn stop_reports_what_was_still_queued() {
     assert_eq!(r.ctl_status(&pcm_hdr(PCM_STOP, 0)), OK);
     assert!(matches!(
         r.tap.take_records().as_slice(),
-        [Record::Stop { stream: 0, drained: false, discarded_bytes: 1536, .. }]
+        [Record::Stop {
+            stream: 0,
+            drained: false,
+            discarded_bytes: 1536,
+            ..
+        }]
     ));
 }
 
@@ -201,16 +238,25 @@ fn stopped_stream_keeps_its_buffers_for_the_next_start() {
     let t0 = r.now;
     let a = r.tx(0, &[5u8; 1920]).0;
     assert_eq!(r.ctl_status(&pcm_hdr(PCM_STOP, 0)), OK);
-    assert!(r.at(t0 + 50_000_000).is_empty(), "a stopped clock completes nothing");
+    assert!(
+        r.at(t0 + 50_000_000).is_empty(),
+        "a stopped clock completes nothing"
+    );
     // a buffer queued while stopped is kept too
     let (b, used) = r.tx(0, &[6u8; 1920]);
     assert!(used.is_empty());
     assert_eq!(r.card.queued_buffers(0), Some(2));
     assert_eq!(r.ctl_status(&pcm_hdr(PCM_START, 0)), OK);
     let used = r.advance(10_000_000);
-    assert_eq!(used.iter().map(|u| u.head).collect::<Vec<_>>(), vec![a.head]);
+    assert_eq!(
+        used.iter().map(|u| u.head).collect::<Vec<_>>(),
+        vec![a.head]
+    );
     let used = r.advance(10_000_000);
-    assert_eq!(used.iter().map(|u| u.head).collect::<Vec<_>>(), vec![b.head]);
+    assert_eq!(
+        used.iter().map(|u| u.head).collect::<Vec<_>>(),
+        vec![b.head]
+    );
     let pcm = r.tap.take_pcm();
     assert_eq!(pcm.len(), 2);
     assert_eq!((pcm[0].offset, pcm[1].offset), (0, 1920));
@@ -224,9 +270,14 @@ fn new_params_while_prepared_return_prequeued_buffers() {
     let a = r.tx(0, &[1u8; 1024]).0;
     let (_, used) = r.submit(
         CTL,
-        &[D::R(set_params(0, 8192, 2048, 2, FMT_S16, RATE_44100)), D::W(4)],
+        &[
+            D::R(set_params(0, 8192, 2048, 2, FMT_S16, RATE_44100)),
+            D::W(4),
+        ],
     );
-    assert!(used.iter().any(|u| u.queue == TX && u.head == a.head && u.len == 8));
+    assert!(used
+        .iter()
+        .any(|u| u.queue == TX && u.head == a.head && u.len == 8));
     assert_eq!(r.card.stream_state(0), Some(StreamState::ParamsSet));
     assert_eq!(r.card.queued_buffers(0), Some(0));
 }

@@ -43,7 +43,11 @@ fn rx_rejected(r: &mut Rig, descs: &[D], status: u32) {
     assert_eq!(used.len(), 1, "{descs:?}");
     assert_eq!(used[0].len, 8, "{descs:?}");
     let (addr, len) = *p.bufs.last().unwrap();
-    assert_eq!(r.pcm_status(addr + len as u64 - 8), (status, 0), "{descs:?}");
+    assert_eq!(
+        r.pcm_status(addr + len as u64 - 8),
+        (status, 0),
+        "{descs:?}"
+    );
     still_serves(r);
 }
 
@@ -75,7 +79,12 @@ fn pcm_split_over_descriptors_and_header_sharing_a_descriptor() {
     first.extend_from_slice(&pcm[..100]);
     r.submit(
         TX,
-        &[D::R(first), D::R(pcm[100..1000].to_vec()), D::R(pcm[1000..].to_vec()), D::W(8)],
+        &[
+            D::R(first),
+            D::R(pcm[100..1000].to_vec()),
+            D::R(pcm[1000..].to_vec()),
+            D::W(8),
+        ],
     );
     r.advance(10_000_000);
     let got = r.tap.take_pcm();
@@ -138,7 +147,11 @@ fn wrong_direction_descriptors() {
     let (_, used) = r.submit(TX, &[hdr(0), D::R(vec![0; 1920]), D::R(vec![0; 8])]);
     assert_eq!(used[0].len, 0);
     // readable after writable
-    tx_rejected(&mut r, &[hdr(0), D::W(8), D::R(vec![0; 8]), D::W(8)], BAD_MSG);
+    tx_rejected(
+        &mut r,
+        &[hdr(0), D::W(8), D::R(vec![0; 8]), D::W(8)],
+        BAD_MSG,
+    );
     // RX with PCM in readable descriptors
     rx_rejected(&mut r, &[hdr(1), D::R(vec![0; 1920]), D::W(8)], BAD_MSG);
     // RX whose header is writable: no readable header
@@ -149,7 +162,11 @@ fn wrong_direction_descriptors() {
 fn unknown_stream() {
     let mut r = rig();
     tx_rejected(&mut r, &[hdr(2), D::R(vec![0; 1920]), D::W(8)], BAD_MSG);
-    tx_rejected(&mut r, &[hdr(u32::MAX), D::R(vec![0; 1920]), D::W(8)], BAD_MSG);
+    tx_rejected(
+        &mut r,
+        &[hdr(u32::MAX), D::R(vec![0; 1920]), D::W(8)],
+        BAD_MSG,
+    );
     rx_rejected(&mut r, &[hdr(7), D::W(1920), D::W(8)], BAD_MSG);
 }
 
@@ -194,7 +211,11 @@ fn unmapped_pcm() {
     tx_rejected(&mut r, &[hdr(0), D::RawR(UNMAPPED, 1920), D::W(8)], BAD_MSG);
     rx_rejected(&mut r, &[hdr(1), D::RawW(UNMAPPED, 1920), D::W(8)], BAD_MSG);
     // header unmapped
-    tx_rejected(&mut r, &[D::RawR(UNMAPPED, 4), D::R(vec![0; 1920]), D::W(8)], BAD_MSG);
+    tx_rejected(
+        &mut r,
+        &[D::RawR(UNMAPPED, 4), D::R(vec![0; 1920]), D::W(8)],
+        BAD_MSG,
+    );
     // status unmapped: returned empty
     let (_, used) = r.submit(TX, &[hdr(0), D::R(vec![0; 1920]), D::RawW(UNMAPPED, 8)]);
     assert_eq!(used[0].len, 0);
@@ -239,13 +260,19 @@ fn a_batch_mixing_good_and_bad_buffers() {
     let bad = r.post(TX, &[hdr(0), D::R(vec![2; 3]), D::W(8)]);
     let good2 = r.post(TX, &[hdr(0), D::R(vec![3; 1920]), D::W(8)]);
     let used = r.kick(TX);
-    assert_eq!(used.iter().map(|u| u.head).collect::<Vec<_>>(), vec![bad.head]);
+    assert_eq!(
+        used.iter().map(|u| u.head).collect::<Vec<_>>(),
+        vec![bad.head]
+    );
     let used = r.advance(20_000_000);
     assert_eq!(
         used.iter().map(|u| u.head).collect::<Vec<_>>(),
         vec![good1.head, good2.head]
     );
     let pcm = r.tap.take_pcm();
-    assert_eq!(pcm.iter().map(|p| p.data[0]).collect::<Vec<_>>(), vec![1, 3]);
+    assert_eq!(
+        pcm.iter().map(|p| p.data[0]).collect::<Vec<_>>(),
+        vec![1, 3]
+    );
     assert_eq!((pcm[0].offset, pcm[1].offset), (0, 1920));
 }

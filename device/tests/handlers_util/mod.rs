@@ -243,7 +243,9 @@ impl Rig {
             } else {
                 0
             };
-            raw.push(RawDescriptor::from(SplitDescriptor::new(addr, len, flags, next)));
+            raw.push(RawDescriptor::from(SplitDescriptor::new(
+                addr, len, flags, next,
+            )));
             bufs.push((addr, len));
         }
         for (i, d) in raw.iter().enumerate() {
@@ -304,7 +306,10 @@ impl Rig {
             virtio_bindings::bindings::virtio_ring::VRING_DESC_F_INDIRECT as u16,
             0,
         ));
-        self.mocks[q as usize].desc_table().store(start, head).unwrap();
+        self.mocks[q as usize]
+            .desc_table()
+            .store(start, head)
+            .unwrap();
         self.make_available(q, start);
         Posted { head: start, bufs }
     }
@@ -374,7 +379,11 @@ impl Rig {
     /// length and the response bytes.
     pub fn ctl(&mut self, req: &[u8], resp_len: u32) -> (u32, Vec<u8>) {
         let (p, used) = self.submit(CTL, &[D::R(req.to_vec()), D::W(resp_len)]);
-        assert_eq!(used.len(), 1, "one control request, one used entry: {used:?}");
+        assert_eq!(
+            used.len(),
+            1,
+            "one control request, one used entry: {used:?}"
+        );
         assert_eq!(used[0].head, p.head);
         assert_eq!(used[0].queue, CTL);
         (used[0].len, self.read(p.addr(1), resp_len as usize))
@@ -411,7 +420,11 @@ impl Rig {
     pub fn tx(&mut self, stream: u32, pcm: &[u8]) -> (Posted, Vec<Used>) {
         self.submit(
             TX,
-            &[D::R(stream.to_le_bytes().to_vec()), D::R(pcm.to_vec()), D::W(8)],
+            &[
+                D::R(stream.to_le_bytes().to_vec()),
+                D::R(pcm.to_vec()),
+                D::W(8),
+            ],
         )
     }
 
