@@ -9,6 +9,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -262,6 +263,8 @@ pub struct Reader {
     pub child: Child,
     out: Option<JoinHandle<Vec<u8>>>,
     err: Option<JoinHandle<String>>,
+    /// stderr as it arrives.
+    err_so_far: Arc<Mutex<String>>,
 }
 
 pub struct Finished {
@@ -285,7 +288,7 @@ impl Reader {
         f(&mut cmd);
         let mut child = cmd.spawn().unwrap();
         let mut so = child.stdout.take();
-        let mut se = child.stderr.take().unwrap();
+        let se = child.stderr.take().unwrap();
         let out = so.take().map(|mut so| {
             std::thread::spawn(move || {
                 let mut v = Vec::new();
@@ -293,16 +296,18 @@ impl Reader {
                 v
             })
         });
-        let err = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = se.read_to_string(&mut s);
-            s
-        });
+        let (err, err_so_far) = collect_stderr(se);
         Reader {
             child,
             out,
             err: Some(err),
+            err_so_far,
         }
+    }
+
+    /// What the reader has written to stderr so far.
+    pub fn stderr_so_far(&self) -> String {
+        self.err_so_far.lock().unwrap().clone()
     }
 
     /// Takes the child's stdout away (to close it early, for EPIPE tests).
@@ -315,17 +320,14 @@ impl Reader {
             .env_remove("RUST_LOG");
         let mut child = cmd.spawn().unwrap();
         let so = child.stdout.take().unwrap();
-        let mut se = child.stderr.take().unwrap();
-        let err = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = se.read_to_string(&mut s);
-            s
-        });
+        let se = child.stderr.take().unwrap();
+        let (err, err_so_far) = collect_stderr(se);
         (
             Reader {
                 child,
                 out: None,
                 err: Some(err),
+                err_so_far,
             },
             so,
         )
@@ -382,6 +384,27 @@ impl Drop for Reader {
             let _ = self.child.wait();
         }
     }
+}
+
+/// Reads stderr on a thread, keeping a shared copy as it grows.
+fn collect_stderr(mut se: std::process::ChildStderr) -> (JoinHandle<String>, Arc<Mutex<String>>) {
+    let shared = Arc::new(Mutex::new(String::new()));
+    let s2 = shared.clone();
+    let h = std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        loop {
+            match se.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => s2
+                    .lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n])),
+            }
+        }
+        let s = s2.lock().unwrap().clone();
+        s
+    });
+    (h, shared)
 }
 
 /// Waits until `cond` holds (polling), failing after `WAIT`.

@@ -1,0 +1,187 @@
+//! The reader against the real device: `dsproxy-device` runs as a child process and
+//! `dsproxy-testfront` plays QEMU + the guest's virtio_snd driver into it.
+//!
+//! The device binary is the one cargo built next to the reader (`cargo test --workspace`
+//! builds it; for this crate alone, `cargo build -p dsproxy-device` first).
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::{wav_data, Reader};
+use dsproxy_testfront::proto::S_OK;
+use dsproxy_testfront::{play, signal, Daemon, FrontendOpts, SndFrontend};
+use dsproxy_wire::{PcmFormat, PcmRate};
+
+fn device_bin() -> PathBuf {
+    let p =
+        PathBuf::from(env!("CARGO_BIN_EXE_dsproxy-host-reader")).with_file_name("dsproxy-device");
+    assert!(
+        p.exists(),
+        "{} is missing: build it first (cargo build -p dsproxy-device, or cargo test --workspace)",
+        p.display()
+    );
+    p
+}
+
+/// A daemon whose clock waits for a reader, so nothing plays before the reader is attached.
+fn daemon() -> Daemon {
+    Daemon::dsproxy(device_bin(), &["--wait-for-reader"]).expect("start dsproxy-device")
+}
+
+fn frontend(d: &Daemon) -> SndFrontend {
+    SndFrontend::connect(&d.socket, FrontendOpts::default())
+        .unwrap_or_else(|e| panic!("connect: {e}\n{}", d.log_tail(30)))
+}
+
+fn s(p: &std::path::Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Plays `data` on output stream 0 from SET_PARAMS to RELEASE.
+fn play_session(
+    fe: &mut SndFrontend,
+    d: &Daemon,
+    format: PcmFormat,
+    rate: PcmRate,
+    channels: u8,
+    period: u32,
+    data: &[u8],
+) {
+    let st = fe
+        .set_params(0, period * 4, period, channels, format.code(), rate.code())
+        .unwrap();
+    assert_eq!(st, S_OK, "SET_PARAMS");
+    assert_eq!(fe.prepare(0).unwrap(), S_OK);
+    let rep = play(fe, 0, data, period as usize)
+        .unwrap_or_else(|e| panic!("play: {e}\n{}", d.log_tail(30)));
+    assert!(rep.bad_statuses().is_empty(), "{:?}", rep.bad_statuses());
+    assert_eq!(fe.release(0).unwrap(), S_OK);
+}
+
+fn shape(format: PcmFormat, rate: PcmRate, channels: u8) -> dsproxy_wire::PcmShape {
+    dsproxy_wire::PcmShape {
+        format,
+        rate,
+        channels,
+    }
+}
+
+#[test]
+fn the_guests_audio_reaches_wav_and_stdout_bit_exact_with_e_lines() {
+    let d = daemon();
+    let dir = common::TempDir::new("dev-wav");
+    let out = dir.join("out.wav");
+    let r = Reader::spawn(&["-u", s(&d.tap), "-x", "-e", "-s", "-f", s(&out)]);
+    let mut fe = frontend(&d);
+    let data = signal::lcg_bytes(1, 4096 * 24 + 1024);
+    play_session(&mut fe, &d, PcmFormat::S16, PcmRate::R48000, 2, 4096, &data);
+    // A mixer change by the guest.
+    assert_eq!(fe.ctl_write(2, &[75, 50]).unwrap(), S_OK);
+    fe.disconnect().unwrap();
+    common::wait_until("the reader to see the VM go", || {
+        r.stderr_so_far().contains("-- VM went away")
+    });
+    r.signal(libc::SIGTERM);
+    let f = r.finish();
+    assert_eq!(f.status.code(), Some(0), "{}", f.stderr);
+    assert_eq!(wav_data(&out), data);
+    assert_eq!(f.stdout, data);
+    for want in [
+        "SNDCTL_DSP_SPEED    => 48000",
+        "SNDCTL_DSP_SETFMT   => AFMT_S16_LE",
+        "SNDCTL_DSP_CHANNELS => 2",
+        "SNDCTL_DSP_SETFRAGMENT => 4 x 4096",
+        "SNDCTL_DSP_SYNC",
+        "SOUND_MIXER_WRITE_PCM => 75:50",
+        "-- VM went away",
+    ] {
+        assert!(
+            f.stderr.lines().any(|l| l == want),
+            "{want:?} not in:\n{}",
+            f.stderr
+        );
+    }
+}
+
+#[test]
+fn a_format_change_on_the_device_starts_a_segment() {
+    let d = daemon();
+    let dir = common::TempDir::new("dev-seg");
+    let out = dir.join("out.wav");
+    let r = Reader::spawn(&["-u", s(&d.tap), "-x", "-f", s(&out)]);
+    let mut fe = frontend(&d);
+    let a = signal::sine(&shape(PcmFormat::S16, PcmRate::R44100, 2), 440.0, 4410);
+    let b = signal::lcg_bytes(2, 8000);
+    play_session(&mut fe, &d, PcmFormat::S16, PcmRate::R44100, 2, 1764, &a);
+    play_session(&mut fe, &d, PcmFormat::U8, PcmRate::R8000, 1, 800, &b);
+    fe.disconnect().unwrap();
+    let seg2 = dir.join("out.seg2.wav");
+    common::wait_until("the second segment", || {
+        std::fs::metadata(&seg2).map(|m| m.len()).unwrap_or(0) >= 80 + b.len() as u64
+    });
+    r.signal(libc::SIGTERM);
+    let f = r.finish();
+    assert_eq!(f.status.code(), Some(0), "{}", f.stderr);
+    assert_eq!(wav_data(&out), a);
+    assert_eq!(wav_data(&seg2), b);
+}
+
+#[test]
+fn the_frontend_dying_and_the_reader_being_terminated_leave_final_files() {
+    let d = daemon();
+    let dir = common::TempDir::new("dev-kill");
+    let out = dir.join("out.wav");
+    let r = Reader::spawn(&["-u", s(&d.tap), "-x", "-f", s(&out)]);
+    let mut fe = frontend(&d);
+    let data = signal::lcg_bytes(3, 4096 * 8);
+    let st = fe
+        .set_params(
+            0,
+            4096 * 4,
+            4096,
+            2,
+            PcmFormat::S16.code(),
+            PcmRate::R48000.code(),
+        )
+        .unwrap();
+    assert_eq!(st, S_OK);
+    assert_eq!(fe.prepare(0).unwrap(), S_OK);
+    let rep = play(&mut fe, 0, &data, 4096).unwrap();
+    assert!(rep.bad_statuses().is_empty());
+    // The VMM vanishes without stopping anything (as QEMU killed with SIGKILL).
+    drop(fe);
+    common::wait_until("the file to be finalized", || {
+        std::fs::read(&out)
+            .map(|b| b.len() == 80 + data.len() && b[76..80] == (data.len() as u32).to_le_bytes())
+            .unwrap_or(false)
+    });
+    r.signal(libc::SIGTERM);
+    let f = r.finish();
+    assert_eq!(f.status.code(), Some(0), "{}", f.stderr);
+    assert_eq!(wav_data(&out), data);
+}
+
+#[test]
+fn without_x_and_without_a_sound_card_recording_goes_on() {
+    let d = daemon();
+    let dir = common::TempDir::new("dev-noplay");
+    let out = dir.join("out.pcm");
+    let r = Reader::spawn(&[
+        "-u",
+        s(&d.tap),
+        "--device",
+        "dsproxy-test-no-such-device",
+        "-f",
+        s(&out),
+        "--once",
+    ]);
+    let mut fe = frontend(&d);
+    let data = signal::lcg_bytes(4, 4096 * 4);
+    play_session(&mut fe, &d, PcmFormat::S16, PcmRate::R48000, 2, 4096, &data);
+    let f = r.finish();
+    assert_eq!(f.status.code(), Some(0), "{}", f.stderr);
+    assert_eq!(std::fs::read(&out).unwrap(), data);
+    assert_eq!(f.stderr.lines().count(), 1, "{}", f.stderr);
+    drop(fe);
+}
