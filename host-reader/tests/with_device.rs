@@ -7,6 +7,7 @@
 mod common;
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use common::{wav_data, Reader};
 use dsproxy_testfront::proto::S_OK;
@@ -184,4 +185,62 @@ fn without_x_and_without_a_sound_card_recording_goes_on() {
     assert_eq!(std::fs::read(&out).unwrap(), data);
     assert_eq!(f.stderr.lines().count(), 1, "{}", f.stderr);
     drop(fe);
+}
+
+#[test]
+fn inject_reaches_the_guests_capture_buffers_bit_exact() {
+    let d = daemon();
+    let dir = common::TempDir::new("dev-inject");
+    // Raw, already in the capture stream's params: sent as is.
+    let src = dir.join("mic.raw");
+    let data = signal::lcg_bytes(5, 4096 * 6);
+    std::fs::write(&src, &data).unwrap();
+    let r = Reader::spawn(&["-u", s(&d.tap), "-x", "-e", "--inject", s(&src)]);
+    let mut fe = frontend(&d);
+    let period = 4096u32;
+    let st = fe
+        .set_params(
+            1,
+            period * 4,
+            period,
+            2,
+            PcmFormat::S16.code(),
+            PcmRate::R48000.code(),
+        )
+        .unwrap();
+    assert_eq!(st, S_OK);
+    assert_eq!(fe.prepare(1).unwrap(), S_OK);
+    for _ in 0..4 {
+        fe.push_rx(1, period as usize).unwrap();
+    }
+    assert_eq!(fe.start(1).unwrap(), S_OK);
+    // Capture until the injected audio has gone by (leading silence while it was on its way
+    // is fine; what follows must be the file, byte for byte).
+    let mut captured = Vec::new();
+    let found = |c: &[u8]| c.windows(64).position(|w| w == &data[..64]);
+    for _ in 0..200 {
+        for c in fe.wait_used(Duration::from_secs(5)).unwrap() {
+            if c.stream == Some(1) {
+                assert_eq!(c.status, S_OK);
+                captured.extend_from_slice(&c.data);
+                fe.push_rx(1, period as usize).unwrap();
+            }
+        }
+        if let Some(at) = found(&captured) {
+            if captured.len() >= at + data.len() {
+                break;
+            }
+        }
+    }
+    let at = found(&captured).expect("the injected audio never arrived");
+    assert!(
+        captured[..at].iter().all(|&b| b == 0),
+        "non-silence before the audio"
+    );
+    assert_eq!(&captured[at..at + data.len()], &data[..]);
+    let _ = fe.stop(1);
+    drop(fe);
+    r.signal(libc::SIGTERM);
+    let f = r.finish();
+    assert_eq!(f.status.code(), Some(0), "{}", f.stderr);
 }
