@@ -98,11 +98,17 @@ impl English {
                 );
                 vec![self.tag(*stream, line)]
             }
-            Record::Frontend { connected, .. } => vec![if *connected {
-                "-- VM connected".to_string()
-            } else {
-                "-- VM went away".to_string()
-            }],
+            Record::Frontend { connected, .. } => {
+                if !connected {
+                    // The VM's streams went with it: the next VM's opens say everything.
+                    self.last.clear();
+                }
+                vec![if *connected {
+                    "-- VM connected".to_string()
+                } else {
+                    "-- VM went away".to_string()
+                }]
+            }
             _ => Vec::new(),
         }
     }

@@ -91,6 +91,11 @@ fn english_lines_use_the_oss_vocabulary() {
         connected: false,
         time_ns: 10,
     });
+    c.send(&Record::Frontend {
+        connected: true,
+        time_ns: 11,
+    });
+    c.send(&params(0, PcmFormat::U8, 8000, 1, 1024));
     c.close();
     let f = r.finish();
     assert!(f.status.success(), "{}", f.stderr);
@@ -113,6 +118,12 @@ fn english_lines_use_the_oss_vocabulary() {
             "SNDCTL_DSP_CHANNELS => 1",
             "SNDCTL_DSP_SETFRAGMENT => 4 x 1024",
             "-- VM went away",
+            // A new VM's first open says everything again.
+            "-- VM connected",
+            "SNDCTL_DSP_SPEED    => 8000",
+            "SNDCTL_DSP_SETFMT   => AFMT_U8",
+            "SNDCTL_DSP_CHANNELS => 1",
+            "SNDCTL_DSP_SETFRAGMENT => 4 x 1024",
         ]
     );
 }
@@ -865,4 +876,40 @@ fn gap_silence_is_the_formats_own_and_keeps_alignment() {
         std::fs::read(&out).unwrap(),
         vec![1, 2, 3, 0x80, 0x00, 0x80, 0x00, 0x80, 9, 9]
     );
+}
+
+#[test]
+fn records_for_streams_the_card_did_not_list_are_ignored() {
+    let dev = FakeDevice::new("unlisted");
+    let out = dev.dir.join("out.wav");
+    let r = Reader::spawn(&["-u", s(&dev.sock), "-x", "-f", s(&out)]);
+    let (mut c, _) = dev.accept_subscribed(&hello());
+    c.send(&Record::SnapshotEnd);
+    let a = noise(21, 4000);
+    c.send(&params(0, PcmFormat::S16, 48000, 2, 1000));
+    c.send_all(&[prepare(0), start(0), pcm(0, 0, &a[..2000])]);
+    // Stream 7 does not exist; stream 1 is an input (its PCM is not recorded).
+    c.send_all(&[
+        params(7, PcmFormat::U8, 8000, 1, 100),
+        prepare(7),
+        pcm(7, 0, &[1; 100]),
+        Record::Gap {
+            stream: 7,
+            offset: 0,
+            bytes: 10,
+            time_ns: 1,
+        },
+        pcm(1, 0, &[1; 100]),
+        Record::Control {
+            id: 99,
+            origin: ControlOrigin::Guest,
+            values: vec![1],
+        },
+    ]);
+    c.send(&pcm(0, 2000, &a[2000..]));
+    c.close();
+    let f = r.finish();
+    assert!(f.status.success(), "{}", f.stderr);
+    assert_eq!(wav_data(&out), a);
+    assert!(!dev.dir.join("out.1.wav").exists());
 }
