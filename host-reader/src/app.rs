@@ -80,7 +80,6 @@ pub fn run(cli: Cli) -> Result<(), ReaderError> {
         stream: cli.stream,
         once: cli.once,
         progress: console::stderr_is_tty(),
-        inject_stream: cli.inject_stream,
     };
     let playback = (!cli.no_play).then(|| {
         Playback::new(PlaybackOptions {

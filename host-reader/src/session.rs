@@ -13,7 +13,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, BufWriter, Stdout, Write};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use dsproxy_wire::record::{ControlDesc, Direction, Hello, Params, Record, StreamDesc};
@@ -50,8 +49,6 @@ pub struct SessionOptions {
     pub once: bool,
     /// Draw the running-time line (stderr is a terminal).
     pub progress: bool,
-    /// `--inject-stream N`.
-    pub inject_stream: Option<u32>,
 }
 
 /// Whether to go on.
@@ -819,14 +816,6 @@ impl Session {
             }
         }
         res
-    }
-
-    /// Files written so far (for tests and summaries).
-    pub fn open_segments(&self) -> Vec<PathBuf> {
-        self.streams
-            .values()
-            .filter_map(|s| s.segment.as_ref().map(|g| g.path.clone()))
-            .collect()
     }
 }
 
