@@ -102,6 +102,14 @@ for m in "${stock_modules[@]}"; do
 done
 
 ours_list=(); ours_missing=(); ours_extra=()
+# Our module is a virtio driver: the virtio PCI transport must be there too. 6.12 builds it
+# in; 6.1 ships it as a module (virtio_pci + virtio_pci_{modern,legacy}_dev), which nothing
+# would load otherwise: no module lists it as a dependency.
+if [ ${#modules[@]} -gt 0 ] && p="$(mod_path virtio_pci)" && [ -n "$p" ]; then
+  add_with_deps ours_list seen_ours "$p"
+fi
+# Module name of a file: basename without .ko[.xz|.zst|.gz], dashes as underscores.
+ko_name() { local b; b="$(basename "$1")"; b="${b%.xz}"; b="${b%.zst}"; b="${b%.gz}"; b="${b%.ko}"; echo "${b//-/_}"; }
 for ko in "${modules[@]}"; do
   [ -f "$ko" ] || die "--module $ko: no such file"
   vermagic="$(modinfo -F vermagic "$ko" 2>/dev/null | awk '{print $1}')" ||
@@ -115,7 +123,11 @@ for ko in "${modules[@]}"; do
       ours_missing+=("$dep")
     fi
   done
-  ours_extra+=("$ko")
+  # A --module that the set already holds (e.g. an explicit virtio_pci.ko from the kernel
+  # tree) would be insmod-ed twice, and the second insmod fails.
+  dup=0
+  for p in "${ours_list[@]}"; do [ "$(ko_name "$p")" = "$(ko_name "$ko")" ] && dup=1; done
+  [ "$dup" -eq 1 ] || ours_extra+=("$ko")
 done
 [ ${#ours_missing[@]} -eq 0 ] ||
   die "--module dependencies not in kernel $kver: ${ours_missing[*]}"

@@ -31,6 +31,7 @@ Logs of every boot: build/e2e/<combination>/<boot>/ (console.log, device.log, re
 tap.log, the captured files).
 """
 
+import fcntl
 import os
 import re
 import shutil
@@ -439,8 +440,13 @@ class Boot:
             self.qemu.log.close()
             if th:
                 th.join(timeout=30)
-            with open(self.path("console.log"), "rb") as f:
-                self.console = f.read().decode("utf-8", "replace")
+            try:
+                with open(self.path("console.log"), "rb") as f:
+                    self.console = f.read().decode("utf-8", "replace")
+            except OSError:
+                self.error = (f"no console log: guest-run exit {self.guest_rc}; "
+                              f"{self.qemu.log_path}\n{tail(self.qemu.log_path)}")
+                return
             if after_guest:
                 after_guest(self)
             # The device completed the guest's last buffers only after handing them to the
@@ -792,11 +798,12 @@ def run_play(combo, image, image_err):
     elif "raw" not in host_set:
         ck.check(name, False, "the host never sent SET_CONTROL")
     else:
-        rereads = []
+        rereads = {}
         for ln in lines:
             m = re.search(r"MIXER: reread\[(\d+)\] vol=(\d+):(\d+)", ln)
             if m:
-                rereads.append((int(m.group(2)), int(m.group(3))))
+                rereads.setdefault(int(m.group(1)), (int(m.group(2)), int(m.group(3))))
+        rereads = [rereads[k] for k in sorted(rereads)]
         last = rereads[-1] if rereads else None
         ok = last is not None and all(abs(v - MIXER_HOST_TARGET) <= 1 for v in last)
         ck.check(name, ok, f"host set {host_set['ctl']['name']!r} to {host_set['raw']} "
@@ -1017,6 +1024,13 @@ def main():
     combos = only or list(COMBOS)
     t0 = time.monotonic()
     os.makedirs(WORK, exist_ok=True)
+    # One run at a time: runs share build/e2e/ and the machine's two cores (timing checks).
+    lock = open(os.path.join(WORK, ".lock"), "w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        note("another end-to-end run holds build/e2e/.lock; waiting for it")
+        fcntl.flock(lock, fcntl.LOCK_EX)
     for c in combos:
         shutil.rmtree(os.path.join(WORK, c), ignore_errors=True)
     note(f"combinations: {' '.join(combos)}; boots: {' '.join(boots)}; logs in {WORK}")
