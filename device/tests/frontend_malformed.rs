@@ -11,6 +11,9 @@ use vm_memory::GuestAddress;
 
 const T: Duration = Duration::from_secs(3);
 
+/// A raw chain: (bytes, device-writable) per descriptor.
+type Chain<'a> = Vec<(&'a [u8], bool)>;
+
 fn daemon(args: &[&str]) -> Daemon {
     Daemon::dsproxy(env!("CARGO_BIN_EXE_dsproxy-device"), args).expect("start dsproxy-device")
 }
@@ -55,7 +58,7 @@ fn malformed_tx_chains_get_bad_msg_and_the_queue_survives() {
     let status = [0xffu8; 8];
     let pcm = [1u8; 4096];
     let (s0, s1, s99) = (0u32.to_le_bytes(), 1u32.to_le_bytes(), 99u32.to_le_bytes());
-    let cases: [(&str, Vec<(&[u8], bool)>); 6] = [
+    let cases: [(&str, Chain<'_>); 6] = [
         (
             "header shorter than stream_id",
             vec![(&[0u8, 0][..], false), (&status[..], true)],

@@ -24,16 +24,23 @@ fn connect(d: &Daemon, opts: FrontendOpts) -> SndFrontend {
 
 /// Plays `data` on output stream 0 with the given parameters and checks that a reader gets
 /// exactly that, between PARAMS/PREPARE/START and STOP(drained)/RELEASE.
-fn play_and_capture(
-    d: &Daemon,
-    opts: FrontendOpts,
+/// A stream's shape and ring for [`play_and_capture`].
+struct Ring {
     format: PcmFormat,
     rate: PcmRate,
     channels: u8,
     period: u32,
     periods: u32,
-    data: &[u8],
-) {
+}
+
+fn play_and_capture(d: &Daemon, opts: FrontendOpts, ring: Ring, data: &[u8]) {
+    let Ring {
+        format,
+        rate,
+        channels,
+        period,
+        periods,
+    } = ring;
     let mut tap = TapReader::connect(&d.tap, 0, 0, T).expect("tap reader");
     tap.wait_for("SNAPSHOT_END", T, |r| matches!(r, Record::SnapshotEnd))
         .expect("snapshot end");
@@ -139,16 +146,14 @@ fn s16_stereo_48k_arrives_bit_exact() {
     let d = daemon(&["--pacing", "none"]);
     // 10 periods and a half of 1024 frames; PCM descriptors split at page boundaries.
     let data = signal::lcg_bytes(48, 4096 * 10 + 2048);
-    play_and_capture(
-        &d,
-        FrontendOpts::default(),
-        PcmFormat::S16,
-        PcmRate::R48000,
-        2,
-        4096,
-        4,
-        &data,
-    );
+    let ring = Ring {
+        format: PcmFormat::S16,
+        rate: PcmRate::R48000,
+        channels: 2,
+        period: 4096,
+        periods: 4,
+    };
+    play_and_capture(&d, FrontendOpts::default(), ring, &data);
 }
 
 #[test]
@@ -162,7 +167,14 @@ fn u8_mono_8k_arrives_bit_exact_through_odd_descriptor_splits() {
         queue_size: 256,
         ..FrontendOpts::default()
     };
-    play_and_capture(&d, opts, PcmFormat::U8, PcmRate::R8000, 1, 400, 3, &data);
+    let ring = Ring {
+        format: PcmFormat::U8,
+        rate: PcmRate::R8000,
+        channels: 1,
+        period: 400,
+        periods: 3,
+    };
+    play_and_capture(&d, opts, ring, &data);
 }
 
 #[test]
@@ -170,16 +182,14 @@ fn s24_3le_six_channels_frames_straddle_descriptors() {
     // 18-byte frames split at 4 KiB boundaries: frames cross descriptors.
     let d = daemon(&["--pacing", "none"]);
     let data = signal::lcg_bytes(24, 18 * 1000 * 3);
-    play_and_capture(
-        &d,
-        FrontendOpts::default(),
-        PcmFormat::S24_3,
-        PcmRate::R48000,
-        6,
-        18 * 1000,
-        2,
-        &data,
-    );
+    let ring = Ring {
+        format: PcmFormat::S24_3,
+        rate: PcmRate::R48000,
+        channels: 6,
+        period: 18 * 1000,
+        periods: 2,
+    };
+    play_and_capture(&d, FrontendOpts::default(), ring, &data);
 }
 
 #[test]

@@ -199,7 +199,7 @@ fn an_underrun_is_an_xrun_record_and_the_clock_restarts_without_a_burst() {
         .unwrap_or_else(|e| panic!("{e}\n{}", d.log_tail(20)));
     match x.record {
         Record::Xrun { duration_ns, .. } => assert!(
-            duration_ns >= 100_000_000 && duration_ns < 1_000_000_000,
+            (100_000_000..1_000_000_000).contains(&duration_ns),
             "underrun of {duration_ns} ns"
         ),
         _ => unreachable!(),
