@@ -151,7 +151,7 @@ impl SndBackend {
             let base = vring.get_ref().get_queue().next_avail();
             if base == 0 && q == CONTROL_QUEUE {
                 info!("control queue restarted from 0: the driver reset the device");
-                inner.card.reset(Some(&*mem), now, "driver reset");
+                inner.card.reset_streams(Some(&*mem), now, "driver reset");
             } else if base == 0 && q == EVENT_QUEUE {
                 let n = inner.card.forget_events();
                 debug!("event queue restarted from 0: {n} stale event buffers forgotten");

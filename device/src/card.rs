@@ -356,10 +356,21 @@ impl<T: CardTap> Card<T> {
         }
     }
 
-    /// The driver reset the device, or the frontend went away: every stream is stopped and
+    /// The device was reset, or the frontend went away: every stream is stopped and
     /// released (readers get the records), held buffers are returned if `mem` is given (the
     /// rings still exist) or forgotten, posted event buffers are forgotten.
     pub fn reset<M: GuestMemory + ?Sized>(&mut self, mem: Option<&M>, now: u64, why: &str) {
+        self.reset_streams(mem, now, why);
+        let dropped = self.events.clear();
+        if dropped > 0 {
+            debug!("{dropped} event buffers forgotten ({why})");
+        }
+    }
+
+    /// Like [`reset`](Self::reset) but leaves the event queue alone: when a driver reset is
+    /// noticed on the control queue, the event queue may already hold the new driver's
+    /// buffers (its own restart is noticed separately).
+    pub fn reset_streams<M: GuestMemory + ?Sized>(&mut self, mem: Option<&M>, now: u64, why: &str) {
         let time_ns = self.tap_time(now);
         for idx in 0..self.streams.len() {
             let Some(s) = self.streams.get_mut(idx) else {
@@ -398,10 +409,6 @@ impl<T: CardTap> Card<T> {
                 let fresh = Stream::new(s.id, s.direction);
                 *s = fresh;
             }
-        }
-        let dropped = self.events.clear();
-        if dropped > 0 {
-            debug!("{dropped} event buffers forgotten ({why})");
         }
     }
 

@@ -434,3 +434,20 @@ fn reset_releases_everything() {
     // and the card works afterwards
     r.setup_stream(0, P10, true);
 }
+
+#[test]
+fn a_driver_reset_seen_on_the_control_queue_keeps_the_new_event_buffers() {
+    let mut r = Rig::new();
+    r.setup_stream(0, P10, true);
+    r.post_events(2);
+    r.tap.take_records();
+    let now = r.now;
+    r.card.reset_streams(Some(r.mem), now, "driver reset");
+    assert_eq!(r.card.stream_state(0), Some(StreamState::Idle));
+    assert_eq!(r.card.events_posted(), 2);
+    assert!(matches!(
+        r.tap.take_records().as_slice(),
+        [Record::Stop { .. }, Record::Release { .. }]
+    ));
+    assert_eq!(r.card.forget_events(), 2);
+}
