@@ -11,7 +11,7 @@ use vm_memory::GuestMemory;
 use crate::chain::Chain;
 use crate::config::{CardConfig, Pacing};
 use crate::controls::Controls;
-use crate::error::RequestError;
+use crate::error::{log_rejection, Rejected, RequestError};
 use crate::event_queue::EventQueue;
 use crate::pcm::{Stream, StreamState};
 use crate::spec::{ctl, ctl_notify_bytes, size, CONTROL_QUEUE, EVENT_QUEUE, RX_QUEUE, TX_QUEUE};
@@ -169,7 +169,16 @@ impl<T: CardTap> Card<T> {
                 let head = chain.head;
                 if let Err(e) = self.events.post(mem, chain) {
                     self.rejected += 1;
-                    warn!("event buffer {head} refused: {e}");
+                    log_rejection(
+                        &Rejected {
+                            queue: "event",
+                            head,
+                            request: None,
+                            stream: None,
+                            status: None,
+                        },
+                        &e,
+                    );
                     self.used.push(Used {
                         queue: EVENT_QUEUE,
                         head,

@@ -9,7 +9,7 @@ use vm_memory::GuestMemory;
 
 use crate::card::{Card, CardTap};
 use crate::chain::Chain;
-use crate::error::RequestError;
+use crate::error::{log_rejection, Rejected, RequestError};
 use crate::pcm::{SetParams, StreamState};
 use crate::spec::{code, le32, size, Status, CONTROL_QUEUE};
 use crate::{chmap, jack, pcm, Used};
@@ -30,9 +30,18 @@ impl<T: CardTap> Card<T> {
         let head = chain.head;
         if chain.writable_len() < size::HDR as u64 {
             self.rejected += 1;
-            warn!(
-                "control request {head}: no room for a status ({} writable bytes), returned empty",
-                chain.writable_len()
+            log_rejection(
+                &Rejected {
+                    queue: "control",
+                    head,
+                    request: None,
+                    stream: None,
+                    status: None,
+                },
+                &RequestError::ShortResponse {
+                    got: chain.writable_len(),
+                    need: size::HDR as u64,
+                },
             );
             self.used.push(Used {
                 queue: CONTROL_QUEUE,
@@ -47,18 +56,16 @@ impl<T: CardTap> Card<T> {
             Ok(r) => (Status::Ok, r.payload),
             Err((stream, e)) => {
                 self.rejected += 1;
-                let name = req_code.map_or("?", code::name);
-                let code_txt = req_code.map_or_else(|| "?".to_owned(), |c| format!("{c:#06x}"));
-                match stream {
-                    Some(s) => warn!(
-                        "control request {name} ({code_txt}) stream {s} rejected with {}: {e}",
-                        e.status().name()
-                    ),
-                    None => warn!(
-                        "control request {name} ({code_txt}) rejected with {}: {e}",
-                        e.status().name()
-                    ),
-                }
+                log_rejection(
+                    &Rejected {
+                        queue: "control",
+                        head,
+                        request: req_code,
+                        stream,
+                        status: Some(e.status()),
+                    },
+                    &e,
+                );
                 (e.status(), Vec::new())
             }
         };

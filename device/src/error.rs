@@ -96,3 +96,46 @@ pub enum DeviceError {
         source: std::io::Error,
     },
 }
+
+/// The log target of rejection lines (`RUST_LOG=dsproxy_device::reject=off` silences them).
+pub const REJECT_TARGET: &str = "dsproxy_device::reject";
+
+/// What a rejection log line says about the request.
+#[derive(Debug, Clone, Copy)]
+pub struct Rejected<'a> {
+    /// "control", "event", "tx" or "rx".
+    pub queue: &'a str,
+    /// The chain's head descriptor.
+    pub head: u16,
+    /// The request code, if it could be read.
+    pub request: Option<u32>,
+    /// The stream (or control/jack) the request was about, if known.
+    pub stream: Option<u32>,
+    /// The status written back; None if the chain had no room for one.
+    pub status: Option<Status>,
+}
+
+/// Logs one refused guest request as one structured line:
+/// `rejected queue=control head=3 request=PCM_START code=0x0104 stream=5 status=BAD_MSG
+/// reason="unknown stream id 5"`.
+pub fn log_rejection(r: &Rejected<'_>, e: &RequestError) {
+    use std::fmt::Write;
+    let mut line = format!("rejected queue={} head={}", r.queue, r.head);
+    if let Some(c) = r.request {
+        let _ = write!(
+            line,
+            " request={} code={c:#06x}",
+            crate::spec::code::name(c)
+        );
+    }
+    if let Some(s) = r.stream {
+        let _ = write!(line, " stream={s}");
+    }
+    match r.status {
+        Some(st) => {
+            let _ = write!(line, " status={}", st.name());
+        }
+        None => line.push_str(" status=none"),
+    }
+    log::warn!(target: REJECT_TARGET, "{line} reason=\"{e}\"");
+}

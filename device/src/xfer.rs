@@ -12,7 +12,7 @@ use vm_memory::GuestMemory;
 
 use crate::card::{Card, CardTap};
 use crate::chain::{read_segments, slice_segments, write_segments, Chain, Segment};
-use crate::error::RequestError;
+use crate::error::{log_rejection, Rejected, RequestError};
 use crate::spec::{code, event_bytes, size, Status, RX_QUEUE, TX_QUEUE};
 use crate::Used;
 
@@ -254,20 +254,21 @@ impl<T: CardTap> Card<T> {
         stream: Option<u32>,
         e: &RequestError,
     ) {
-        let what = if queue == TX_QUEUE { "TX" } else { "RX" };
-        let stream_txt = stream.map_or_else(|| "?".to_owned(), |s| s.to_string());
         self.rejected += 1;
-        let written = status_segments(chain)
-            .map(|segs| write_status(mem, &segs, e.status(), 0))
-            .is_some_and(|r| r.is_ok());
-        if written {
-            warn!(
-                "{what} buffer (stream {stream_txt}) rejected with {}: {e}",
-                e.status().name()
-            );
-        } else {
-            warn!("{what} buffer (stream {stream_txt}) rejected, no status written: {e}");
-        }
+        let status = status_segments(chain)
+            .and_then(|segs| write_status(mem, &segs, e.status(), 0).ok())
+            .map(|()| e.status());
+        let written = status.is_some();
+        log_rejection(
+            &Rejected {
+                queue: if queue == TX_QUEUE { "tx" } else { "rx" },
+                head: chain.head,
+                request: None,
+                stream,
+                status,
+            },
+            e,
+        );
         self.used.push(Used {
             queue,
             head: chain.head,

@@ -280,3 +280,40 @@ fn many_requests_in_one_kick_each_get_an_answer() {
     assert_eq!(r.read_u32(good2.addr(1)), OK);
     assert!(r.card.rejected >= 1);
 }
+
+#[test]
+fn each_rejection_is_one_structured_log_line() {
+    use dsproxy_device::error::REJECT_TARGET;
+    let mut r = Rig::new();
+    logcap::start();
+    assert_eq!(r.ctl_status(&pcm_hdr(PCM_START, 5)), BAD_MSG);
+    let lines = logcap::lines(REJECT_TARGET);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    let (level, text) = &lines[0];
+    assert_eq!(*level, log::Level::Warn);
+    for part in [
+        "queue=control",
+        "request=PCM_START",
+        "code=0x0104",
+        "stream=5",
+        "status=BAD_MSG",
+        "reason=\"unknown stream id 5\"",
+    ] {
+        assert!(text.contains(part), "{part} missing in {text}");
+    }
+    // a TX buffer for a stream in the wrong state, and a status-less one
+    logcap::start();
+    r.tx(0, &[0u8; 4]);
+    r.submit(TX, &[D::R(vec![0; 8])]);
+    let lines = logcap::lines(REJECT_TARGET);
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(lines[0].1.contains("queue=tx") && lines[0].1.contains("stream=0"));
+    assert!(
+        lines[0].1.contains("status=BAD_MSG") && lines[0].1.contains("not allowed in state IDLE")
+    );
+    assert!(lines[1].1.contains("status=none"), "{}", lines[1].1);
+    // good requests log no rejection
+    logcap::start();
+    still_serves(&mut r);
+    assert!(logcap::lines(REJECT_TARGET).is_empty());
+}

@@ -519,3 +519,51 @@ pub fn u32_at(b: &[u8], off: usize) -> u32 {
 pub fn event_at(r: &Rig, p: &Posted) -> (u32, u32) {
     (r.read_u32(p.addr(0)), r.read_u32(p.addr(0) + 4))
 }
+
+/// Log lines captured on this thread (the card runs on the test's thread).
+pub mod logcap {
+    use std::cell::RefCell;
+    use std::sync::Once;
+
+    thread_local! {
+        static LINES: RefCell<Vec<(String, log::Level, String)>> = const { RefCell::new(Vec::new()) };
+    }
+
+    struct Capture;
+
+    impl log::Log for Capture {
+        fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+            true
+        }
+        fn log(&self, r: &log::Record<'_>) {
+            LINES.with(|l| {
+                l.borrow_mut()
+                    .push((r.target().to_owned(), r.level(), r.args().to_string()))
+            });
+        }
+        fn flush(&self) {}
+    }
+
+    static CAPTURE: Capture = Capture;
+    static INIT: Once = Once::new();
+
+    /// Starts capturing (idempotent) and forgets what this thread logged so far.
+    pub fn start() {
+        INIT.call_once(|| {
+            let _ = log::set_logger(&CAPTURE);
+            log::set_max_level(log::LevelFilter::Trace);
+        });
+        LINES.with(|l| l.borrow_mut().clear());
+    }
+
+    /// The lines logged to `target` since `start`.
+    pub fn lines(target: &str) -> Vec<(log::Level, String)> {
+        LINES.with(|l| {
+            l.borrow()
+                .iter()
+                .filter(|(t, _, _)| t == target)
+                .map(|(_, lv, m)| (*lv, m.clone()))
+                .collect()
+        })
+    }
+}
