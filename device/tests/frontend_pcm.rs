@@ -139,6 +139,11 @@ fn play_and_capture(d: &Daemon, opts: FrontendOpts, ring: Ring, data: &[u8]) {
         .collect();
     assert!(times.windows(2).all(|w| w[0] <= w[1]), "time_ns: {times:?}");
     assert!(fe.violations().is_empty(), "{:?}", fe.violations());
+    assert_eq!(
+        fe.late_notifications(),
+        0,
+        "completions the device never signalled"
+    );
 }
 
 #[test]

@@ -46,6 +46,11 @@ fn one_second_of_audio_takes_about_one_second() {
     );
     assert!(rep.bad_statuses().is_empty());
     assert_eq!(fe.release(0).unwrap(), S_OK);
+    assert_eq!(
+        fe.late_notifications(),
+        0,
+        "completions the device never signalled"
+    );
 }
 
 #[test]

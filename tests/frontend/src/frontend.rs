@@ -164,6 +164,10 @@ enum Part<'a> {
     WriteInit(&'a [u8]),
 }
 
+/// How long the harness sleeps on the call eventfds before re-scanning the used rings anyway.
+/// A completion found by such a re-scan was never signalled: a lost notification.
+const LOST_NOTIFY_SLICE: Duration = Duration::from_millis(200);
+
 /// What the harness fills writable buffers with, so unwritten bytes show.
 pub const POISON: u8 = 0xa5;
 
@@ -531,14 +535,15 @@ impl SndFrontend {
     // ----- completions --------------------------------------------------------------------
 
     /// Takes whatever the device has finished, without waiting. Returns how many chains
-    /// completed.
-    fn collect(&mut self, signalled: bool) -> Result<usize, FrontError> {
+    /// completed. `after_timeout`: we slept a full slice without any call eventfd firing, so
+    /// completions found now were never signalled (counted as late notifications).
+    fn collect(&mut self, after_timeout: bool) -> Result<usize, FrontError> {
         let mut n = 0;
         let mut repost = 0usize;
         for q in 0..NUM_QUEUES {
             let called = self.rings[q].take_call() > 0;
             let used = self.rings[q].take_used(&self.ram, &mut self.violations)?;
-            if !used.is_empty() && !called && !signalled {
+            if !used.is_empty() && !called && after_timeout {
                 self.late_notifications += used.len() as u64;
             }
             let now = Instant::now();
@@ -646,9 +651,9 @@ impl SndFrontend {
         deadline: Instant,
         mut cond: impl FnMut(&Self) -> bool,
     ) -> Result<bool, FrontError> {
-        let mut signalled = false;
+        let mut timed_out = false;
         loop {
-            self.collect(signalled)?;
+            self.collect(timed_out)?;
             if cond(self) {
                 return Ok(true);
             }
@@ -656,10 +661,10 @@ impl SndFrontend {
             if now >= deadline {
                 return Ok(false);
             }
-            // Sleep on the call eventfds; wake at least every 200 ms to re-scan the rings in
+            // Sleep on the call eventfds; wake at least every slice to re-scan the rings in
             // case a notification was lost (counted as late).
-            let slice = (deadline - now).min(Duration::from_millis(200));
-            signalled = self.poll_calls(slice)?;
+            let slice = (deadline - now).min(LOST_NOTIFY_SLICE);
+            timed_out = !self.poll_calls(slice)? && slice == LOST_NOTIFY_SLICE;
         }
     }
 
@@ -1073,7 +1078,7 @@ impl SndFrontend {
         }
         // GET_VRING_BASE replied after the device stopped the ring, so anything it returned
         // is in the used rings now (the call fds may already be detached: scan directly).
-        self.collect(true)?;
+        self.collect(false)?;
         let mut returned: Vec<Completion> = self.done.drain(..).collect();
         returned.extend(self.done_ctl.drain().map(|(_, c)| c));
         // Event buffers may legitimately stay with the device; callers look at tx/rx.

@@ -187,56 +187,69 @@ impl DriverRing {
         bad: &mut Vec<String>,
     ) -> Result<Vec<UsedElem>, FrontError> {
         let mut out = Vec::new();
-        let used_idx: u16 = u16::from_le(
-            ram.mem()
-                .load(GuestAddress(self.layout.used.0 + 2), Ordering::Acquire)
-                .map_err(|e| FrontError::Memory(e.to_string()))?,
-        );
-        let pending = used_idx.wrapping_sub(self.last_used);
-        if pending > self.size {
-            bad.push(format!(
-                "queue {}: used idx {used_idx} is {pending} entries past our last seen {} (ring size {})",
-                self.index, self.last_used, self.size
-            ));
-            // Do not trust the ring any further.
-            self.last_used = used_idx;
-            return Ok(out);
-        }
-        while self.last_used != used_idx {
-            let slot = (self.last_used % self.size) as u64;
-            let raw = ram.read(GuestAddress(self.layout.used.0 + 4 + 8 * slot), 8)?;
-            let id = u32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]]);
-            let len = u32::from_le_bytes([raw[4], raw[5], raw[6], raw[7]]);
-            self.last_used = self.last_used.wrapping_add(1);
-            if id >= self.size as u32 {
+        loop {
+            let used_idx = self.used_idx(ram)?;
+            let pending = used_idx.wrapping_sub(self.last_used);
+            if pending > self.size {
                 bad.push(format!(
-                    "queue {}: used entry names descriptor {id}, ring has {}",
-                    self.index, self.size
+                    "queue {}: used idx {used_idx} is {pending} entries past our last seen {} (ring size {})",
+                    self.index, self.last_used, self.size
                 ));
-                continue;
+                // Do not trust the ring any further.
+                self.last_used = used_idx;
+                return Ok(out);
             }
-            match self.chains[id as usize].take() {
-                Some(ids) => {
-                    self.free.extend(ids);
-                    out.push(UsedElem {
-                        head: id as u16,
-                        len,
-                    });
+            while self.last_used != used_idx {
+                let slot = (self.last_used % self.size) as u64;
+                let raw = ram.read(GuestAddress(self.layout.used.0 + 4 + 8 * slot), 8)?;
+                let id = u32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]]);
+                let len = u32::from_le_bytes([raw[4], raw[5], raw[6], raw[7]]);
+                self.last_used = self.last_used.wrapping_add(1);
+                if id >= self.size as u32 {
+                    bad.push(format!(
+                        "queue {}: used entry names descriptor {id}, ring has {}",
+                        self.index, self.size
+                    ));
+                    continue;
                 }
-                None => bad.push(format!(
-                    "queue {}: used entry for descriptor {id}, which is not the head of a chain in flight",
-                    self.index
-                )),
+                match self.chains[id as usize].take() {
+                    Some(ids) => {
+                        self.free.extend(ids);
+                        out.push(UsedElem {
+                            head: id as u16,
+                            len,
+                        });
+                    }
+                    None => bad.push(format!(
+                        "queue {}: used entry for descriptor {id}, which is not the head of a chain in flight",
+                        self.index
+                    )),
+                }
             }
-        }
-        if self.event_idx {
-            // used_event: interrupt us as soon as the device uses anything past this.
+            if !self.event_idx {
+                return Ok(out);
+            }
+            // used_event: interrupt us as soon as the device uses anything past this. The
+            // device may have used more after we read its index and before it sees the new
+            // used_event, in which case it does not signal: look again (as Linux's
+            // virtqueue_enable_cb does).
             ram.write(
                 GuestAddress(self.layout.avail.0 + 4 + 2 * self.size as u64),
                 &self.last_used.to_le_bytes(),
             )?;
+            std::sync::atomic::fence(Ordering::SeqCst);
+            if self.used_idx(ram)? == self.last_used {
+                return Ok(out);
+            }
         }
-        Ok(out)
+    }
+
+    fn used_idx(&self, ram: &GuestRam) -> Result<u16, FrontError> {
+        Ok(u16::from_le(
+            ram.mem()
+                .load(GuestAddress(self.layout.used.0 + 2), Ordering::Acquire)
+                .map_err(|e| FrontError::Memory(e.to_string()))?,
+        ))
     }
 
     /// The index of the next available-ring slot (what GET_VRING_BASE should report once the
