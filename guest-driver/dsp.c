@@ -181,9 +181,9 @@ static int dsp_in_start(struct dsp_file *df)
 static int dsp_open(struct inode *inode, struct file *file)
 {
 	struct dsp_stream *out = NULL, *in = NULL;
+	unsigned int nr, max_channels;
 	struct dsp_card *card;
 	struct dsp_file *df;
-	unsigned int nr;
 	int err;
 
 	card = dsp_node_get_card(inode->i_rdev, DSP_NODE_DSP, &nr);
@@ -234,7 +234,7 @@ static int dsp_open(struct inode *inode, struct file *file)
 	if (!(dsp_file_formats(df) & BIT_ULL(df->fmt->vfmt)))
 		df->fmt = dsp_format_fallback(dsp_file_formats(df));
 	df->rate = dsp_rate_nearest(dsp_file_rates(df), 8000);
-	dsp_file_channel_range(df, &df->channels, &nr);
+	dsp_file_channel_range(df, &df->channels, &max_channels);
 	if (out) {
 		out->carry_len = 0;
 		dsp_ring_reset_counters(out);
@@ -282,6 +282,38 @@ static int dsp_release(struct inode *inode, struct file *file)
 	return 0;
 }
 
+/*
+ * Blocking read/write: sleeps (without the file lock) until ready(s). A running stream whose
+ * device completes nothing for dsp_stream_progress_timeout() is dead, like a sound card whose
+ * DMA stopped: -EIO instead of hanging forever. A stream that is not running (trigger off)
+ * waits as long as the program likes.
+ */
+static int dsp_wait_device(struct dsp_file *df, struct dsp_stream *s,
+			   bool (*ready)(struct dsp_stream *s))
+{
+	for (;;) {
+		u64 before = dsp_ring_bytes_done(s);
+		bool running = s->state == DSP_ST_RUNNING;
+		long left;
+
+		mutex_unlock(&df->lock);
+		left = wait_event_interruptible_timeout(s->wait,
+				ready(s) || dsp_card_gone(df->card),
+				running ? dsp_stream_progress_timeout(s) : MAX_SCHEDULE_TIMEOUT);
+		mutex_lock(&df->lock);
+		if (left < 0)
+			return -ERESTARTSYS;
+		if (left > 0)
+			return 0;
+		if (s->state == DSP_ST_RUNNING && dsp_ring_bytes_done(s) == before) {
+			pr_warn_ratelimited("%s: stream %u: device completed nothing for %u ms\n",
+					    df->card->name, s->id,
+					    jiffies_to_msecs(dsp_stream_progress_timeout(s)));
+			return -EIO;
+		}
+	}
+}
+
 static ssize_t dsp_write(struct file *file, const char __user *buf, size_t count, loff_t *ppos)
 {
 	struct dsp_file *df = file->private_data;
@@ -319,10 +351,7 @@ static ssize_t dsp_write(struct file *file, const char __user *buf, size_t count
 			err = -EAGAIN;
 			break;
 		}
-		mutex_unlock(&df->lock);
-		err = wait_event_interruptible(s->wait,
-					       dsp_tx_writable(s) || dsp_card_gone(df->card));
-		mutex_lock(&df->lock);
+		err = dsp_wait_device(df, s, dsp_tx_writable);
 		if (err)
 			break;
 	}
@@ -365,10 +394,7 @@ static ssize_t dsp_read(struct file *file, char __user *buf, size_t count, loff_
 			err = -EAGAIN;
 			break;
 		}
-		mutex_unlock(&df->lock);
-		err = wait_event_interruptible(s->wait,
-					       dsp_rx_ready(s) || dsp_card_gone(df->card));
-		mutex_lock(&df->lock);
+		err = dsp_wait_device(df, s, dsp_rx_ready);
 		if (err)
 			break;
 	}
@@ -425,8 +451,8 @@ static __poll_t dsp_poll(struct file *file, poll_table *wait)
 		if (info.bytes >= info.fragsize)
 			mask |= EPOLLOUT | EPOLLWRNORM;
 	}
-	if (df->in) {
-		/* select() on a capture device starts recording, as in OSS */
+	if (df->in && (poll_requested_events(wait) & (EPOLLIN | EPOLLRDNORM))) {
+		/* select() for reading on a capture device starts recording, as in OSS */
 		if (dsp_in_start(df))
 			mask |= EPOLLERR;
 		else if (dsp_rx_ready(df->in))

@@ -115,6 +115,7 @@ void dsp_ring_reset_counters(struct dsp_stream *s);
 void dsp_ring_discard(struct dsp_stream *s);
 bool dsp_ring_idle(struct dsp_stream *s);
 void dsp_ring_pointer(struct dsp_stream *s, u64 *bytes, u32 *blocks, u32 *ptr);
+u64 dsp_ring_bytes_done(struct dsp_stream *s);
 void dsp_rx_arm(struct dsp_stream *s, bool on);
 void dsp_ring_set_flushing(struct dsp_stream *s, bool on);
 bool dsp_tx_drained(struct dsp_stream *s, u64 *bytes_done);
@@ -188,6 +189,7 @@ int dsp_stream_stop(struct dsp_stream *s);
 int dsp_stream_release(struct dsp_stream *s);
 int dsp_stream_drain(struct dsp_stream *s, bool closing);
 int dsp_stream_reset(struct dsp_stream *s);
+unsigned long dsp_stream_progress_timeout(struct dsp_stream *s);
 
 /* mixer.c */
 struct dsp_ctl_elem {

@@ -256,7 +256,7 @@ static u32 dsp_stream_bps(struct dsp_stream *s)
 }
 
 /* how long the device may take to complete one message before we call it stuck */
-static unsigned long dsp_stream_progress_timeout(struct dsp_stream *s)
+unsigned long dsp_stream_progress_timeout(struct dsp_stream *s)
 {
 	u64 ms = (u64)s->ring.period_bytes * 1000 / dsp_stream_bps(s);
 

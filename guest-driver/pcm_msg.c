@@ -472,6 +472,17 @@ u32 dsp_rx_avail_bytes(struct dsp_stream *s)
 	return avail;
 }
 
+u64 dsp_ring_bytes_done(struct dsp_stream *s)
+{
+	unsigned long flags;
+	u64 done;
+
+	spin_lock_irqsave(s->ring_lock, flags);
+	done = s->ring.bytes_done;
+	spin_unlock_irqrestore(s->ring_lock, flags);
+	return done;
+}
+
 /* counters for GETOPTR/GETIPTR; resets the block count as OSS specifies */
 void dsp_ring_pointer(struct dsp_stream *s, u64 *bytes, u32 *blocks, u32 *ptr)
 {

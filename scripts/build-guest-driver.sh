@@ -5,8 +5,8 @@
 # Usage: scripts/build-guest-driver.sh FLAVOR [FLAVOR...]     (FLAVOR: 6.1 | 6.12)
 #
 # The sources are copied into build/guest-driver/<flavor>/obj so the two flavors can build at
-# the same time and guest-driver/ stays free of build products. The build uses W=1 and fails
-# on any compiler warning from our sources. gcc-12 (the compiler Debian built both kernels
+# the same time and guest-driver/ stays free of build products. The build uses W=1 (and
+# sparse, C=1, if installed) and fails on any warning from our sources. gcc-12 (the compiler Debian built both kernels
 # with) and pahole come from scripts/setup-host.sh.
 # DSPROXY_BUILD_DIR overrides the output root (default: <repo>/build).
 set -euo pipefail
@@ -43,25 +43,39 @@ build_flavor() {
 
   local out="$build_dir/guest-driver/$flavor"
   local obj="$out/obj"
+  mkdir -p "$out"
+  # Test suites build in parallel; one build per flavor at a time (fd 9 stays open until
+  # this function's subshell ends).
+  exec 9>"$out/.lock"
+  flock 9
+  # A fresh tree every time (a few seconds): no stale objects or half-written .cmd files.
+  rm -rf "$obj"
   mkdir -p "$obj"
-  # Fresh copy of the sources; stale objects of deleted files must not linger.
-  find "$obj" -maxdepth 1 -type f \( -name '*.c' -o -name '*.h' -o -name Makefile \) -delete
   cp "$src_dir"/*.c "$src_dir"/*.h "$src_dir"/Makefile "$obj/"
 
+  # sparse (C=1) checks the __le32/__user annotations when it is installed
+  local check=()
+  if command -v sparse >/dev/null 2>&1; then
+    check=(C=1)
+  else
+    log "$flavor: sparse not installed, skipping the static check"
+  fi
   log "$flavor: building against $kver"
   local logf="$out/build.log"
-  if ! make -C "$headers" M="$obj" CC=gcc-12 HOSTCC=gcc-12 W=1 modules >"$logf" 2>&1; then
+  if ! make -C "$headers" M="$obj" CC=gcc-12 HOSTCC=gcc-12 W=1 "${check[@]}" modules >"$logf" 2>&1; then
     cat "$logf" >&2
     die "$flavor: build failed (log: $logf)"
   fi
   if grep -E "(warning|error):" "$logf" | grep -F "$obj/" >&2; then
-    die "$flavor: compiler warnings in guest-driver sources (log: $logf)"
+    die "$flavor: compiler or sparse warnings in guest-driver sources (log: $logf)"
   fi
-  cp "$obj/dsproxy_oss.ko" "$out/dsproxy_oss.ko"
+  # rename: a reader of dsproxy_oss.ko never sees a half-copied file
+  cp "$obj/dsproxy_oss.ko" "$out/.dsproxy_oss.ko.tmp"
+  mv -f "$out/.dsproxy_oss.ko.tmp" "$out/dsproxy_oss.ko"
   echo "$kver" >"$out/KVER"
   log "$flavor: $out/dsproxy_oss.ko ($(modinfo -F vermagic "$out/dsproxy_oss.ko" 2>/dev/null || echo "vermagic ?"))"
 }
 
 for f in "$@"; do
-  build_flavor "$f"
+  ( build_flavor "$f" )
 done
