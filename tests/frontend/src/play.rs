@@ -64,8 +64,9 @@ pub struct Timing {
     pub elapsed: Duration,
     /// How long the audio lasts at the stream's rate.
     pub audio: Duration,
-    /// Mean and standard deviation of the intervals between completions, in ms.
+    /// Mean of the intervals between completions, in ms.
     pub interval_mean_ms: f64,
+    /// Standard deviation of each interval from its ideal (the duration of that buffer), ms.
     pub interval_stddev_ms: f64,
     /// The ideal interval (one period), in ms.
     pub period_ms: f64,
@@ -98,6 +99,7 @@ impl PlayReport {
         };
         let secs = |t: Instant| t.saturating_duration_since(t0).as_secs_f64();
         let mut intervals = Vec::new();
+        let mut deviations = Vec::new();
         let mut prev = t0;
         let mut cum = 0u64;
         let mut max_jitter = 0f64;
@@ -110,13 +112,15 @@ impl PlayReport {
             cum += b;
             let ideal = ns(cum).as_secs_f64();
             max_jitter = max_jitter.max((secs(c.completed_at) - ideal).abs());
-            intervals.push(c.completed_at.saturating_duration_since(prev).as_secs_f64());
+            let interval = c.completed_at.saturating_duration_since(prev).as_secs_f64();
+            intervals.push(interval);
+            deviations.push(interval - ns(b).as_secs_f64());
             prev = c.completed_at;
         }
         // The first interval runs from START and is a period long, like the rest.
         let n = intervals.len() as f64;
         let mean = intervals.iter().sum::<f64>() / n;
-        let var = intervals.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n;
+        let var = deviations.iter().map(|x| x.powi(2)).sum::<f64>() / n;
         let audio = ns(self.bytes);
         let elapsed = last.completed_at.saturating_duration_since(t0);
         Some(Timing {

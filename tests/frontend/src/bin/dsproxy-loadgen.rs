@@ -26,7 +26,7 @@ struct Args {
     /// The device's vhost-user socket.
     #[arg(long)]
     socket: std::path::PathBuf,
-    /// Seconds of audio per stream.
+    /// Seconds of audio per stream (rounded up to whole periods).
     #[arg(long, default_value_t = 5.0)]
     seconds: f64,
     /// Sample rate in Hz (must be one the device offers).
@@ -67,6 +67,10 @@ struct Args {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// Also print one line per completed buffer: stream, index, ideal and actual completion
+    /// time since START (ms), their difference, and the latency_bytes the device reported.
+    #[arg(long)]
+    dump_completions: bool,
     /// A label for the figures (e.g. the device's name).
     #[arg(long, default_value = "")]
     label: String,
@@ -126,7 +130,9 @@ fn run(a: &Args) -> Result<(), LoadgenError> {
     }
     let period_bytes = a.period_frames * frame;
     let buffer_bytes = period_bytes * a.periods;
-    let frames = (a.seconds * a.rate as f64).round() as usize;
+    // Whole periods, as an ALSA application writing period-sized chunks would.
+    let frames = ((a.seconds * a.rate as f64).round() as usize).div_ceil(a.period_frames as usize)
+        * a.period_frames as usize;
     let data = match a.signal.as_str() {
         "lcg" => signal::lcg_bytes(1, frames * frame as usize),
         "sine" => signal::sine(&shape, 440.0, frames),
@@ -222,6 +228,23 @@ fn run(a: &Args) -> Result<(), LoadgenError> {
     let late = fe.late_notifications();
     let _ = fe.disconnect();
 
+    if a.dump_completions {
+        println!("# stream index ideal_ms actual_ms diff_ms latency_bytes");
+        for r in &reports {
+            let mut cum = 0u64;
+            for (i, c) in r.completions.iter().enumerate() {
+                cum = (cum + period_bytes as u64).min(r.bytes);
+                let ideal = cum as f64 * 1e3 / r.byte_rate.max(1) as f64;
+                let actual = c.completed_at.duration_since(r.start_sent).as_secs_f64() * 1e3;
+                println!(
+                    "{} {i} {ideal:.3} {actual:.3} {:+.3} {}",
+                    r.stream,
+                    actual - ideal,
+                    c.latency_bytes
+                );
+            }
+        }
+    }
     let total_bytes: u64 = reports.iter().map(|r| r.bytes).sum();
     let bad: usize = reports.iter().map(|r| r.bad_statuses().len()).sum();
     if a.json {
@@ -285,7 +308,7 @@ fn run(a: &Args) -> Result<(), LoadgenError> {
         for r in &reports {
             match r.timing(period_bytes as usize) {
                 Some(t) => println!(
-                    "stream {}: {} buffers in {:.3} s for {:.3} s of audio; interval mean {:.3} ms (ideal {:.3}) stddev {:.3} ms; max jitter {:.3} ms; drift at end {:+.3} ms",
+                    "stream {}: {} buffers in {:.3} s for {:.3} s of audio; interval mean {:.3} ms (ideal {:.3}), stddev from ideal {:.3} ms; max jitter {:.3} ms; drift at end {:+.3} ms",
                     r.stream,
                     r.completions.len(),
                     t.elapsed.as_secs_f64(),
