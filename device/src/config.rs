@@ -26,10 +26,13 @@ Run it with QEMU (10.0 or later; guest memory must be shared):
   qemu-system-x86_64 -accel tcg -cpu max -m 512M \\
     -object memory-backend-memfd,id=mem,size=512M,share=on \\
     -machine q35,memory-backend=mem \\
-    -chardev socket,id=snd,path=/tmp/dsproxy-vhost.sock,reconnect-ms=1000 \\
+    -chardev socket,id=snd,path=/tmp/dsproxy-vhost.sock \\
     -device vhost-user-snd-pci,chardev=snd,controls=on \\
     -kernel vmlinuz -initrd initrd.img -append console=ttyS0 -nographic
 Drop `controls=on` (and pass --no-controls) for a card without mixer controls.
+The daemon serves one QEMU after another on the same socket. (QEMU 10.0's
+vhost-user-snd-pci does not wait for a `reconnect-ms` chardev to connect when it starts,
+so leave that option off.)
 Readers attach to the tap: dsproxy-host-reader -f out.wav
 
 Logging: RUST_LOG=dsproxy_device=debug (levels error, warn, info, debug, trace).";

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::thread;
 
 use clap::Parser;
-use log::{error, info, warn};
+use log::{info, warn};
 use vhost::vhost_user::Listener;
 use vhost_user_backend::VhostUserDaemon;
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
@@ -29,7 +29,8 @@ fn main() -> ExitCode {
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            error!("{e}");
+            // Not through the logger: RUST_LOG may have silenced it.
+            eprintln!("dsproxy-device: {e}");
             ExitCode::FAILURE
         }
     }

@@ -451,3 +451,26 @@ fn a_driver_reset_seen_on_the_control_queue_keeps_the_new_event_buffers() {
     ));
     assert_eq!(r.card.forget_events(), 2);
 }
+
+#[test]
+fn a_one_byte_period_does_not_flood() {
+    let mut r = Rig::new();
+    let ev = r.post_events(3);
+    // U8 mono 8 kHz, 1-byte periods, 64 KiB buffer: 8000 periods in one second of audio
+    assert_eq!(r.ctl_status(&set_params(0, 65536, 1, 1, FMT_U8, 1)), OK);
+    assert_eq!(r.ctl_status(&pcm_hdr(PCM_PREPARE, 0)), OK);
+    assert_eq!(r.ctl_status(&pcm_hdr(PCM_START, 0)), OK);
+    let t0 = r.now;
+    let a = r.tx(0, &vec![0x80u8; 8000]).0;
+    let used = r.at(t0 + 1_000_000_000);
+    assert_eq!(
+        used.iter()
+            .filter(|u| u.queue == TX)
+            .map(|u| u.head)
+            .collect::<Vec<_>>(),
+        vec![a.head]
+    );
+    assert_eq!(used.iter().filter(|u| u.queue == EVT).count(), 3);
+    assert_eq!(event_at(&r, &ev[2]), (EVT_PCM_PERIOD_ELAPSED, 0));
+    assert_eq!(r.card.events_undelivered(), 8000 - 3);
+}
