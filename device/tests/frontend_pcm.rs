@@ -290,3 +290,70 @@ fn a_reader_joining_mid_stream_gets_the_state_first() {
         .unwrap();
     assert!(first.pcm(0).unwrap() == data, "first reader's PCM differs");
 }
+
+#[test]
+fn two_streams_interleaved_on_one_queue_stay_apart() {
+    let d = daemon(&["--outputs", "2", "--pacing", "none"]);
+    let mut all = TapReader::connect(&d.tap, 0, 0, T).expect("reader of all streams");
+    let mut only1 = TapReader::connect(&d.tap, 0, 1 << 1, T).expect("reader of stream 1");
+    for t in [&mut all, &mut only1] {
+        t.wait_for("SNAPSHOT_END", T, |r| matches!(r, Record::SnapshotEnd))
+            .unwrap();
+    }
+    let mut fe = connect(&d, FrontendOpts::default());
+    // Stream 0: 48 kHz S16 stereo; stream 1: 44.1 kHz S32 mono.
+    assert_eq!(fe.set_params(0, 16384, 4096, 2, 5, 7).unwrap(), S_OK);
+    assert_eq!(fe.set_params(1, 8192, 2048, 1, 17, 6).unwrap(), S_OK);
+    assert_eq!(fe.prepare(0).unwrap(), S_OK);
+    assert_eq!(fe.prepare(1).unwrap(), S_OK);
+    let d0 = signal::lcg_bytes(100, 4096 * 8);
+    let d1 = signal::lcg_bytes(101, 2048 * 13);
+    let mut opts = dsproxy_testfront::PlayOpts::new(2048);
+    opts.timeout = Duration::from_secs(10);
+    let reps = dsproxy_testfront::play_many(
+        &mut fe,
+        &[
+            dsproxy_testfront::PlayStream {
+                stream: 0,
+                data: &d0,
+            },
+            dsproxy_testfront::PlayStream {
+                stream: 1,
+                data: &d1,
+            },
+        ],
+        &opts,
+    )
+    .unwrap();
+    assert!(reps.iter().all(|r| r.bad_statuses().is_empty()));
+    assert_eq!(fe.release(0).unwrap(), S_OK);
+    assert_eq!(fe.release(1).unwrap(), S_OK);
+    for stream in [0, 1] {
+        all.wait_for(
+            "RELEASE",
+            T,
+            |r| matches!(r, Record::Release { stream: s, .. } if *s == stream),
+        )
+        .unwrap();
+    }
+    assert!(all.pcm(0).unwrap() == d0, "stream 0 differs");
+    assert!(all.pcm(1).unwrap() == d1, "stream 1 differs");
+    only1
+        .wait_for("RELEASE", T, |r| {
+            matches!(r, Record::Release { stream: 1, .. })
+        })
+        .unwrap();
+    assert!(
+        only1.pcm(1).unwrap() == d1,
+        "stream 1 differs for the masked reader"
+    );
+    let leaked = only1
+        .history()
+        .iter()
+        .filter(|r| dsproxy_testfront::check::record_stream(&r.record) == Some(0))
+        .count();
+    assert_eq!(
+        leaked, 0,
+        "a reader of stream 1 got {leaked} records of stream 0"
+    );
+}
