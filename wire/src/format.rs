@@ -198,7 +198,10 @@ impl PcmRate {
 
     /// The rate for an exact frequency in Hz.
     pub fn from_hz(hz: u32) -> Option<PcmRate> {
-        RATES.iter().position(|&r| r == hz).map(|i| PcmRate(i as u8))
+        RATES
+            .iter()
+            .position(|&r| r == hz)
+            .map(|i| PcmRate(i as u8))
     }
 
     /// The rate among those in `mask` (a virtio-snd `rates` mask) closest to `hz`, as OSS's

@@ -1,8 +1,7 @@
 //! Every record survives encode → decode, and hostile bytes never panic or over-allocate.
 
 use dsproxy_wire::record::{
-    self, ControlDesc, ControlOrigin, Direction, Hello, Params, StreamDesc, HEADER_LEN,
-    MAX_PAYLOAD,
+    self, ControlDesc, ControlOrigin, Direction, Hello, Params, StreamDesc, HEADER_LEN, MAX_PAYLOAD,
 };
 use dsproxy_wire::{decode, Record, RecordReader, WireError};
 
