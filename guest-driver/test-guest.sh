@@ -57,7 +57,7 @@ wav_test() { # FLAVOR NAME WAVPARAMS DSP-PLAY-ARGS...
   local wav="$out/$flavor-$name.wav" exp="$out/$flavor-$name.expected" why
   rm -f "$wav"
   if ! run_guest "$flavor" "$name" --snd builtin-wav "$wav" --wav-params "$wp" \
-      --append "dsproxy_oss.stop_delay_ms=30" --run "dsp-play --strict $*"; then
+      --append "dsproxy_oss.stop_delay_ms=100" --run "dsp-play --strict $*"; then
     fail "$flavor $name: guest exit $(tail -1 "$out/$flavor-$name.stderr")"
     return
   fi
