@@ -28,7 +28,7 @@ use crate::card::Card;
 use crate::chain::Chain;
 use crate::clock::{monotonic_ns, MonotonicTimer};
 use crate::config::CardConfig;
-use crate::spec::{CONTROL_QUEUE, EVENT_QUEUE, NUM_QUEUES, VIRTIO_SND_F_CTLS};
+use crate::spec::{NUM_QUEUES, VIRTIO_SND_F_CTLS};
 use crate::tap::TapHandle;
 use crate::Used;
 
@@ -46,8 +46,6 @@ struct Inner {
     /// The worker's vrings, kept from its first event so a vring stop (which arrives on the
     /// frontend thread) can put returned buffers in the used ring.
     vrings: Vec<VringRwLock>,
-    /// The queue was stopped (GET_VRING_BASE) and has not run since.
-    stopped: [bool; NUM_QUEUES],
 }
 
 /// The sound card as a vhost-user backend. One per frontend connection.
@@ -83,7 +81,6 @@ impl SndBackend {
                 card: Card::new(cfg, tap.clone(), epoch_ns),
                 timers,
                 vrings: Vec::new(),
-                stopped: [false; NUM_QUEUES],
             }),
             mem,
             tap,
@@ -143,19 +140,11 @@ impl SndBackend {
     /// Pops every available chain of queue `q` and hands it to the card.
     fn drain_queue(&self, inner: &mut Inner, q: u16, vring: &VringRwLock, now: u64) {
         let mem = self.mem.memory();
-        if inner.stopped[q as usize] {
-            inner.stopped[q as usize] = false;
+        if inner.card.queue_stopped(q) {
             // After a vring stop the frontend restores the ring where it was; a driver that
-            // reset the device starts again from 0. The control queue is always used at
-            // probe, so base 0 there means a new driver instance.
-            let base = vring.get_ref().get_queue().next_avail();
-            if base == 0 && q == CONTROL_QUEUE {
-                info!("control queue restarted from 0: the driver reset the device");
-                inner.card.reset_streams(Some(&*mem), now, "driver reset");
-            } else if base == 0 && q == EVENT_QUEUE {
-                let n = inner.card.forget_events();
-                debug!("event queue restarted from 0: {n} stale event buffers forgotten");
-            }
+            // reset the device starts it again from 0.
+            let fresh = vring.get_ref().get_queue().next_avail() == 0;
+            inner.card.restart_queue(&*mem, q, fresh, now);
         }
         let chains: Vec<Chain> = {
             let mut state = vring.get_mut();
@@ -322,12 +311,9 @@ impl VhostUserBackend for SndBackend {
         let Ok(q) = u16::try_from(queue_index) else {
             return Ok(());
         };
-        if let Some(s) = inner.stopped.get_mut(q as usize) {
-            *s = true;
-        }
-        let mem = self.mem.memory();
-        inner.card.stop_queue(&*mem, q, now);
+        // What the card completed before the stop still goes in; after it, nothing.
         inner.flush();
+        inner.card.stop_queue(q, now);
         inner.arm_timers();
         debug!("queue {q} stopped");
         Ok(())

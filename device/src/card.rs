@@ -14,7 +14,9 @@ use crate::controls::Controls;
 use crate::error::{log_rejection, Rejected, RequestError};
 use crate::event_queue::EventQueue;
 use crate::pcm::{Stream, StreamState};
-use crate::spec::{ctl, ctl_notify_bytes, size, CONTROL_QUEUE, EVENT_QUEUE, RX_QUEUE, TX_QUEUE};
+use crate::spec::{
+    ctl, ctl_notify_bytes, size, CONTROL_QUEUE, EVENT_QUEUE, NUM_QUEUES, RX_QUEUE, TX_QUEUE,
+};
 use crate::tap::{TapHandle, TapRequest};
 use crate::Used;
 
@@ -65,6 +67,9 @@ pub struct Card<T: CardTap> {
     pub(crate) streams: Vec<Stream>,
     pub(crate) events: EventQueue,
     pub(crate) used: Vec<Used>,
+    /// Queues the frontend has stopped (GET_VRING_BASE) and not restarted: nothing is put
+    /// in their used rings meanwhile.
+    stopped: [bool; NUM_QUEUES],
     /// Guest requests refused so far.
     pub rejected: u64,
 }
@@ -88,6 +93,7 @@ impl<T: CardTap> Card<T> {
             streams,
             events: EventQueue::default(),
             used: Vec::new(),
+            stopped: [false; NUM_QUEUES],
             rejected: 0,
         }
     }
@@ -204,7 +210,20 @@ impl<T: CardTap> Card<T> {
         mem: &M,
         event: &[u8; size::EVENT],
     ) -> bool {
+        if self.stopped[EVENT_QUEUE as usize] {
+            self.events.undelivered = self.events.undelivered.saturating_add(1);
+            return false;
+        }
         self.events.send(mem, event, &mut self.used)
+    }
+
+    /// The queue of stream direction `dir` is stopped.
+    fn dir_stopped(&self, dir: Direction) -> bool {
+        let q = match dir {
+            Direction::Output => TX_QUEUE,
+            Direction::Input => RX_QUEUE,
+        };
+        self.stopped[q as usize]
     }
 
     /// The card completes TX buffers without the clock (`--pacing none`, or a reader asked).
@@ -222,6 +241,12 @@ impl<T: CardTap> Card<T> {
         loop {
             let unpaced = self.unpaced();
             let held = self.output_held();
+            let Some(dir) = self.streams.get(idx).map(|s| s.direction) else {
+                return;
+            };
+            if self.dir_stopped(dir) {
+                return;
+            }
             let Some(s) = self.streams.get_mut(idx) else {
                 return;
             };
@@ -268,6 +293,9 @@ impl<T: CardTap> Card<T> {
                 s.clock.complete(head_len);
                 self.complete_tx_head(mem, idx, deadline);
             } else {
+                if s.clock.is_held() {
+                    s.clock.resume(now);
+                }
                 let Some(deadline) = s.clock.deadline(head_len) else {
                     return;
                 };
@@ -290,7 +318,7 @@ impl<T: CardTap> Card<T> {
     /// When stream `idx` next needs the worker (its timer's deadline), if it does.
     pub fn next_deadline(&self, idx: usize) -> Option<u64> {
         let s = self.streams.get(idx)?;
-        if s.state != StreamState::Running {
+        if s.state != StreamState::Running || self.dir_stopped(s.direction) {
             return None;
         }
         if s.direction == Direction::Output && self.unpaced() {
@@ -330,46 +358,99 @@ impl<T: CardTap> Card<T> {
         }
     }
 
-    /// A vring is being stopped (GET_VRING_BASE): nothing may stay held on it. Output
-    /// buffers are played out at once (published, so no audio is lost, and completed), input
-    /// buffers completed with what there is; event buffers stay posted (they remain the
-    /// device's until the driver resets). The clocks of running streams starve.
-    pub fn stop_queue<M: GuestMemory + ?Sized>(&mut self, mem: &M, queue: u16, now: u64) {
+    /// The frontend stops a vring (GET_VRING_BASE: the VM pauses, migrates, or the driver
+    /// resets the device). Nothing is put in that ring until it restarts, and the clocks of
+    /// its streams stop: buffers stay in flight, as they would in a paused machine, and
+    /// either play on after [`restart_queue`](Self::restart_queue) or are forgotten if the
+    /// driver turns out to have reset the device.
+    ///
+    /// Completing them here instead would put them in the used ring while the guest cannot
+    /// take the interrupt, and the Linux driver then never sends another buffer.
+    pub fn stop_queue(&mut self, queue: u16, now: u64) {
+        let Some(flag) = self.stopped.get_mut(queue as usize) else {
+            return;
+        };
+        *flag = true;
         let dir = match queue {
             TX_QUEUE => Direction::Output,
             RX_QUEUE => Direction::Input,
             _ => return,
         };
-        for idx in 0..self.streams.len() {
-            let Some(s) = self.streams.get(idx) else {
-                continue;
-            };
-            if s.direction != dir || s.queue.is_empty() {
-                continue;
+        for s in self.streams.iter_mut().filter(|s| s.direction == dir) {
+            if s.state == StreamState::Running {
+                s.clock.hold(now);
             }
-            let n = s.queue.len();
-            for _ in 0..n {
-                match dir {
-                    Direction::Output => self.complete_tx_head(mem, idx, now),
-                    Direction::Input => self.complete_rx_head(mem, idx),
-                }
-            }
-            if let Some(s) = self.streams.get_mut(idx) {
-                info!("stream {}: queue stopped, {n} buffers returned", s.id);
-                if s.state == StreamState::Running {
-                    // What was queued is gone: the clock starts over from here, dry.
-                    s.clock.start(now);
-                    s.clock.starve();
-                }
+            if !s.queue.is_empty() {
+                info!(
+                    "stream {}: queue stopped with {} buffers in flight",
+                    s.id,
+                    s.queue.len()
+                );
             }
         }
     }
 
+    /// A stopped vring runs again. `fresh` says the ring restarted from index 0, i.e. the
+    /// driver reset the device and the descriptors the card still held are no longer
+    /// anybody's: they are forgotten (not returned — that would corrupt the new ring).
+    /// Otherwise the held buffers play on, the clocks re-anchored at `now`.
+    pub fn restart_queue<M: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &M,
+        queue: u16,
+        fresh: bool,
+        now: u64,
+    ) {
+        let Some(flag) = self.stopped.get_mut(queue as usize) else {
+            return;
+        };
+        *flag = false;
+        let dir = match queue {
+            EVENT_QUEUE => {
+                if fresh {
+                    let n = self.events.clear();
+                    debug!("event queue restarted from 0: {n} stale event buffers forgotten");
+                }
+                return;
+            }
+            CONTROL_QUEUE => {
+                if fresh {
+                    info!("control queue restarted from 0: the driver reset the device");
+                    self.reset_streams::<M>(None, now, "driver reset");
+                }
+                return;
+            }
+            TX_QUEUE => Direction::Output,
+            RX_QUEUE => Direction::Input,
+            _ => return,
+        };
+        for s in self.streams.iter_mut().filter(|s| s.direction == dir) {
+            if fresh && !s.queue.is_empty() {
+                info!(
+                    "stream {}: {} buffers of the old ring forgotten (driver reset)",
+                    s.id,
+                    s.queue.len()
+                );
+                s.queue.clear();
+                s.queued_bytes = 0;
+            }
+            if s.clock.is_held() && s.direction == Direction::Input {
+                s.clock.resume(now);
+            }
+        }
+        self.service_all(mem, now);
+    }
+
+    /// The queue was stopped and not restarted.
+    pub fn queue_stopped(&self, queue: u16) -> bool {
+        self.stopped.get(queue as usize).copied().unwrap_or(false)
+    }
     /// The device was reset, or the frontend went away: every stream is stopped and
     /// released (readers get the records), held buffers are returned if `mem` is given (the
     /// rings still exist) or forgotten, posted event buffers are forgotten.
     pub fn reset<M: GuestMemory + ?Sized>(&mut self, mem: Option<&M>, now: u64, why: &str) {
         self.reset_streams(mem, now, why);
+        self.stopped = [false; NUM_QUEUES];
         let dropped = self.events.clear();
         if dropped > 0 {
             debug!("{dropped} event buffers forgotten ({why})");
@@ -419,10 +500,5 @@ impl<T: CardTap> Card<T> {
                 *s = fresh;
             }
         }
-    }
-
-    /// Forgets the event buffers posted before a driver reset (the event queue restarted).
-    pub fn forget_events(&mut self) -> usize {
-        self.events.clear()
     }
 }

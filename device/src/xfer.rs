@@ -403,6 +403,10 @@ impl<T: CardTap> Card<T> {
         };
         let bufs: Vec<PcmBuffer> = s.queue.drain(..).collect();
         s.queued_bytes = 0;
+        if self.queue_stopped(queue) {
+            // The ring is not ours to write now; the buffers are forgotten.
+            return bufs.iter().map(|b| b.len as u64).sum();
+        }
         let mut bytes = 0u64;
         for b in bufs {
             bytes += b.len as u64;

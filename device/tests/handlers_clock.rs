@@ -350,38 +350,101 @@ fn bad_event_buffers_are_returned_empty() {
 }
 
 #[test]
-fn stopping_the_tx_vring_plays_out_and_returns_held_buffers() {
+fn a_stopped_vring_holds_its_buffers_and_plays_on_after_restart() {
     let mut r = Rig::new();
-    let _ev = r.post_events(4);
+    let ev = r.post_events(4);
     r.setup_stream(0, P10, true);
+    let t0 = r.now;
     let a = r.tx(0, &[1u8; P10 as usize]).0;
     let b = r.tx(0, &[2u8; P10 as usize]).0;
-    let now = r.now + MS;
-    r.card.stop_queue(r.mem, TX, now);
-    let used = r.flush();
-    let tx: Vec<_> = used
-        .iter()
-        .filter(|u| u.queue == TX)
-        .map(|u| u.head)
-        .collect();
-    assert_eq!(tx, vec![a.head, b.head]);
-    assert_eq!(r.pcm_status(b.last()), (OK, 0));
+    // the VM pauses 5 ms into the first buffer: event queue first, then tx (QEMU's order)
+    r.card.stop_queue(EVT, t0 + 5 * MS);
+    r.card.stop_queue(TX, t0 + 5 * MS);
+    assert_eq!(r.card.next_deadline(0), None, "no timer while stopped");
+    assert!(
+        r.at(t0 + 3_000 * MS).is_empty(),
+        "nothing written to a stopped ring"
+    );
+    assert!(r.tap.take_pcm().is_empty());
+    assert_eq!(r.card.queued_buffers(0), Some(2));
+    // the VM resumes 3 s later: the ring comes back where it was (not fresh)
+    let t1 = t0 + 3_000 * MS;
+    r.card.restart_queue(r.mem, EVT, false, t1);
+    r.card.restart_queue(r.mem, TX, false, t1);
+    assert!(r.flush().is_empty());
+    assert_eq!(
+        r.card.next_deadline(0),
+        Some(t1 + 10 * MS),
+        "re-anchored, no burst"
+    );
+    let used = r.at(t1 + 10 * MS);
+    assert_eq!(
+        used.iter().map(|u| (u.queue, u.head)).collect::<Vec<_>>(),
+        vec![(TX, a.head), (EVT, ev[0].head)]
+    );
+    assert_eq!(heads(&r.at(t1 + 20 * MS)), vec![b.head, ev[1].head]);
     let pcm = r.tap.take_pcm();
-    assert_eq!(pcm.len(), 2, "published, not lost");
-    assert_eq!(r.card.stream_state(0), Some(StreamState::Running));
-    // event buffers stay posted across a vring stop (the guest still owns nothing back)
-    assert!(r.card.events_posted() > 0);
-    // the control queue is unaffected and the stream goes on when buffers come back
-    r.now = now + 2 * MS;
-    let c = r.tx(0, &[3u8; P10 as usize]).0;
-    assert_eq!(r.card.next_deadline(0), Some(now + 10 * MS));
-    let used = r.at(now + 10 * MS);
-    let tx: Vec<_> = used
-        .iter()
-        .filter(|u| u.queue == TX)
-        .map(|u| u.head)
-        .collect();
-    assert_eq!(tx, vec![c.head]);
+    assert_eq!(
+        pcm.iter().map(|p| p.data[0]).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+    assert_eq!(pcm[0].time_ns, t1 + 10 * MS - EPOCH);
+}
+
+#[test]
+fn no_event_goes_to_a_stopped_event_queue() {
+    let mut r = Rig::new();
+    r.post_events(4);
+    r.setup_stream(0, P10, true);
+    let t0 = r.now;
+    r.tx(0, &[0u8; P10 as usize]);
+    r.card.stop_queue(EVT, t0);
+    let used = r.at(t0 + 10 * MS);
+    assert_eq!(used.iter().map(|u| u.queue).collect::<Vec<_>>(), vec![TX]);
+    assert_eq!(r.card.events_undelivered(), 1);
+    assert_eq!(r.card.events_posted(), 4);
+}
+
+#[test]
+fn a_ring_restarted_from_zero_forgets_what_the_old_one_held() {
+    let mut r = Rig::new();
+    r.post_events(3);
+    r.setup_stream(0, P10, true);
+    r.setup_stream(1, P10, true);
+    r.tx(0, &[0u8; P10 as usize]);
+    r.rx(1, P10);
+    r.tap.take_records();
+    let now = r.now;
+    for q in [CTL, EVT, TX, RX] {
+        r.card.stop_queue(q, now);
+    }
+    // the driver reset the device: every ring starts again from 0. The new driver posts
+    // event buffers before its first control request.
+    r.card.restart_queue(r.mem, EVT, true, now + MS);
+    assert_eq!(r.card.events_posted(), 0);
+    r.post_events(2);
+    r.card.restart_queue(r.mem, TX, true, now + MS);
+    r.card.restart_queue(r.mem, RX, true, now + MS);
+    r.card.restart_queue(r.mem, CTL, true, now + MS);
+    assert!(
+        r.flush().is_empty(),
+        "old descriptors are not returned into new rings"
+    );
+    assert_eq!(r.card.queued_buffers(0), Some(0));
+    assert_eq!(r.card.stream_state(0), Some(StreamState::Idle));
+    assert_eq!(r.card.stream_state(1), Some(StreamState::Idle));
+    assert_eq!(
+        r.card.events_posted(),
+        2,
+        "the new driver's event buffers are kept"
+    );
+    let recs = r.tap.take_records();
+    assert_eq!(
+        recs.iter().map(|x| x.kind_name()).collect::<Vec<_>>(),
+        vec!["STOP", "RELEASE", "STOP", "RELEASE"]
+    );
+    // and the new driver can use the card
+    r.setup_stream(0, P10, true);
 }
 
 #[test]
@@ -433,23 +496,6 @@ fn reset_releases_everything() {
     assert!(r.tap.take_records().is_empty());
     // and the card works afterwards
     r.setup_stream(0, P10, true);
-}
-
-#[test]
-fn a_driver_reset_seen_on_the_control_queue_keeps_the_new_event_buffers() {
-    let mut r = Rig::new();
-    r.setup_stream(0, P10, true);
-    r.post_events(2);
-    r.tap.take_records();
-    let now = r.now;
-    r.card.reset_streams(Some(r.mem), now, "driver reset");
-    assert_eq!(r.card.stream_state(0), Some(StreamState::Idle));
-    assert_eq!(r.card.events_posted(), 2);
-    assert!(matches!(
-        r.tap.take_records().as_slice(),
-        [Record::Stop { .. }, Record::Release { .. }]
-    ));
-    assert_eq!(r.card.forget_events(), 2);
 }
 
 #[test]
