@@ -6,6 +6,10 @@
 #          duplex, software mixer) against -audiodev none (paced output and silent input)
 #   wav-*  dsp-play through -audiodev wav: the WAV's data must be exactly the bytes the guest
 #          wrote (cut to whole frames), with nothing after them
+# and, when a dsproxy-device binary is available (DSPROXY_DEVICE_BIN, or dsproxy-device in
+# $CARGO_TARGET_DIR or target/, release or debug), against dsproxy's own vhost-user device with
+# control elements:
+#   vhost-api  oss-api-test -i again (now the mixer runs on the device's control elements)
 #
 # Usage: guest-driver/test-guest.sh [FLAVOR...]        (default: 6.1 6.12)
 # Exit 0 if every test passed. Logs: build/guest-driver/test/.
@@ -72,6 +76,32 @@ wav_test() { # FLAVOR NAME WAVPARAMS DSP-PLAY-ARGS...
   fi
 }
 
+device_bin="${DSPROXY_DEVICE_BIN:-}"
+if [ -z "$device_bin" ]; then
+  for d in "${CARGO_TARGET_DIR:-$repo_root/target}"/{release,debug}; do
+    if [ -x "$d/dsproxy-device" ]; then device_bin="$d/dsproxy-device"; break; fi
+  done
+fi
+[ -n "$device_bin" ] || echo "test-guest: no dsproxy-device binary; skipping the vhost-user tests"
+
+vhost_api_test() { # FLAVOR
+  local flavor="$1" dir="$out/$1-vhost" dev rc=0
+  rm -rf "$dir"
+  mkdir -p "$dir"
+  "$device_bin" --socket "$dir/vhost.sock" --tap "$dir/tap.sock" >"$dir/device.log" 2>&1 &
+  dev=$!
+  for _ in $(seq 50); do [ -S "$dir/vhost.sock" ] && break; sleep 0.1; done
+  run_guest "$flavor" vhost-api --snd vhost-user "$dir/vhost.sock" --controls on \
+    --prog "$api_test" --append "dsproxy.dmesg=1" --run "oss-api-test -i" || rc=$?
+  kill -INT "$dev" 2>/dev/null || true
+  wait "$dev" 2>/dev/null || true
+  if [ "$rc" -eq 0 ] && grep -q "mixer: .* control elements" "$out/$flavor-vhost-api.log"; then
+    pass "$flavor vhost-api: $(grep -ac 'OSS-API: ok' "$out/$flavor-vhost-api.log") checks, hardware mixer"
+  else
+    fail "$flavor vhost-api: exit $rc; $(grep -a 'OSS-API: FAIL' "$out/$flavor-vhost-api.log" | tr '\n' ' ')"
+  fi
+}
+
 for flavor in "${flavors[@]}"; do
   if run_guest "$flavor" api --snd none --prog "$api_test" --append "dsproxy.wait_ms=5000" \
       --run "oss-api-test -i" -- -audiodev none,id=n0 -device virtio-sound-pci,audiodev=n0; then
@@ -84,6 +114,7 @@ for flavor in "${flavors[@]}"; do
     --frag 0x0008000a --sync
   # (stereo: QEMU's mixer doubles mono samples on the way to a mono WAV)
   wav_test "$flavor" wav-nonblock 22050:2:s16 -r 22050 -f s16 -c 2 --ms 500 --nonblock
+  [ -z "$device_bin" ] || vhost_api_test "$flavor"
 done
 
 [ "$failed" -eq 0 ] && echo "test-guest: all passed" || echo "test-guest: some tests failed (logs: $out)"
