@@ -804,10 +804,19 @@ def run_play(combo, image, image_err):
             if m:
                 rereads.setdefault(int(m.group(1)), (int(m.group(2)), int(m.group(3))))
         rereads = [rereads[k] for k in sorted(rereads)]
+        # The guest's own write must have read back first (so the later value is the host's).
+        readback = None
+        for ln in lines:
+            m = re.search(r"MIXER: readback vol=(\d+):(\d+)", ln)
+            if m:
+                readback = (int(m.group(1)), int(m.group(2)))
         last = rereads[-1] if rereads else None
-        ok = last is not None and all(abs(v - MIXER_HOST_TARGET) <= 1 for v in last)
-        ck.check(name, ok, f"host set {host_set['ctl']['name']!r} to {host_set['raw']} "
-                 f"({MIXER_HOST_TARGET}%); guest rereads of vol: {rereads or 'none'} (mixer-test exit {rc})")
+        guest_vol = MIXER_GUEST_SET["vol"]
+        ok = (readback is not None and all(abs(a - b) <= 1 for a, b in zip(readback, guest_vol))
+              and last is not None and all(abs(v - MIXER_HOST_TARGET) <= 1 for v in last))
+        ck.check(name, ok, f"guest wrote vol {guest_vol}, read back {readback}; host set "
+                 f"{host_set['ctl']['name']!r} to {host_set['raw']} ({MIXER_HOST_TARGET}%); guest rereads "
+                 f"of vol every {MIXER_REREAD_MS} ms: {rereads or 'none'} (mixer-test exit {rc})")
     ck.check("shutdown: device and readers exit 0 on SIGINT",
              all(v == 0 for v in boot.shutdown.values()), boot.shutdown_detail())
     ck.fail_rest("not evaluated")
