@@ -17,6 +17,8 @@ sockets) and fresh readers:
     record     the guest records what the reader injects (--inject), bit-exact
     kill       QEMU is SIGKILLed mid-stream: the reader's files hold everything received, with a
                valid header, while the reader keeps running and after it stops
+and once, at the end:
+    demo       scripts/demo.sh (the README's main command) leaves a bit-exact out.wav
 Every check prints one PASS or FAIL line; the last line is "N passed, M failed". A missing
 component (device not built, module missing...) makes the checks that need it FAIL.
 
@@ -60,7 +62,7 @@ COMBOS = {
     "6.12-ours": {"flavor": "6.12", "driver": "ours"},
     "6.12-stock": {"flavor": "6.12", "driver": "stock"},
 }
-BOOTS = ["play", "nopacing", "record", "kill"]
+BOOTS = ["play", "nopacing", "record", "kill", "demo"]  # demo: once, not per combination
 
 # Timing tolerances. The guest measures with its own monotonic clock (dsp-play's elapsed_ms:
 # first write to close() returning), which under TCG still follows the host's clock.
@@ -1019,6 +1021,38 @@ def run_kill(combo, image, image_err):
 TIMINGS = {}
 
 
+def run_demo():
+    """The README's main command, as a user runs it, in a scratch directory."""
+    name = "demo: scripts/demo.sh leaves a bit-exact out.wav"
+    d = os.path.join(WORK, "demo")
+    shutil.rmtree(d, ignore_errors=True)
+    os.makedirs(d)
+    log = os.path.join(d, "demo.log")
+    t0 = time.monotonic()
+    rc = run_logged(["bash", os.path.join(REPO, "scripts", "demo.sh")], log, cwd=d,
+                    timeout=900)
+    with open(log, errors="replace") as f:
+        text = f.read()
+    out = os.path.join(d, "out.wav")
+    info = wavfile.parse_wav(out) if os.path.exists(out) else None
+    exact = re.search(r"demo: bit-exact: .*", text)
+    problems = []
+    if rc != 0:
+        problems.append(f"exit {rc}")
+    if info is None:
+        problems.append("no out.wav in the current directory")
+    elif info["problems"]:
+        problems += info["problems"]
+    else:
+        tune = expected_bytes([HOST_PLAY, "--tune", "--stdout", "-r", "48000", "-f", "s16", "-c", "2"])
+        diff = wavfile.describe_difference(wavfile.wav_data(out, info), tune, 0, 192)
+        if diff:
+            problems.append(diff)
+    R.check(name, not problems and exact is not None,
+            "; ".join(problems) + f"; {log}\n{tail(log, 20)}" if problems else
+            f"{exact.group(0)[6:] if exact else 'no verdict line'} ({time.monotonic() - t0:.0f} s)")
+
+
 def main():
     only = [c for c in os.environ.get("E2E_ONLY", "").split(",") if c]
     for c in only:
@@ -1046,7 +1080,8 @@ def main():
     build(combos)
 
     wall = {}
-    for combo in combos:
+    per_combo = [b for b in boots if b != "demo"]
+    for combo in combos if per_combo else []:
         drv = COMBOS[combo]["driver"]
         scripts = {
             "play": guest_script([(s.name, s.args()) for s in play_steps(drv)] + [("mixer", mixer_args())]),
@@ -1061,7 +1096,7 @@ def main():
         image, image_err = build_image(combo, scripts)
         if image_err:
             note(f"{combo}: no guest image: {image_err}")
-        for kind in boots:
+        for kind in per_combo:
             tb = time.monotonic()
             fn = {"play": run_play, "nopacing": run_nopacing, "record": run_record, "kill": run_kill}[kind]
             try:
@@ -1071,6 +1106,16 @@ def main():
                 traceback.print_exc()
                 R.check(f"{combo} {kind}: suite error", False, repr(e))
             wall[f"{combo} {kind}"] = time.monotonic() - tb
+
+    if "demo" in boots:
+        tb = time.monotonic()
+        try:
+            run_demo()
+        except Exception as e:
+            import traceback
+            traceback.print_exc()
+            R.check("demo: suite error", False, repr(e))
+        wall["demo"] = time.monotonic() - tb
 
     print()
     note("wall time per boot: " + ", ".join(f"{k} {v:.0f} s" for k, v in wall.items()))
