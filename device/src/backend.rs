@@ -28,6 +28,7 @@ use crate::card::Card;
 use crate::chain::Chain;
 use crate::clock::{monotonic_ns, MonotonicTimer};
 use crate::config::CardConfig;
+use crate::controls::Controls;
 use crate::spec::{NUM_QUEUES, VIRTIO_SND_F_CTLS};
 use crate::tap::TapHandle;
 use crate::Used;
@@ -59,11 +60,14 @@ pub struct SndBackend {
 }
 
 impl SndBackend {
+    /// The card of one frontend connection, its mixer starting as `controls` (the mixer
+    /// outlives connections: see [`controls`](Self::controls)).
     pub fn new(
         cfg: CardConfig,
         tap: TapHandle,
         epoch_ns: u64,
         mem: GuestMem,
+        controls: Controls,
     ) -> io::Result<SndBackend> {
         let timers = (0..cfg.num_streams())
             .map(|_| MonotonicTimer::new())
@@ -78,7 +82,7 @@ impl SndBackend {
         let queue_size = cfg.queue_size as usize;
         Ok(SndBackend {
             inner: Mutex::new(Inner {
-                card: Card::new(cfg, tap.clone(), epoch_ns),
+                card: Card::with_controls(cfg, tap.clone(), epoch_ns, controls),
                 timers,
                 vrings: Vec::new(),
             }),
@@ -103,6 +107,11 @@ impl SndBackend {
             v.push((t.as_raw_fd(), TIMER_EVENT_BASE + i as u16));
         }
         v
+    }
+
+    /// The mixer as it is now, for the next connection's card.
+    pub fn controls(&self) -> Controls {
+        self.lock().card.controls().clone()
     }
 
     /// The frontend connected.

@@ -75,15 +75,18 @@ pub struct Card<T: CardTap> {
 }
 
 impl<T: CardTap> Card<T> {
+    /// A card with its mixer at the defaults.
     pub fn new(cfg: CardConfig, tap: T, epoch_ns: u64) -> Card<T> {
+        let controls = cfg.initial_controls();
+        Card::with_controls(cfg, tap, epoch_ns, controls)
+    }
+
+    /// A card whose mixer is `controls`: the daemon keeps the mixer across frontend
+    /// connections and hands it to each connection's card.
+    pub fn with_controls(cfg: CardConfig, tap: T, epoch_ns: u64, controls: Controls) -> Card<T> {
         let streams = (0..cfg.num_streams())
             .map(|id| Stream::new(id, cfg.stream_direction(id).unwrap_or(Direction::Output)))
             .collect();
-        let controls = if cfg.controls {
-            Controls::new(cfg.outputs, cfg.inputs)
-        } else {
-            Controls::new(0, 0)
-        };
         Card {
             cfg,
             tap,

@@ -294,6 +294,16 @@ impl CardConfig {
     }
 
     /// What every reader is told first.
+    /// The card's mixer as it starts: every element at its default (none with
+    /// `--no-controls`).
+    pub fn initial_controls(&self) -> Controls {
+        if self.controls {
+            Controls::new(self.outputs, self.inputs)
+        } else {
+            Controls::new(0, 0)
+        }
+    }
+
     pub fn hello(&self, time_ns: u64) -> Hello {
         let streams = (0..self.num_streams())
             .map(|id| StreamDesc {
@@ -305,11 +315,7 @@ impl CardConfig {
                 rates: self.rates,
             })
             .collect();
-        let controls = if self.controls {
-            Controls::new(self.outputs, self.inputs).descs()
-        } else {
-            Vec::new()
-        };
+        let controls = self.initial_controls().descs();
         Hello {
             version: PROTOCOL_VERSION,
             time_ns,

@@ -4,8 +4,15 @@
 //! them onto /dev/mixer: "Master" → VOLUME, "PCM" → PCM (index 1 → ALTPCM), "Capture" → IGAIN.
 //! Volumes start at 100 (0 dB) and switches on, so a capture is bit-exact with what the guest
 //! wrote whatever the mixer says; readers apply the volumes when they play on the host.
+//!
+//! The mixer is card state, like a real mixer's: the daemon creates it once, publishes every
+//! element's starting value to the tap (so the snapshot of any reader, however early, has a
+//! value for every control), and keeps it across frontend connections and driver resets. A
+//! VM that reboots or a QEMU that reconnects finds the volumes where the guest or a reader
+//! left them, and a host-side volume set by a reader does not jump back to 0 dB behind the
+//! readers' backs (nothing would tell them: the mixer did not change as far as they know).
 
-use dsproxy_wire::record::ControlDesc;
+use dsproxy_wire::record::{ControlDesc, ControlOrigin, Record};
 
 use crate::error::RequestError;
 use crate::spec::{ctl, size, LeBuf};
@@ -247,6 +254,20 @@ impl Controls {
         Ok(b.into_vec())
     }
 
+    /// One CONTROL record per element with its current values and origin `Initial`: what the
+    /// daemon publishes when it starts, so the tap's snapshot can replay every control.
+    pub fn value_records(&self) -> Vec<Record> {
+        self.elems
+            .iter()
+            .enumerate()
+            .map(|(id, e)| Record::Control {
+                id: id as u32,
+                origin: ControlOrigin::Initial,
+                values: e.values.clone(),
+            })
+            .collect()
+    }
+
     /// What readers are told about the elements.
     pub fn descs(&self) -> Vec<ControlDesc> {
         self.elems
@@ -313,5 +334,22 @@ mod tests {
         assert_eq!(&tlv[8..12], &(-5000i32 as u32).to_le_bytes());
         assert_eq!(&tlv[12..16], &(50u32 | 0x10000).to_le_bytes());
         assert!(c.tlv_bytes(1).is_err());
+    }
+
+    #[test]
+    fn value_records_cover_every_element() {
+        let mut c = Controls::new(2, 1);
+        c.set_values(0, &[10, 20]).unwrap();
+        let recs = c.value_records();
+        assert_eq!(recs.len() as u32, c.len());
+        for (i, r) in recs.iter().enumerate() {
+            let Record::Control { id, origin, values } = r else {
+                panic!("{r:?}");
+            };
+            assert_eq!(*id, i as u32);
+            assert_eq!(*origin, ControlOrigin::Initial);
+            assert_eq!(values, &c.get(*id).unwrap().values);
+        }
+        assert!(Controls::new(0, 0).value_records().is_empty());
     }
 }

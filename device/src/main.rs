@@ -18,6 +18,7 @@ use vmm_sys_util::event::{new_event_consumer_and_notifier, EventFlag};
 use dsproxy_device::backend::SndBackend;
 use dsproxy_device::clock::monotonic_ns;
 use dsproxy_device::config::{CardConfig, Cli};
+use dsproxy_device::controls::Controls;
 use dsproxy_device::error::DeviceError;
 use dsproxy_device::tap::{Tap, TapConfig};
 
@@ -90,7 +91,14 @@ fn run(cli: &Cli) -> Result<(), DeviceError> {
             .map(|a| format!(" and tcp {a}"))
             .unwrap_or_default()
     );
-    let result = serve(&cfg, &tap, &mut listener, &signals, epoch);
+    // The mixer is card state: its starting values are published once, so every reader's
+    // snapshot has them, and it is kept from one frontend connection to the next.
+    let controls = cfg.initial_controls();
+    let handle = tap.handle();
+    for rec in controls.value_records() {
+        handle.publish(&rec);
+    }
+    let result = serve(&cfg, &tap, &mut listener, &signals, epoch, controls);
     drop(listener); // removes the socket file
     tap.shutdown();
     info!("stopped");
@@ -104,6 +112,7 @@ fn serve(
     listener: &mut Listener,
     signals: &SignalFd,
     epoch: u64,
+    mut controls: Controls,
 ) -> Result<(), DeviceError> {
     loop {
         match wait_readable(&[signals.as_raw_fd(), listener.as_raw_fd()]) {
@@ -121,12 +130,11 @@ fn serve(
         }
         let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
         let backend = Arc::new(
-            SndBackend::new(cfg.clone(), tap.handle(), epoch, mem.clone()).map_err(|e| {
-                DeviceError::Io {
+            SndBackend::new(cfg.clone(), tap.handle(), epoch, mem.clone(), controls.clone())
+                .map_err(|e| DeviceError::Io {
                     what: "cannot create the stream timers",
                     source: e,
-                }
-            })?,
+                })?,
         );
         let mut daemon = VhostUserDaemon::new("dsproxy-device".into(), backend.clone(), mem)
             .map_err(|e| DeviceError::Daemon(e.to_string()))?;
@@ -189,6 +197,7 @@ fn serve(
             Err(_) => warn!("the vhost-user thread panicked"),
         }
         backend.disconnected();
+        controls = backend.controls();
         if stop {
             return Ok(());
         }

@@ -1,6 +1,9 @@
 //! The mixer both ways: a guest's control write reaches readers as a CONTROL record, and a
-//! reader's SET_CONTROL changes the value the guest reads and notifies it (CTL_NOTIFY).
+//! reader's SET_CONTROL changes the value the guest reads and notifies it (CTL_NOTIFY). Every
+//! reader's snapshot has every control's value, from the daemon's start on, and the mixer
+//! survives the frontend going away and coming back.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use dsproxy_testfront::check::find_control;
@@ -134,4 +137,86 @@ fn a_reader_set_control_notifies_the_guest() {
     let v = fe.ctl_read(pcm_vol, 2).unwrap();
     assert!(v.iter().all(|x| (0..=100).contains(x)), "volume now {v:?}");
     assert!(fe.violations().is_empty(), "{:?}", fe.violations());
+}
+
+/// The CONTROL records (origin Initial) of a reader's snapshot, by id. Waits for SNAPSHOT_END.
+fn snapshot_controls(tap: &mut TapReader) -> BTreeMap<u32, Vec<i64>> {
+    tap.wait_for("SNAPSHOT_END", T, |r| matches!(r, Record::SnapshotEnd))
+        .unwrap();
+    let mut out = BTreeMap::new();
+    for r in tap.history() {
+        match &r.record {
+            Record::SnapshotEnd => break,
+            Record::Control {
+                id,
+                origin: ControlOrigin::Initial,
+                values,
+            } => {
+                assert!(
+                    out.insert(*id, values.clone()).is_none(),
+                    "control {id} twice in the snapshot"
+                );
+            }
+            Record::Control { .. } => panic!("a non-initial CONTROL in the snapshot: {r:?}"),
+            _ => {}
+        }
+    }
+    out
+}
+
+#[test]
+fn every_reader_gets_every_control_and_the_mixer_survives_a_reconnect() {
+    let d = daemon(&[]);
+    // A reader attaching before anything happened (no frontend yet) is told every
+    // control's starting value: volumes at their maximum (0 dB), switches on.
+    let mut first = TapReader::connect(&d.tap, 0, 0, T).expect("tap");
+    let descs = first.hello.controls.clone();
+    assert!(!descs.is_empty(), "the card has no controls");
+    let defaults: BTreeMap<u32, Vec<i64>> = descs
+        .iter()
+        .map(|c| (c.id, vec![c.max; c.count as usize]))
+        .collect();
+    let snap = snapshot_controls(&mut first);
+    assert_eq!(snap, defaults, "{}\n{}", first.summary(), d.log_tail(20));
+
+    // The guest changes one control, a reader another.
+    let mut fe = connect(&d);
+    let ctls = fe.ctl_info().unwrap();
+    let vol = find_control(&ctls, "Master Playback Volume", 0).expect("master volume");
+    let pcm_sw = find_control(&ctls, "PCM Playback Switch", 0).expect("PCM switch");
+    let cap_vol = find_control(&ctls, "Capture Volume", 0).expect("capture volume");
+    assert_eq!(fe.ctl_write(vol, &[40, 60]).unwrap(), S_OK);
+    first.set_control(pcm_sw, &[0]).unwrap();
+    first
+        .wait_for("the reader's CONTROL", T, |r| {
+            matches!(r, Record::Control { id, origin: ControlOrigin::Reader, .. } if *id == pcm_sw)
+        })
+        .unwrap_or_else(|e| panic!("{e}\n{}", d.log_tail(20)));
+
+    // QEMU goes away (stopping the rings first) and comes back: the mixer is card state.
+    fe.disconnect().unwrap();
+    first
+        .wait_for("FRONTEND disconnected", T, |r| {
+            matches!(r, Record::Frontend { connected: false, .. })
+        })
+        .unwrap();
+    let mut fe = connect(&d);
+    assert_eq!(fe.ctl_read(vol, 2).unwrap(), vec![40, 60]);
+    assert_eq!(fe.ctl_read(pcm_sw, 1).unwrap(), vec![0]);
+    assert_eq!(fe.ctl_read(cap_vol, 2).unwrap(), vec![100, 100]);
+
+    // A reader attaching now gets the current value of every control, once each.
+    let mut late = TapReader::connect(&d.tap, 0, 0, T).expect("late reader");
+    let mut want = defaults.clone();
+    want.insert(vol, vec![40, 60]);
+    want.insert(pcm_sw, vec![0]);
+    assert_eq!(snapshot_controls(&mut late), want, "{}", late.summary());
+    // ...and so does one attaching while no frontend is connected.
+    drop(fe);
+    late.wait_for("FRONTEND disconnected", T, |r| {
+        matches!(r, Record::Frontend { connected: false, .. })
+    })
+    .unwrap();
+    let mut later = TapReader::connect(&d.tap, 0, 0, T).expect("reader after the crash");
+    assert_eq!(snapshot_controls(&mut later), want, "{}", later.summary());
 }
