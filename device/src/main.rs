@@ -130,11 +130,17 @@ fn serve(
         }
         let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
         let backend = Arc::new(
-            SndBackend::new(cfg.clone(), tap.handle(), epoch, mem.clone(), controls.clone())
-                .map_err(|e| DeviceError::Io {
-                    what: "cannot create the stream timers",
-                    source: e,
-                })?,
+            SndBackend::new(
+                cfg.clone(),
+                tap.handle(),
+                epoch,
+                mem.clone(),
+                controls.clone(),
+            )
+            .map_err(|e| DeviceError::Io {
+                what: "cannot create the stream timers",
+                source: e,
+            })?,
         );
         let mut daemon = VhostUserDaemon::new("dsproxy-device".into(), backend.clone(), mem)
             .map_err(|e| DeviceError::Daemon(e.to_string()))?;
