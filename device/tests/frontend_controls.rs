@@ -197,7 +197,13 @@ fn every_reader_gets_every_control_and_the_mixer_survives_a_reconnect() {
     fe.disconnect().unwrap();
     first
         .wait_for("FRONTEND disconnected", T, |r| {
-            matches!(r, Record::Frontend { connected: false, .. })
+            matches!(
+                r,
+                Record::Frontend {
+                    connected: false,
+                    ..
+                }
+            )
         })
         .unwrap();
     let mut fe = connect(&d);
@@ -214,7 +220,13 @@ fn every_reader_gets_every_control_and_the_mixer_survives_a_reconnect() {
     // ...and so does one attaching while no frontend is connected.
     drop(fe);
     late.wait_for("FRONTEND disconnected", T, |r| {
-        matches!(r, Record::Frontend { connected: false, .. })
+        matches!(
+            r,
+            Record::Frontend {
+                connected: false,
+                ..
+            }
+        )
     })
     .unwrap();
     let mut later = TapReader::connect(&d.tap, 0, 0, T).expect("reader after the crash");
