@@ -192,31 +192,10 @@ pub fn format_name(code: u8) -> String {
     let Some(f) = PcmFormat::from_code(code) else {
         return format!("unknown format {code}");
     };
-    match f.info().oss.and_then(afmt_name) {
+    match f.info().oss.and_then(afmt::name) {
         Some(n) => n.to_string(),
         None => format!("{f} (no AFMT_ equivalent)"),
     }
-}
-
-fn afmt_name(v: u32) -> Option<&'static str> {
-    Some(match v {
-        afmt::MU_LAW => "AFMT_MU_LAW",
-        afmt::A_LAW => "AFMT_A_LAW",
-        afmt::IMA_ADPCM => "AFMT_IMA_ADPCM",
-        afmt::U8 => "AFMT_U8",
-        afmt::S16_LE => "AFMT_S16_LE",
-        afmt::S16_BE => "AFMT_S16_BE",
-        afmt::S8 => "AFMT_S8",
-        afmt::U16_LE => "AFMT_U16_LE",
-        afmt::U16_BE => "AFMT_U16_BE",
-        afmt::MPEG => "AFMT_MPEG",
-        afmt::AC3 => "AFMT_AC3",
-        afmt::S24_LE => "AFMT_S24_LE",
-        afmt::S32_LE => "AFMT_S32_LE",
-        afmt::FLOAT => "AFMT_FLOAT",
-        afmt::S24_PACKED => "AFMT_S24_PACKED",
-        _ => return None,
-    })
 }
 
 fn rate_name(code: u8) -> String {

@@ -41,6 +41,28 @@ pub mod afmt {
     pub const S32_LE: u32 = 0x0000_1000;
     pub const FLOAT: u32 = 0x0000_4000;
     pub const S24_PACKED: u32 = 0x0004_0000;
+
+    /// The `AFMT_*` constant's name, as `<linux/soundcard.h>` spells it.
+    pub fn name(v: u32) -> Option<&'static str> {
+        Some(match v {
+            MU_LAW => "AFMT_MU_LAW",
+            A_LAW => "AFMT_A_LAW",
+            IMA_ADPCM => "AFMT_IMA_ADPCM",
+            U8 => "AFMT_U8",
+            S16_LE => "AFMT_S16_LE",
+            S16_BE => "AFMT_S16_BE",
+            S8 => "AFMT_S8",
+            U16_LE => "AFMT_U16_LE",
+            U16_BE => "AFMT_U16_BE",
+            MPEG => "AFMT_MPEG",
+            AC3 => "AFMT_AC3",
+            S24_LE => "AFMT_S24_LE",
+            S32_LE => "AFMT_S32_LE",
+            FLOAT => "AFMT_FLOAT",
+            S24_PACKED => "AFMT_S24_PACKED",
+            _ => return None,
+        })
+    }
 }
 
 /// The virtio-snd format table, indexed by code.

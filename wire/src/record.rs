@@ -234,6 +234,28 @@ impl Record {
         }
     }
 
+    /// The PCM stream the record is about, or `None` for card-wide records (hello, controls,
+    /// snapshot end, frontend, subscribe).
+    pub fn stream(&self) -> Option<u32> {
+        match self {
+            Record::Params(p) => Some(p.stream),
+            Record::Prepare { stream, .. }
+            | Record::Start { stream, .. }
+            | Record::Stop { stream, .. }
+            | Record::Release { stream, .. }
+            | Record::Pcm { stream, .. }
+            | Record::Xrun { stream, .. }
+            | Record::Gap { stream, .. }
+            | Record::Inject { stream, .. } => Some(*stream),
+            Record::Hello(_)
+            | Record::Control { .. }
+            | Record::SnapshotEnd
+            | Record::Frontend { .. }
+            | Record::Subscribe { .. }
+            | Record::SetControl { .. } => None,
+        }
+    }
+
     /// The short name used in logs (`dsproxy-host-reader -i`).
     pub fn kind_name(&self) -> &'static str {
         kind_name(self.kind())

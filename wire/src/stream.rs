@@ -47,9 +47,14 @@ impl<R: Read> RecordReader<R> {
             _ => {}
         }
         let h = FrameHeader::parse(&hdr)?;
+        // Grow the buffer as bytes arrive rather than reserving `len` up front: a peer that
+        // announces a large record and sends nothing costs us nothing.
         self.payload.clear();
-        self.payload.resize(h.len as usize, 0);
-        if read_full(&mut self.inner, &mut self.payload)? < h.len as usize {
+        // (read_to_end retries on EINTR itself.)
+        let got = (&mut self.inner)
+            .take(h.len as u64)
+            .read_to_end(&mut self.payload)?;
+        if got < h.len as usize {
             return Err(ReadError::TruncatedStream);
         }
         Ok(Some(decode_payload(h.kind, &self.payload)?))

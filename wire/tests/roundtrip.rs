@@ -225,3 +225,32 @@ fn random_and_mutated_input_never_panics() {
         while let Ok(Some(_)) = rr.next_record() {}
     }
 }
+
+#[test]
+fn stream_of_a_record() {
+    for r in samples() {
+        let expected = match &r {
+            Record::Params(p) => Some(p.stream),
+            Record::Hello(_)
+            | Record::Control { .. }
+            | Record::SnapshotEnd
+            | Record::Frontend { .. }
+            | Record::Subscribe { .. }
+            | Record::SetControl { .. } => None,
+            _ => r.stream(),
+        };
+        assert_eq!(r.stream(), expected);
+    }
+    let gap = Record::Gap {
+        stream: 7,
+        offset: 0,
+        bytes: 1,
+        time_ns: 0,
+    };
+    assert_eq!(gap.stream(), Some(7));
+    assert_eq!(
+        dsproxy_wire::format::afmt::name(dsproxy_wire::format::afmt::S16_LE),
+        Some("AFMT_S16_LE")
+    );
+    assert_eq!(dsproxy_wire::format::afmt::name(0x4000_0000), None);
+}
