@@ -118,11 +118,29 @@ pub struct TimedEvent {
     pub at: Instant,
 }
 
+/// What stopping the vrings found (QEMU's vhost_dev_stop, as on `stop` or before a
+/// migration): the connection stays up, and chains the device still holds stay in flight, as
+/// the Linux driver keeps them over a VM pause.
+#[derive(Debug, Clone)]
+pub struct RingStop {
+    /// GET_VRING_BASE replies (the device's next available index) per queue, or the error.
+    pub bases: Vec<Result<u32, String>>,
+    /// How long each GET_VRING_BASE took to be answered.
+    pub latency: Vec<Duration>,
+    /// Chains still held by the device after every vring was stopped, per queue.
+    pub still_in_flight: Vec<usize>,
+}
+
 /// What tearing down the connection found.
 #[derive(Debug, Clone)]
 pub struct DisconnectReport {
     /// GET_VRING_BASE replies (the device's next available index) per queue, or the error.
     pub vring_bases: Vec<Result<u32, String>>,
+    /// How long each GET_VRING_BASE took to be answered.
+    pub stop_latency: Vec<Duration>,
+    /// Rule breaches the harness noticed over the whole connection (see
+    /// [`SndFrontend::violations`]).
+    pub violations: Vec<String>,
     /// Our own next available index per queue.
     pub next_avail: Vec<u16>,
     /// Chains the device returned while its vrings were being stopped.
@@ -195,6 +213,39 @@ pub struct SndFrontend {
     violations: Vec<String>,
     /// Completions found by a timed re-scan without their call eventfd having been signalled.
     late_notifications: u64,
+    /// Per queue: stopped with GET_VRING_BASE and not started again. The device must not
+    /// touch such a ring's used ring.
+    stopped: Vec<bool>,
+}
+
+/// Sets up vring `ring` as QEMU's vhost_virtqueue_start does: SET_VRING_NUM,
+/// SET_VRING_BASE (where the device is to go on in the available ring), SET_VRING_ADDR,
+/// SET_VRING_KICK, SET_VRING_CALL. The ring is enabled separately.
+fn start_vring(
+    vu: &Frontend,
+    ram: &GuestRam,
+    ring: &DriverRing,
+    base: u16,
+) -> Result<(), FrontError> {
+    let q = ring.index;
+    vu.set_vring_num(q, ring.size)?;
+    vu.set_vring_base(q, base)?;
+    let l = ring.layout;
+    vu.set_vring_addr(
+        q,
+        &VringConfigData {
+            queue_max_size: ring.size,
+            queue_size: ring.size,
+            flags: 0,
+            desc_table_addr: ram.host_addr(l.desc)?,
+            used_ring_addr: ram.host_addr(l.used)?,
+            avail_ring_addr: ram.host_addr(l.avail)?,
+            log_addr: None,
+        },
+    )?;
+    vu.set_vring_kick(q, &ring.kick)?;
+    vu.set_vring_call(q, &ring.call)?;
+    Ok(())
 }
 
 impl SndFrontend {
@@ -279,23 +330,7 @@ impl SndFrontend {
             let base = GuestAddress(GUEST_RAM_BASE + ring_bytes * q as u64);
             let mut ring = DriverRing::new(&ram, q, opts.queue_size, base)?;
             ring.set_event_idx(acked & VIRTIO_RING_F_EVENT_IDX != 0);
-            vu.set_vring_num(q, opts.queue_size)?;
-            vu.set_vring_base(q, 0)?;
-            let l = ring.layout;
-            vu.set_vring_addr(
-                q,
-                &VringConfigData {
-                    queue_max_size: opts.queue_size,
-                    queue_size: opts.queue_size,
-                    flags: 0,
-                    desc_table_addr: ram.host_addr(l.desc)?,
-                    used_ring_addr: ram.host_addr(l.used)?,
-                    avail_ring_addr: ram.host_addr(l.avail)?,
-                    log_addr: None,
-                },
-            )?;
-            vu.set_vring_kick(q, &ring.kick)?;
-            vu.set_vring_call(q, &ring.call)?;
+            start_vring(&vu, &ram, &ring, 0)?;
             rings.push(ring);
         }
         for q in 0..NUM_QUEUES {
@@ -320,6 +355,7 @@ impl SndFrontend {
             params: HashMap::new(),
             violations: Vec::new(),
             late_notifications: 0,
+            stopped: vec![false; NUM_QUEUES],
             opts,
         };
         let n = fe.opts.event_buffers;
@@ -382,6 +418,12 @@ impl SndFrontend {
     /// The parameters of the last successful SET_PARAMS of a stream.
     pub fn params(&self, stream: u32) -> Option<PcmParams> {
         self.params.get(&stream).copied()
+    }
+
+    /// The index of queue `q`'s next available-ring slot: what GET_VRING_BASE reports once
+    /// the device has taken every chain.
+    pub fn next_avail(&self, q: usize) -> u16 {
+        self.rings.get(q).map_or(0, |r| r.next_avail())
     }
 
     /// Chains submitted and not yet returned, per queue.
@@ -543,6 +585,12 @@ impl SndFrontend {
         for q in 0..NUM_QUEUES {
             let called = self.rings[q].take_call() > 0;
             let used = self.rings[q].take_used(&self.ram, &mut self.violations)?;
+            if self.stopped[q] && !used.is_empty() {
+                self.violations.push(format!(
+                    "queue {q}: {} used entries written while the ring was stopped",
+                    used.len()
+                ));
+            }
             if !used.is_empty() && !called && after_timeout {
                 self.late_notifications += used.len() as u64;
             }
@@ -1069,25 +1117,86 @@ impl SndFrontend {
 
     // ----- teardown -----------------------------------------------------------------------
 
-    /// Stops every vring as QEMU does when the VM stops (GET_VRING_BASE), collects what the
-    /// device returned, and closes the connection.
-    pub fn disconnect(mut self) -> Result<DisconnectReport, FrontError> {
-        let mut bases = Vec::with_capacity(NUM_QUEUES);
+    /// Stops every vring as QEMU's vhost_dev_stop does (the VM pauses, migrates, resets or
+    /// quits): SET_VRING_ENABLE 0 on each, then GET_VRING_BASE on each, timing the replies.
+    /// What the device completed before its replies is collected as usual; from then on the
+    /// device must leave the used rings alone until [`restart_rings`](Self::restart_rings)
+    /// (anything it writes is a violation). Chains it still holds stay in flight.
+    pub fn stop_rings(&mut self) -> Result<RingStop, FrontError> {
         for q in 0..NUM_QUEUES {
+            // A refusal is noted, not fatal: the stop goes on as QEMU's does, and a backend
+            // that went away shows in the GET_VRING_BASE replies.
+            if let Err(e) = self.vu.set_vring_enable(q, false) {
+                self.violations
+                    .push(format!("queue {q}: SET_VRING_ENABLE 0 failed: {e}"));
+            }
+        }
+        let mut bases = Vec::with_capacity(NUM_QUEUES);
+        let mut latency = Vec::with_capacity(NUM_QUEUES);
+        for q in 0..NUM_QUEUES {
+            let t = Instant::now();
             bases.push(self.vu.get_vring_base(q).map_err(|e| e.to_string()));
+            latency.push(t.elapsed());
         }
         // GET_VRING_BASE replied after the device stopped the ring, so anything it returned
-        // is in the used rings now (the call fds may already be detached: scan directly).
+        // is in the used rings now (the call fds are detached: scan directly).
         self.collect(false)?;
+        self.stopped = vec![true; NUM_QUEUES];
+        Ok(RingStop {
+            bases,
+            latency,
+            still_in_flight: self.in_flight(),
+        })
+    }
+
+    /// Starts the stopped vrings again as QEMU's vhost_dev_start does on `cont`:
+    /// SET_FEATURES, SET_MEM_TABLE (the guest memory mapped anew), per ring SET_VRING_NUM,
+    /// SET_VRING_BASE with `bases[q]` (normally what GET_VRING_BASE returned),
+    /// SET_VRING_ADDR, SET_VRING_KICK and SET_VRING_CALL, then SET_VRING_ENABLE 1, then a
+    /// kick on every ring (QEMU's host notifiers are created signalled, so the device looks
+    /// at each ring at once).
+    pub fn restart_rings(&mut self, bases: &[u16]) -> Result<(), FrontError> {
+        if bases.len() != NUM_QUEUES {
+            return Err(FrontError::Usage(format!(
+                "{} ring bases for {NUM_QUEUES} rings",
+                bases.len()
+            )));
+        }
+        if !self.stopped.iter().all(|&s| s) {
+            return Err(FrontError::Usage(
+                "restart_rings without stop_rings first".into(),
+            ));
+        }
+        self.vu.set_features(self.acked_features)?;
+        self.vu.set_mem_table(&[self.ram.region_info()?])?;
+        for (ring, &base) in self.rings.iter().zip(bases) {
+            start_vring(&self.vu, &self.ram, ring, base)?;
+        }
+        for q in 0..NUM_QUEUES {
+            self.vu.set_vring_enable(q, true)?;
+        }
+        self.stopped = vec![false; NUM_QUEUES];
+        for ring in &self.rings {
+            ring.kick()?;
+        }
+        Ok(())
+    }
+
+    /// Stops every vring as QEMU does when it stops the device before quitting
+    /// ([`stop_rings`](Self::stop_rings)), collects what the device returned, and closes the
+    /// connection.
+    pub fn disconnect(mut self) -> Result<DisconnectReport, FrontError> {
+        let stop = self.stop_rings()?;
         let mut returned: Vec<Completion> = self.done.drain(..).collect();
         returned.extend(self.done_ctl.drain().map(|(_, c)| c));
         // Event buffers may legitimately stay with the device; callers look at tx/rx.
-        let still = self.in_flight.iter().map(|m| m.len()).collect();
         Ok(DisconnectReport {
-            vring_bases: bases,
+            vring_bases: stop.bases,
+            stop_latency: stop.latency,
+            violations: std::mem::take(&mut self.violations),
             next_avail: self.rings.iter().map(|r| r.next_avail()).collect(),
             returned,
-            still_in_flight: still,
+            still_in_flight: stop.still_in_flight,
         })
     }
 }

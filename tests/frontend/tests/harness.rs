@@ -340,3 +340,44 @@ fn a_control_request_that_is_never_answered_times_out() {
     assert_eq!(fe.prepare(0).unwrap(), S_OK);
     assert_eq!(fe.in_flight()[CONTROL_QUEUE], 1);
 }
+
+#[test]
+fn rings_stop_and_restart_where_the_device_left_off() {
+    let (seen, _dir, sock) = mock();
+    let mut fe = SndFrontend::connect(&sock, FrontendOpts::default()).expect("connect");
+    assert_eq!(fe.set_params(0, 4096, 1024, 2, 5, 7).unwrap(), S_OK);
+    let first = signal::lcg_bytes(1, 1024 * 3);
+    dsproxy_testfront::play(&mut fe, 0, &first, 1024).expect("play before the stop");
+
+    let stop = fe.stop_rings().expect("stop");
+    for q in 0..NUM_QUEUES {
+        assert_eq!(stop.bases[q], Ok(fe_next_avail(&fe, q)), "{stop:?}");
+    }
+    assert_eq!(stop.still_in_flight[TX_QUEUE], 0);
+    let bases: Vec<u16> = stop.bases.iter().map(|b| *b.as_ref().unwrap() as u16).collect();
+    fe.restart_rings(&bases).expect("restart");
+    assert!(fe.restart_rings(&bases).is_err(), "restart of running rings");
+
+    // The device goes on from where it was: control requests and PCM are served, nothing
+    // is read twice.
+    assert_eq!(fe.set_params(0, 4096, 1024, 2, 5, 7).unwrap(), S_OK);
+    let second = signal::lcg_bytes(2, 1024 * 3);
+    dsproxy_testfront::play(&mut fe, 0, &second, 1024).expect("play after the restart");
+    let s = seen.lock().unwrap();
+    assert!(s.played == [first, second].concat(), "played data differs");
+    assert_eq!(s.tx_buffers, 6);
+    let set_params = s
+        .ctl_requests
+        .iter()
+        .filter(|r| r.get(..4) == Some(&R_PCM_SET_PARAMS.to_le_bytes()[..]))
+        .count();
+    assert_eq!(set_params, 2, "a control request was read twice or lost");
+    drop(s);
+    let rep = fe.disconnect().unwrap();
+    assert!(rep.violations.is_empty(), "{:?}", rep.violations);
+}
+
+/// What GET_VRING_BASE must say once the device has taken every chain of queue `q`.
+fn fe_next_avail(fe: &SndFrontend, q: usize) -> u32 {
+    fe.next_avail(q).into()
+}
