@@ -27,8 +27,7 @@ pub mod vring;
 pub use daemon::{Daemon, TempDir};
 pub use error::{DaemonError, FrontError, TapError};
 pub use frontend::{
-    Completion, CtlReply, DisconnectReport, FrontendOpts, RingStop, SndFrontend, TimedEvent,
-    Token,
+    Completion, CtlReply, DisconnectReport, FrontendOpts, RingStop, SndFrontend, TimedEvent, Token,
 };
 pub use play::{play, play_many, PlayOpts, PlayReport, PlayStream, Timing};
 pub use tap::{TapReader, TimedRecord};
