@@ -354,9 +354,16 @@ fn rings_stop_and_restart_where_the_device_left_off() {
         assert_eq!(stop.bases[q], Ok(fe_next_avail(&fe, q)), "{stop:?}");
     }
     assert_eq!(stop.still_in_flight[TX_QUEUE], 0);
-    let bases: Vec<u16> = stop.bases.iter().map(|b| *b.as_ref().unwrap() as u16).collect();
+    let bases: Vec<u16> = stop
+        .bases
+        .iter()
+        .map(|b| *b.as_ref().unwrap() as u16)
+        .collect();
     fe.restart_rings(&bases).expect("restart");
-    assert!(fe.restart_rings(&bases).is_err(), "restart of running rings");
+    assert!(
+        fe.restart_rings(&bases).is_err(),
+        "restart of running rings"
+    );
 
     // The device goes on from where it was: control requests and PCM are served, nothing
     // is read twice.
