@@ -314,6 +314,38 @@ impl VhostUserBackend for SndBackend {
         }
     }
 
+    /// GET_VRING_BASE: the frontend stops ring `queue_index` and learns where the device is
+    /// in its available ring (vhost-user-backend replies with the ring's next_avail after
+    /// this returns).
+    ///
+    /// Buffers the clock still holds stay held (see [`Card::stop_queue`]): the reply counts
+    /// them as taken, they are not put in the used ring while the ring is stopped, and they
+    /// complete, re-anchored, after the ring restarts. Why not the alternatives:
+    ///
+    /// - Completing them here (the old behaviour, and the "drain" the vhost-user spec allows)
+    ///   puts them in the used ring while QEMU is tearing the ring's interrupt path down
+    ///   (vhost_dev_stop, then the guest notifiers are unbound), so the guest may never hear
+    ///   of them: the Linux driver, which counts each TX message as one period, stalled after
+    ///   `stop`/`cont` (seen with QEMU). It also plays the audio early.
+    /// - Reporting the index of the first held buffer instead ("un-popping" them, so they are
+    ///   read again after the restart): QEMU's vhost_virtqueue_stop stores the reply as the
+    ///   ring's last_avail_idx and vhost_virtqueue_start sends it back with SET_VRING_BASE,
+    ///   so the device would re-read every chain from there on. One index cannot describe
+    ///   "these are taken, those are not" when several streams share the tx queue (stream 1's
+    ///   buffers behind stream 0's held one have completed and may already be reused by the
+    ///   driver — they would be completed twice); and once the driver has posted `size`
+    ///   chains past a held one, its avail slot is overwritten. The Linux driver keeps the
+    ///   held messages in flight over a pause and never resubmits them, which is exactly
+    ///   what keeping them matches.
+    ///
+    /// Holding them is safe across a memory remap (a SET_MEM_TABLE between stop and start):
+    /// the card keeps guest addresses, not host pointers, and reads them through the current
+    /// memory map when they complete (an address that no longer maps completes with IO_ERR).
+    /// Migration is not offered (no VHOST_F_LOG_ALL), so held buffers never need to move to
+    /// another backend. A ring restarted from index 0 is a driver reset: the held buffers
+    /// are forgotten then (see [`Card::restart_queue`]). QEMU creates the rings' host
+    /// notifiers signalled on every start, so the restart is noticed at once (in
+    /// `drain_queue`, on the ring's first event).
     fn stop_vring(&self, queue_index: u32) -> io::Result<()> {
         let now = monotonic_ns();
         let mut inner = self.lock();

@@ -368,7 +368,9 @@ impl<T: CardTap> Card<T> {
     /// driver turns out to have reset the device.
     ///
     /// Completing them here instead would put them in the used ring while the guest cannot
-    /// take the interrupt, and the Linux driver then never sends another buffer.
+    /// take the interrupt, and the Linux driver then never sends another buffer; why the
+    /// GET_VRING_BASE reply does not "un-pop" them either is explained at
+    /// `SndBackend::stop_vring` (backend.rs).
     pub fn stop_queue(&mut self, queue: u16, now: u64) {
         let Some(flag) = self.stopped.get_mut(queue as usize) else {
             return;
