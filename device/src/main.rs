@@ -87,7 +87,9 @@ fn run(cli: &Cli) -> Result<(), DeviceError> {
         cli.socket.display(),
         if cfg.controls { ",controls=on" } else { "" },
         tap_path.display(),
-        cli.listen
+        // The address bound, not the one asked for: with port 0 only the former is useful.
+        tap.tcp_addr()
+            .or(cli.listen)
             .map(|a| format!(" and tcp {a}"))
             .unwrap_or_default()
     );
