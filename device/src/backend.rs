@@ -130,6 +130,7 @@ impl SndBackend {
     pub fn disconnected(&self) {
         let now = monotonic_ns();
         let mut inner = self.lock();
+        inner.card.finish_reject_log();
         inner
             .card
             .reset::<GuestMemoryMmap<()>>(None, now, "frontend disconnected");
@@ -399,6 +400,7 @@ impl VhostUserBackend for SndBackend {
         }
         // Errors here are the guest's or the frontend's, already logged: the worker must
         // keep serving, so nothing is returned as an error.
+        inner.card.flush_reject_log(now);
         inner.flush();
         inner.arm_timers();
         Ok(())

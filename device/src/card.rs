@@ -11,9 +11,10 @@ use vm_memory::GuestMemory;
 use crate::chain::Chain;
 use crate::config::{CardConfig, Pacing};
 use crate::controls::Controls;
-use crate::error::{log_rejection, Rejected, RequestError};
+use crate::error::{Rejected, RequestError};
 use crate::event_queue::EventQueue;
 use crate::pcm::{Stream, StreamState};
+use crate::reject_log::RejectLog;
 use crate::spec::{
     ctl, ctl_notify_bytes, size, CONTROL_QUEUE, EVENT_QUEUE, NUM_QUEUES, RX_QUEUE, TX_QUEUE,
 };
@@ -70,8 +71,8 @@ pub struct Card<T: CardTap> {
     /// Queues the frontend has stopped (GET_VRING_BASE) and not restarted: nothing is put
     /// in their used rings meanwhile.
     stopped: [bool; NUM_QUEUES],
-    /// Guest requests refused so far.
-    pub rejected: u64,
+    /// Guest requests refused so far, counted exactly, logged a few a second.
+    rejections: RejectLog,
 }
 
 impl<T: CardTap> Card<T> {
@@ -97,7 +98,7 @@ impl<T: CardTap> Card<T> {
             events: EventQueue::default(),
             used: Vec::new(),
             stopped: [false; NUM_QUEUES],
-            rejected: 0,
+            rejections: RejectLog::default(),
         }
     }
 
@@ -107,6 +108,32 @@ impl<T: CardTap> Card<T> {
 
     pub fn tap(&self) -> &T {
         &self.tap
+    }
+
+    /// Guest requests refused so far (every one, logged or not).
+    pub fn rejected(&self) -> u64 {
+        self.rejections.total()
+    }
+
+    pub fn rejections(&self) -> &RejectLog {
+        &self.rejections
+    }
+
+    /// Counts and (rate-limited) logs a refused guest request.
+    pub(crate) fn reject(&mut self, r: &Rejected, e: &RequestError, now: u64) {
+        self.rejections.note(r, e, now);
+    }
+
+    /// Logs the summaries of rejections the limiter held back whose second is over. The
+    /// worker calls it after each event.
+    pub fn flush_reject_log(&mut self, now: u64) {
+        self.rejections.flush_expired(now);
+    }
+
+    /// Logs every summary the limiter still holds, and the counts by class (the frontend
+    /// goes away).
+    pub fn finish_reject_log(&mut self) {
+        self.rejections.flush_all();
     }
 
     /// The features the driver acknowledged.
@@ -177,8 +204,7 @@ impl<T: CardTap> Card<T> {
             EVENT_QUEUE => {
                 let head = chain.head;
                 if let Err(e) = self.events.post(mem, chain) {
-                    self.rejected += 1;
-                    log_rejection(
+                    self.reject(
                         &Rejected {
                             queue: "event",
                             head,
@@ -187,6 +213,7 @@ impl<T: CardTap> Card<T> {
                             status: None,
                         },
                         &e,
+                        now,
                     );
                     self.used.push(Used {
                         queue: EVENT_QUEUE,

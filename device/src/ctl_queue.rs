@@ -9,7 +9,7 @@ use vm_memory::GuestMemory;
 
 use crate::card::{Card, CardTap};
 use crate::chain::Chain;
-use crate::error::{log_rejection, Rejected, RequestError};
+use crate::error::{Rejected, RequestError};
 use crate::pcm::{SetParams, StreamState};
 use crate::spec::{code, le32, size, Status, CONTROL_QUEUE};
 use crate::{chmap, jack, pcm, Used};
@@ -29,8 +29,7 @@ impl<T: CardTap> Card<T> {
     ) {
         let head = chain.head;
         if chain.writable_len() < size::HDR as u64 {
-            self.rejected += 1;
-            log_rejection(
+            self.reject(
                 &Rejected {
                     queue: "control",
                     head,
@@ -42,6 +41,7 @@ impl<T: CardTap> Card<T> {
                     got: chain.writable_len(),
                     need: size::HDR as u64,
                 },
+                now,
             );
             self.used.push(Used {
                 queue: CONTROL_QUEUE,
@@ -55,8 +55,7 @@ impl<T: CardTap> Card<T> {
         let (status, payload) = match result {
             Ok(r) => (Status::Ok, r.payload),
             Err((stream, e)) => {
-                self.rejected += 1;
-                log_rejection(
+                self.reject(
                     &Rejected {
                         queue: "control",
                         head,
@@ -65,6 +64,7 @@ impl<T: CardTap> Card<T> {
                         status: Some(e.status()),
                     },
                     &e,
+                    now,
                 );
                 (e.status(), Vec::new())
             }

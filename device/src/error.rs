@@ -66,6 +66,33 @@ pub enum RequestError {
 }
 
 impl RequestError {
+    /// The kind of error, as a short name: rejections are rate-limited per class in the log
+    /// (see [`crate::reject_log`]).
+    pub fn class(&self) -> &'static str {
+        match self {
+            RequestError::ShortRequest { .. } => "short_request",
+            RequestError::LongRequest { .. } => "long_request",
+            RequestError::ShortResponse { .. } => "short_response",
+            RequestError::BadResponseSize { .. } => "bad_response_size",
+            RequestError::Misordered => "misordered",
+            RequestError::Unmapped { .. } => "unmapped",
+            RequestError::UnknownCode(_) => "unknown_code",
+            RequestError::UnknownStream(_) => "unknown_stream",
+            RequestError::WrongDirection { .. } => "wrong_direction",
+            RequestError::BadState { .. } => "bad_state",
+            RequestError::BadParams(_) => "bad_params",
+            RequestError::NotFrameMultiple { .. } => "not_frame_multiple",
+            RequestError::EmptyBuffer => "empty_buffer",
+            RequestError::Oversize { .. } => "oversize",
+            RequestError::BadQuery { .. } => "bad_query",
+            RequestError::UnknownJack(_) => "unknown_jack",
+            RequestError::UnknownControl(_) => "unknown_control",
+            RequestError::BadControlValue { .. } => "bad_control_value",
+            RequestError::NotSupported(_) => "not_supported",
+            RequestError::ControlsNotNegotiated => "controls_not_negotiated",
+        }
+    }
+
     /// The status the guest is told.
     pub fn status(&self) -> Status {
         match self {
@@ -102,9 +129,9 @@ pub const REJECT_TARGET: &str = "dsproxy_device::reject";
 
 /// What a rejection log line says about the request.
 #[derive(Debug, Clone, Copy)]
-pub struct Rejected<'a> {
+pub struct Rejected {
     /// "control", "event", "tx" or "rx".
-    pub queue: &'a str,
+    pub queue: &'static str,
     /// The chain's head descriptor.
     pub head: u16,
     /// The request code, if it could be read.
@@ -117,8 +144,9 @@ pub struct Rejected<'a> {
 
 /// Logs one refused guest request as one structured line:
 /// `rejected queue=control head=3 request=PCM_START code=0x0104 stream=5 status=BAD_MSG
-/// reason="unknown stream id 5"`.
-pub fn log_rejection(r: &Rejected<'_>, e: &RequestError) {
+/// reason="unknown stream id 5"`. The card logs through [`crate::reject_log::RejectLog`],
+/// which limits how many such lines a flood of bad requests produces.
+pub fn log_rejection(r: &Rejected, e: &RequestError) {
     use std::fmt::Write;
     let mut line = format!("rejected queue={} head={}", r.queue, r.head);
     if let Some(c) = r.request {

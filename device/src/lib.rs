@@ -18,6 +18,7 @@ pub mod error;
 pub mod event_queue;
 pub mod jack;
 pub mod pcm;
+pub mod reject_log;
 pub mod spec;
 pub mod tap;
 pub mod xfer;

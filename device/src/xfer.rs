@@ -12,7 +12,7 @@ use vm_memory::GuestMemory;
 
 use crate::card::{Card, CardTap};
 use crate::chain::{read_segments, slice_segments, write_segments, Chain, Segment};
-use crate::error::{log_rejection, Rejected, RequestError};
+use crate::error::{Rejected, RequestError};
 use crate::spec::{code, event_bytes, size, Status, RX_QUEUE, TX_QUEUE};
 use crate::Used;
 
@@ -207,7 +207,7 @@ impl<T: CardTap> Card<T> {
         let (idx, buf) = match self.parse_xfer(mem, queue, &chain) {
             Ok(v) => v,
             Err((stream, e)) => {
-                self.reject_xfer(mem, queue, &chain, stream, &e);
+                self.reject_xfer(mem, queue, &chain, stream, &e, now);
                 return;
             }
         };
@@ -253,13 +253,13 @@ impl<T: CardTap> Card<T> {
         chain: &Chain,
         stream: Option<u32>,
         e: &RequestError,
+        now: u64,
     ) {
-        self.rejected += 1;
         let status = status_segments(chain)
             .and_then(|segs| write_status(mem, &segs, e.status(), 0).ok())
             .map(|()| e.status());
         let written = status.is_some();
-        log_rejection(
+        self.reject(
             &Rejected {
                 queue: if queue == TX_QUEUE { "tx" } else { "rx" },
                 head: chain.head,
@@ -268,6 +268,7 @@ impl<T: CardTap> Card<T> {
                 status,
             },
             e,
+            now,
         );
         self.used.push(Used {
             queue,

@@ -1,10 +1,13 @@
-//! What the daemon tells its operator in the log: the addresses it really listens on.
+//! What the daemon tells its operator in the log: the addresses it really listens on, and
+//! refused guest requests — every one counted, but a flood of them kept to a few lines.
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use dsproxy_testfront::Daemon;
+use dsproxy_device::reject_log::LINES_PER_WINDOW;
+use dsproxy_testfront::proto::*;
+use dsproxy_testfront::{Daemon, FrontendOpts, SndFrontend};
 use dsproxy_wire::record::Record;
 use dsproxy_wire::RecordReader;
 
@@ -56,4 +59,46 @@ fn the_startup_line_names_the_tcp_port_really_bound() {
         Ok(Some(Record::Hello(h))) => assert!(!h.streams.is_empty()),
         other => panic!("expected HELLO from {addr}, got {other:?}"),
     }
+}
+
+#[test]
+fn a_guest_flooding_bad_requests_does_not_flood_the_log() {
+    let d = daemon(&[]);
+    let mut fe = SndFrontend::connect(&d.socket, FrontendOpts::default())
+        .unwrap_or_else(|e| panic!("connect: {e}\n{}", d.log_tail(30)));
+    let n = 300;
+    let t = Instant::now();
+    for _ in 0..n {
+        assert_eq!(fe.start(99).unwrap(), S_BAD_MSG, "every request answered");
+    }
+    let seconds = t.elapsed().as_secs() + 1;
+    assert_eq!(fe.pcm_info().unwrap().len(), 2, "still served");
+    fe.disconnect().unwrap();
+    let total = wait_log_line(&d, &["guest requests rejected in all"]);
+    assert!(
+        total.contains(&format!("{n} guest requests rejected"))
+            && total.contains(&format!("control/unknown_stream={n}")),
+        "{total}"
+    );
+    let log = d.log_text();
+    let lines = log
+        .lines()
+        .filter(|l| l.contains("rejected queue=control"))
+        .count() as u64;
+    assert!(
+        lines >= 1 && lines <= LINES_PER_WINDOW as u64 * seconds && lines < n / 4,
+        "{lines} rejection lines for {n} rejections in {seconds} s"
+    );
+    let suppressed: u64 = log
+        .lines()
+        .filter_map(|l| {
+            let rest = l.split("suppressed ").nth(1)?;
+            rest.split_whitespace().next()?.parse::<u64>().ok()
+        })
+        .sum();
+    assert_eq!(
+        lines + suppressed,
+        n,
+        "logged and summed-up rejections do not add up"
+    );
 }

@@ -278,7 +278,7 @@ fn many_requests_in_one_kick_each_get_an_answer() {
     assert_eq!(r.read_u32(good.addr(1)), OK);
     assert_eq!(r.read_u32(bad.addr(1)), BAD_MSG);
     assert_eq!(r.read_u32(good2.addr(1)), OK);
-    assert!(r.card.rejected >= 1);
+    assert!(r.card.rejected() >= 1);
 }
 
 #[test]
@@ -316,4 +316,80 @@ fn each_rejection_is_one_structured_log_line() {
     logcap::start();
     still_serves(&mut r);
     assert!(logcap::lines(REJECT_TARGET).is_empty());
+}
+
+#[test]
+fn a_flood_of_rejections_is_logged_a_few_lines_a_second_and_counted_exactly() {
+    use dsproxy_device::error::REJECT_TARGET;
+    use dsproxy_device::reject_log::{LINES_PER_WINDOW, WINDOW_NS};
+    let mut r = Rig::new();
+    logcap::start();
+    // 100 requests for an unknown stream within one second, and 2 of another class.
+    let t0 = r.now;
+    for i in 0..100u64 {
+        r.now = t0 + i * (WINDOW_NS / 200);
+        assert_eq!(
+            r.ctl_status(&pcm_hdr(PCM_START, 5)),
+            BAD_MSG,
+            "every one answered"
+        );
+    }
+    for _ in 0..2 {
+        assert_eq!(r.ctl_status(&[0x99, 0, 0, 0]), NOT_SUPP);
+    }
+    still_serves(&mut r);
+    let lines = logcap::lines(REJECT_TARGET);
+    let unknown = lines
+        .iter()
+        .filter(|(_, l)| l.contains("unknown stream id 5"))
+        .count();
+    assert_eq!(unknown, LINES_PER_WINDOW as usize, "{lines:?}");
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|(_, l)| l.contains("unknown request code"))
+            .count(),
+        2,
+        "another class has its own budget: {lines:?}"
+    );
+    assert!(!lines.iter().any(|(_, l)| l.contains("suppressed")));
+    assert_eq!(r.card.rejected(), 102, "counted exactly");
+    assert_eq!(r.card.rejections().count("control", "unknown_stream"), 100);
+
+    // The second is over: the next event logs the summary, and the class has lines again.
+    logcap::start();
+    r.now = t0 + WINDOW_NS + 1;
+    r.card.flush_reject_log(r.now);
+    let lines = logcap::lines(REJECT_TARGET);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0].0, log::Level::Warn);
+    let want = format!(
+        "suppressed {} similar rejections queue=control class=unknown_stream",
+        100 - LINES_PER_WINDOW
+    );
+    assert!(lines[0].1.contains(&want), "{}", lines[0].1);
+    r.card.flush_reject_log(r.now + WINDOW_NS);
+    assert_eq!(logcap::lines(REJECT_TARGET).len(), 1, "summed up once");
+    logcap::start();
+    assert_eq!(r.ctl_status(&pcm_hdr(PCM_START, 5)), BAD_MSG);
+    assert_eq!(logcap::lines(REJECT_TARGET).len(), 1);
+
+    // A flood cut short by the frontend going away is summed up then, with the counts.
+    for _ in 0..20 {
+        r.ctl_status(&pcm_hdr(PCM_START, 5));
+    }
+    logcap::start();
+    r.card.finish_reject_log();
+    let lines = logcap::lines(REJECT_TARGET);
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(lines[0]
+        .1
+        .contains(&format!("suppressed {} similar", 21 - LINES_PER_WINDOW)));
+    assert!(
+        lines[1].1.contains("123 guest requests rejected")
+            && lines[1].1.contains("control/unknown_stream=121")
+            && lines[1].1.contains("control/unknown_code=2"),
+        "{}",
+        lines[1].1
+    );
 }

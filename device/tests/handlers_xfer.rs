@@ -28,13 +28,13 @@ fn still_serves(r: &mut Rig) {
 
 /// Submits a TX chain that must be rejected with `status` written in its last descriptor.
 fn tx_rejected(r: &mut Rig, descs: &[D], status: u32) {
-    let rejected = r.card.rejected;
+    let rejected = r.card.rejected();
     let (p, used) = r.submit(TX, descs);
     assert_eq!(used.len(), 1, "{descs:?}");
     assert_eq!((used[0].queue, used[0].head), (TX, p.head));
     assert_eq!(used[0].len, 8, "{descs:?}");
     assert_eq!(r.pcm_status(p.last()), (status, 0), "{descs:?}");
-    assert_eq!(r.card.rejected, rejected + 1);
+    assert_eq!(r.card.rejected(), rejected + 1);
     still_serves(r);
 }
 
