@@ -205,10 +205,15 @@ fn a_vring_stop_and_restart_mid_play_plays_every_byte_once() {
             *t < Duration::from_millis(500),
             "GET_VRING_BASE of queue {q} took {t:?}"
         );
-        assert_eq!(
-            stop.bases[q],
-            Ok(u32::from(fe.next_avail(q))),
-            "queue {q}: the device took every chain"
+        // The device may not have taken the chains made available just before the stop
+        // (the kick raced with SET_VRING_ENABLE 0): they stay in the ring, to be taken
+        // after the restart. Never more than that.
+        let base = stop.bases[q].clone().expect("GET_VRING_BASE");
+        let untaken = fe.next_avail(q).wrapping_sub(base as u16);
+        assert!(
+            usize::from(untaken) <= stop.still_in_flight[q],
+            "queue {q}: GET_VRING_BASE says {base}, the driver is at {} ({stop:?})",
+            fe.next_avail(q)
         );
     }
     let returned_at_stop = fe.take_used().unwrap();

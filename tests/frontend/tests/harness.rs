@@ -350,7 +350,9 @@ fn rings_stop_and_restart_where_the_device_left_off() {
     dsproxy_testfront::play(&mut fe, 0, &first, 1024).expect("play before the stop");
 
     let stop = fe.stop_rings().expect("stop");
-    for q in 0..NUM_QUEUES {
+    // Event buffers are posted without waiting for the device, which may not have taken
+    // them all when the ring stops; everything else it has answered.
+    for q in [CONTROL_QUEUE, TX_QUEUE, RX_QUEUE] {
         assert_eq!(stop.bases[q], Ok(fe_next_avail(&fe, q)), "{stop:?}");
     }
     assert_eq!(stop.still_in_flight[TX_QUEUE], 0);
