@@ -43,11 +43,13 @@ pub fn run(cli: Cli) -> Result<(), ReaderError> {
         && !cli.english
         && !cli.records
         && cli.inject.is_none()
+        && cli.mixer.is_empty()
     {
         return Err(ReaderError::Usage(
-            "nothing to do: with -x, give -f FILE, -s, -e, -i or --inject".into(),
+            "nothing to do: with -x, give -f FILE, -s, -e, -i, --inject or --mixer".into(),
         ));
     }
+    let mixer_only = cli.mixer_only();
     let files = cli.file.clone().map(FileTarget::new);
     let mut base_created = false;
     if let Some(f) = &files {
@@ -79,7 +81,10 @@ pub fn run(cli: Cli) -> Result<(), ReaderError> {
         records: cli.records,
         stream: cli.stream,
         once: cli.once,
-        progress: console::stderr_is_tty(),
+        // A --mixer-only run has no running time to show.
+        progress: console::stderr_is_tty() && !mixer_only,
+        mixer: cli.mixer.clone(),
+        mixer_only,
     };
     let playback = (!cli.no_play).then(|| {
         Playback::new(PlaybackOptions {
@@ -88,7 +93,8 @@ pub fn run(cli: Cli) -> Result<(), ReaderError> {
         })
     });
     let sub = SubscribeOptions {
-        live: cli.live,
+        // A --mixer-only run takes no audio, so it never holds the guest back.
+        live: cli.live || mixer_only,
         no_pacing: cli.no_pacing,
     };
 
@@ -155,6 +161,13 @@ pub fn run(cli: Cli) -> Result<(), ReaderError> {
                     }
                 }
                 if !cli.reconnect {
+                    if mixer_only {
+                        if let Some(left) = session.mixer_unfinished() {
+                            break Err(ReaderError::Mixer(format!(
+                                "{target} went away before confirming {left}"
+                            )));
+                        }
+                    }
                     log::info!("the device went away: done");
                     break Ok(());
                 }

@@ -7,6 +7,7 @@ use clap::Parser;
 use dsproxy_wire::PcmFormat;
 
 use crate::convert::AudioShape;
+use crate::mixer_set::{parse_mixer_arg, MixerArg};
 
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -17,7 +18,8 @@ use crate::convert::AudioShape;
         dsproxy-host-reader -e -f out.wav\n  \
         dsproxy-host-reader -s -x | lame -r -s 44.1 - out.mp3\n  \
         dsproxy-host-reader -n vmhost -e\n  \
-        dsproxy-host-reader -x --inject speech.wav -f out.wav"
+        dsproxy-host-reader -x --inject speech.wav -f out.wav\n  \
+        dsproxy-host-reader -x --mixer pcm=50:50 --mixer vol=unmute"
 )]
 pub struct Cli {
     /// Attach to the device's unix tap socket [default: $XDG_RUNTIME_DIR/dsproxy.sock,
@@ -86,6 +88,14 @@ pub struct Cli {
     #[arg(long, value_name = "FORMAT:RATE:CHANNELS", requires = "inject", value_parser = parse_shape)]
     pub inject_raw: Option<AudioShape>,
 
+    /// Set a guest mixer control once attached: NAME is an OSS channel (vol, pcm, igain, …)
+    /// or a control's full name from the card (e.g. "Master Playback Switch", "PCM Playback
+    /// Volume#1"); values in the control's own range (0..100 for dsproxy-device's volumes),
+    /// on/off/mute/unmute for switches. Repeatable. Alone with -x: set, wait for the device
+    /// to confirm, exit
+    #[arg(long = "mixer", value_name = "NAME=LEFT[:RIGHT]", value_parser = parse_mixer_arg)]
+    pub mixer: Vec<MixerArg>,
+
     /// When the device goes away, keep trying to reattach and continue into a new segment
     #[arg(long)]
     pub reconnect: bool,
@@ -119,6 +129,18 @@ impl std::fmt::Display for Target {
 }
 
 impl Cli {
+    /// `--mixer` is the only job: nothing recorded, logged, injected or played. The reader
+    /// sets the mixer, waits for the device to confirm and exits.
+    pub fn mixer_only(&self) -> bool {
+        !self.mixer.is_empty()
+            && self.no_play
+            && self.file.is_none()
+            && !self.stdout
+            && !self.english
+            && !self.records
+            && self.inject.is_none()
+    }
+
     /// The tap to attach to.
     pub fn target(&self) -> Result<Target, String> {
         match (&self.net, &self.unix) {
@@ -237,6 +259,25 @@ mod tests {
         assert!(Cli::try_parse_from(["r", "-u", "/s", "-n", "h"]).is_err());
         assert!(Cli::try_parse_from(["r", "--inject-stream", "1"]).is_err());
         assert!(Cli::try_parse_from(["r", "-q"]).is_err());
+        let c =
+            Cli::try_parse_from(["r", "-x", "--mixer", "pcm=50", "--mixer", "vol=mute"]).unwrap();
+        assert_eq!(c.mixer.len(), 2);
+        assert_eq!(c.mixer[1].name, "vol");
+        assert!(c.mixer_only());
+        for more in [["-e"], ["-i"], ["-s"]] {
+            let c = Cli::try_parse_from(["r", "-x", "--mixer", "pcm=50", more[0]]).unwrap();
+            assert!(!c.mixer_only());
+        }
+        assert!(!Cli::try_parse_from(["r", "--mixer", "pcm=50"])
+            .unwrap()
+            .mixer_only());
+        assert!(
+            !Cli::try_parse_from(["r", "-x", "-f", "o.wav", "--mixer", "pcm=5"])
+                .unwrap()
+                .mixer_only()
+        );
+        assert!(Cli::try_parse_from(["r", "--mixer", "pcm"]).is_err());
+        assert!(Cli::try_parse_from(["r", "--mixer", "pcm=loud"]).is_err());
         Cli::command_for_tests().debug_assert();
     }
 

@@ -149,17 +149,7 @@ impl English {
                 join(values.iter().map(|v| v.to_string()), ",")
             )];
         };
-        let value = mixer_value(desc, values);
-        match mixer::oss_channel(&desc.name, desc.index) {
-            Some(oss) => vec![format!(
-                "{}{suffix}",
-                ioctl(&format!("SOUND_MIXER_WRITE_{oss}"), value)
-            )],
-            None => vec![format!(
-                "mixer control \"{}\" => {value}{suffix}",
-                desc.name
-            )],
-        }
+        vec![format!("{}{suffix}", control_line(desc, values))]
     }
 
     fn tag(&self, stream: u32, line: String) -> String {
@@ -174,6 +164,16 @@ impl English {
 /// `NAME => value`, with the name padded as the old reader did (`SNDCTL_DSP_SPEED    => …`).
 pub fn ioctl(name: &str, value: impl std::fmt::Display) -> String {
     format!("{name:<19} => {value}")
+}
+
+/// A change of a control, as the OSS write with that effect (`SOUND_MIXER_WRITE_PCM =>
+/// 75:75`) or, for a control OSS cannot see, by its name (`mixer control "X" => 2`).
+pub fn control_line(desc: &ControlDesc, values: &[i64]) -> String {
+    let value = mixer_value(desc, values);
+    match mixer::oss_channel(&desc.name, desc.index) {
+        Some(oss) => ioctl(&format!("SOUND_MIXER_WRITE_{oss}"), value),
+        None => format!("mixer control \"{}\" => {value}", desc.name),
+    }
 }
 
 /// The line logged for a GAP (always, not only with `-e`).
@@ -221,8 +221,7 @@ pub fn fragments(buffer: u32, period: u32) -> String {
 /// A control's values as OSS shows them: `left:right` percentages for levels, `muted` /
 /// `unmuted` for switches, raw numbers for enumerations.
 pub fn mixer_value(desc: &ControlDesc, values: &[i64]) -> String {
-    let is_switch = desc.ctype == 0
-        || mixer::parse_name(&desc.name).map(|p| p.kind) == Some(mixer::ControlKind::Switch);
+    let is_switch = mixer::is_switch(desc);
     if values.is_empty() {
         return "(no values)".to_string();
     }

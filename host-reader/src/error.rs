@@ -34,6 +34,9 @@ pub enum ReaderError {
     },
     #[error("writing to stdout: {0}")]
     Stdout(io::Error),
+    /// A `--mixer` the device did not confirm.
+    #[error("{0}")]
+    Mixer(String),
     #[error("--inject {}: {why}", path.display())]
     Inject { path: PathBuf, why: String },
 }

@@ -116,6 +116,8 @@ fn chunk_bytes(period_bytes: u32, target: AudioShape, source: AudioShape) -> usi
 enum Msg {
     Attach(TapStream),
     Detach,
+    /// A whole record for the device (SET_CONTROL), written between two INJECT records.
+    Request(Vec<u8>),
     Stream {
         params: Option<Params>,
         active: bool,
@@ -153,6 +155,12 @@ impl Injector {
         let _ = self.tx.send(Msg::Detach);
     }
 
+    /// Writes a request record (an encoded SET_CONTROL) on the connection, between two INJECT
+    /// records: the socket carries both, and a record must not cut into another.
+    pub fn request(&self, frame: Vec<u8>) {
+        let _ = self.tx.send(Msg::Request(frame));
+    }
+
     /// The input stream's params and whether it is prepared or running.
     pub fn update(&self, params: Option<Params>, active: bool) {
         let _ = self.tx.send(Msg::Stream { params, active });
@@ -187,6 +195,14 @@ fn run(mut src: InjectSource, stream: u32, rx: mpsc::Receiver<Msg>) {
             match m {
                 Msg::Attach(w) => writer = Some(w),
                 Msg::Detach => writer = None,
+                Msg::Request(frame) => {
+                    if let Some(w) = writer.as_mut() {
+                        if let Err(e) = w.write_all(&frame) {
+                            log::info!("sending a request: {e}");
+                            writer = None;
+                        }
+                    }
+                }
                 Msg::Stream {
                     params: p,
                     active: a,

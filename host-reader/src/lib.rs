@@ -4,7 +4,7 @@
 //! command line ([`cli`]), the tap connection ([`connection`]), per-stream state and
 //! dispatch ([`session`]), output files ([`output`], [`wav`]), the `-e` and `-i` logs
 //! ([`english`], [`rawlog`], [`mixer`]), host playback ([`playback`]), `--inject`
-//! ([`inject`]), sample conversion ([`convert`]) and the terminal ([`console`]).
+//! ([`inject`]), `--mixer` ([`mixer_set`]), sample conversion ([`convert`]) and the terminal ([`console`]).
 
 pub mod app;
 pub mod cli;
@@ -15,6 +15,7 @@ pub mod english;
 pub mod error;
 pub mod inject;
 pub mod mixer;
+pub mod mixer_set;
 pub mod output;
 pub mod playback;
 pub mod rawlog;

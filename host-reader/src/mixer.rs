@@ -3,38 +3,77 @@
 //! Linux's virtio_snd turns each control element into an ALSA control with the element's
 //! name; snd-mixer-oss then builds `/dev/mixer` channels from names of the form
 //! `<base> [Playback|Capture] [Volume|Switch]` (ALSA's OSS-emulation document has the table
-//! reproduced in [`OSS_BASES`]). This module runs that mapping backwards so `-e` can say
-//! `SOUND_MIXER_WRITE_PCM => 75:75` for a change of "PCM Playback Volume".
+//! reproduced in [`OSS_CHANNELS`]). This module runs that mapping backwards so `-e` can say
+//! `SOUND_MIXER_WRITE_PCM => 75:75` for a change of "PCM Playback Volume", and forwards so
+//! `--mixer pcm=75` finds that control.
 
 use dsproxy_wire::record::ControlDesc;
 
-/// OSS mixer channel ↔ ALSA base name and index, as snd-mixer-oss assigns them by default.
-pub const OSS_BASES: &[(&str, &str, u32)] = &[
-    ("VOLUME", "Master", 0),
-    ("BASS", "Tone Control - Bass", 0),
-    ("TREBLE", "Tone Control - Treble", 0),
-    ("SYNTH", "Synth", 0),
-    ("PCM", "PCM", 0),
-    ("SPEAKER", "PC Speaker", 0),
-    ("LINE", "Line", 0),
-    ("MIC", "Mic", 0),
-    ("CD", "CD", 0),
-    ("IMIX", "Monitor Mix", 0),
-    ("ALTPCM", "PCM", 1),
-    ("IGAIN", "Capture", 0),
-    ("OGAIN", "Playback", 0),
-    ("LINE1", "Aux", 0),
-    ("LINE2", "Aux", 1),
-    ("LINE3", "Aux", 2),
-    ("DIGITAL1", "Digital", 0),
-    ("DIGITAL2", "Digital", 1),
-    ("DIGITAL3", "Digital", 2),
-    ("PHONEIN", "Phone", 0),
-    ("PHONEOUT", "Phone", 1),
-    ("VIDEO", "Video", 0),
-    ("RADIO", "Radio", 0),
-    ("MONITOR", "Monitor", 0),
+/// An OSS mixer channel and the ALSA control snd-mixer-oss puts behind it by default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OssChannel {
+    /// The channel's constant without `SOUND_MIXER_` (`VOLUME`, `PCM`, `IGAIN`, …).
+    pub name: &'static str,
+    /// Its name in soundcard.h's `SOUND_DEVICE_NAMES` (`vol`, `pcm`, `igain`, …): what OSS
+    /// mixer programs call it.
+    pub label: &'static str,
+    /// The ALSA control base name and index behind it.
+    pub base: &'static str,
+    pub index: u32,
+}
+
+const fn ch(name: &'static str, label: &'static str, base: &'static str, index: u32) -> OssChannel {
+    OssChannel {
+        name,
+        label,
+        base,
+        index,
+    }
+}
+
+/// The OSS channels snd-mixer-oss assigns by default (ALSA's OSS-emulation document), in
+/// channel number order. RECLEV (11) is not assigned by snd-mixer-oss; see [`oss_channel_named`].
+pub const OSS_CHANNELS: &[OssChannel] = &[
+    ch("VOLUME", "vol", "Master", 0),
+    ch("BASS", "bass", "Tone Control - Bass", 0),
+    ch("TREBLE", "treble", "Tone Control - Treble", 0),
+    ch("SYNTH", "synth", "Synth", 0),
+    ch("PCM", "pcm", "PCM", 0),
+    ch("SPEAKER", "speaker", "PC Speaker", 0),
+    ch("LINE", "line", "Line", 0),
+    ch("MIC", "mic", "Mic", 0),
+    ch("CD", "cd", "CD", 0),
+    ch("IMIX", "mix", "Monitor Mix", 0),
+    ch("ALTPCM", "pcm2", "PCM", 1),
+    ch("IGAIN", "igain", "Capture", 0),
+    ch("OGAIN", "ogain", "Playback", 0),
+    ch("LINE1", "line1", "Aux", 0),
+    ch("LINE2", "line2", "Aux", 1),
+    ch("LINE3", "line3", "Aux", 2),
+    ch("DIGITAL1", "dig1", "Digital", 0),
+    ch("DIGITAL2", "dig2", "Digital", 1),
+    ch("DIGITAL3", "dig3", "Digital", 2),
+    ch("PHONEIN", "phin", "Phone", 0),
+    ch("PHONEOUT", "phout", "Phone", 1),
+    ch("VIDEO", "video", "Video", 0),
+    ch("RADIO", "radio", "Radio", 0),
+    ch("MONITOR", "monitor", "Monitor", 0),
 ];
+
+/// The OSS channel a name given by a user stands for: a channel constant (`VOLUME`, `PCM`,
+/// …) or its `SOUND_DEVICE_NAMES` label (`vol`, `pcm`, …), in any case. RECLEV (`reclev`,
+/// `rec`), the OSS recording level, is taken as IGAIN: snd-mixer-oss leaves RECLEV
+/// unassigned, and on a virtio card the recording level is the Capture control.
+pub fn oss_channel_named(name: &str) -> Option<&'static OssChannel> {
+    let name = if name.eq_ignore_ascii_case("reclev") || name.eq_ignore_ascii_case("rec") {
+        "IGAIN"
+    } else {
+        name
+    };
+    OSS_CHANNELS
+        .iter()
+        .find(|c| c.name.eq_ignore_ascii_case(name) || c.label.eq_ignore_ascii_case(name))
+}
 
 /// Whether a control is a level or an on/off switch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,10 +127,39 @@ pub fn parse_name(name: &str) -> Option<ParsedName<'_>> {
 /// The OSS mixer channel name (`VOLUME`, `PCM`, `IGAIN`, …) a control feeds, if any.
 pub fn oss_channel(name: &str, index: u32) -> Option<&'static str> {
     let p = parse_name(name)?;
-    OSS_BASES
+    OSS_CHANNELS
         .iter()
-        .find(|(_, base, idx)| *base == p.base && *idx == index)
-        .map(|(oss, _, _)| *oss)
+        .find(|c| c.base == p.base && c.index == index)
+        .map(|c| c.name)
+}
+
+/// The control behind an OSS channel on a card: of the controls named `<base> … <kind>` with
+/// the channel's base and index, the Playback one, else the direction-less one, else the
+/// Capture one (snd-mixer-oss's order for a channel's volume).
+pub fn channel_control<'a>(
+    ch: &OssChannel,
+    controls: &'a [ControlDesc],
+    kind: ControlKind,
+) -> Option<&'a ControlDesc> {
+    let rank = |d: ControlDir| match d {
+        ControlDir::Playback => 0,
+        ControlDir::Global => 1,
+        ControlDir::Capture => 2,
+    };
+    controls
+        .iter()
+        .filter(|c| c.index == ch.index)
+        .filter_map(|c| {
+            let p = parse_name(&c.name)?;
+            (p.base == ch.base && p.kind == kind).then(|| (rank(p.dir), c))
+        })
+        .min_by_key(|(r, _)| *r)
+        .map(|(_, c)| c)
+}
+
+/// Whether a control is an on/off switch: a boolean, or named `… Switch`.
+pub fn is_switch(desc: &ControlDesc) -> bool {
+    desc.ctype == 0 || parse_name(&desc.name).map(|p| p.kind) == Some(ControlKind::Switch)
 }
 
 /// A value as an OSS percentage, rounded as snd-mixer-oss does:

@@ -15,14 +15,18 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::{self, BufWriter, Stdout, Write};
 use std::time::{Duration, Instant};
 
-use dsproxy_wire::record::{ControlDesc, Direction, Hello, Params, Record, StreamDesc};
+use dsproxy_wire::record::{
+    ControlDesc, ControlOrigin, Direction, Hello, Params, Record, StreamDesc,
+};
 
+use crate::connection::TapStream;
 use crate::console;
 use crate::convert::AudioShape;
 use crate::english::{self, English};
 use crate::error::ReaderError;
 use crate::inject::Injector;
 use crate::mixer;
+use crate::mixer_set::{self, MixerArg, MixerRequests, MixerSet, Sent};
 use crate::output::{FileTarget, Segment};
 use crate::playback::Playback;
 use crate::rawlog;
@@ -49,13 +53,19 @@ pub struct SessionOptions {
     pub once: bool,
     /// Draw the running-time line (stderr is a terminal).
     pub progress: bool,
+    /// `--mixer`: controls to set once the first snapshot is in.
+    pub mixer: Vec<MixerArg>,
+    /// `--mixer` is the only job: done when the device has confirmed every change, and a
+    /// change it does not confirm is an error.
+    pub mixer_only: bool,
 }
 
 /// Whether to go on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flow {
     Continue,
-    /// A clean end: `--once` saw its session end, or stdout was closed.
+    /// A clean end: `--once` saw its session end, stdout was closed, or a `--mixer`-only
+    /// run had every change confirmed.
     Done,
 }
 
@@ -117,6 +127,11 @@ pub struct Session {
     stdout: Option<BufWriter<Stdout>>,
     playback: Option<Playback>,
     injector: Option<Injector>,
+    /// `--mixer` and where each stands.
+    mixer: MixerRequests,
+    /// Where SET_CONTROL records go when there is no injector (with one, they go through its
+    /// thread, so they never cut into an INJECT record on the socket).
+    tap_writer: Option<TapStream>,
     /// The stream `-s`, playback and the running-time line follow.
     main_stream: Option<u32>,
     /// SNAPSHOT_END seen on this connection.
@@ -140,9 +155,12 @@ impl Session {
         let stdout = opts
             .stdout
             .then(|| BufWriter::with_capacity(64 * 1024, io::stdout()));
+        let mixer = MixerRequests::new(opts.mixer.clone());
         Session {
             opts,
             target,
+            mixer,
+            tap_writer: None,
             streams: BTreeMap::new(),
             controls: BTreeMap::new(),
             english: None,
@@ -158,8 +176,9 @@ impl Session {
         }
     }
 
-    /// Checks a card against the options and returns the SUBSCRIBE stream mask.
-    pub fn plan(&self, hello: &Hello) -> Result<u64, ReaderError> {
+    /// Checks a card against the options (`--stream`, `--inject`, `--mixer`) and returns the
+    /// SUBSCRIBE stream mask.
+    pub fn plan(&mut self, hello: &Hello) -> Result<u64, ReaderError> {
         let listing = || {
             hello
                 .streams
@@ -195,6 +214,7 @@ impl Session {
                 )));
             }
         }
+        self.mixer.plan(hello).map_err(ReaderError::Usage)?;
         // One stream (plus the injected one) when --stream asks and the mask can say so.
         Ok(match self.opts.stream {
             Some(n) if n < 64 => {
@@ -232,8 +252,8 @@ impl Session {
             .map(|s| s.id)
     }
 
-    /// A new connection: take the card's description.
-    pub fn attach(&mut self, hello: &Hello, control: Option<crate::connection::TapStream>) {
+    /// A new connection: take the card's description. `control` writes on its socket.
+    pub fn attach(&mut self, hello: &Hello, control: Option<TapStream>) {
         self.live = false;
         self.streams.clear();
         let mut out_index = 0;
@@ -288,9 +308,14 @@ impl Session {
             None if self.opts.english => self.english = Some(English::new(hello, main)),
             None => {}
         }
-        if let (Some(inj), Some(c)) = (&self.injector, control) {
-            inj.attach(c);
-            inj.update(None, false);
+        match (&self.injector, control) {
+            (Some(inj), Some(c)) => {
+                inj.attach(c);
+                inj.update(None, false);
+                self.tap_writer = None;
+            }
+            (None, c) => self.tap_writer = c,
+            (Some(_), None) => self.tap_writer = None,
         }
     }
 
@@ -299,7 +324,20 @@ impl Session {
         if let Some(inj) = &self.injector {
             inj.detach();
         }
+        self.tap_writer = None;
+        self.mixer.connection_lost();
         self.close_all_segments()
+    }
+
+    /// The `--mixer` requests not confirmed yet, as one line (`None` when all are done).
+    pub fn mixer_unfinished(&self) -> Option<String> {
+        let left = self.mixer.unfinished();
+        (!left.is_empty()).then(|| {
+            left.iter()
+                .map(|a| format!("--mixer {a}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
     }
 
     /// Handles one record from the device.
@@ -309,9 +347,29 @@ impl Session {
                 console::line(&l);
             }
         }
+        // A CONTROL may confirm one of our --mixer changes; its -e line then says so.
+        let confirmed = match &rec {
+            Record::Control { id, values, .. } => self.mixer.on_control(*id, values),
+            _ => None,
+        };
         if let Some(e) = &mut self.english {
-            for l in e.lines(&rec) {
-                console::line(&l);
+            match (&rec, &confirmed) {
+                (
+                    Record::Control {
+                        origin: ControlOrigin::Reader,
+                        values,
+                        ..
+                    },
+                    Some(set),
+                ) => console::line(&format!(
+                    "host: {}",
+                    english::control_line(&set.desc, values)
+                )),
+                _ => {
+                    for l in e.lines(&rec) {
+                        console::line(&l);
+                    }
+                }
             }
         }
         let flow = match rec {
@@ -324,7 +382,8 @@ impl Session {
             }
             Record::SnapshotEnd => {
                 self.live = true;
-                Flow::Continue
+                self.send_mixer();
+                self.mixer_flow()
             }
             Record::Params(p) => {
                 self.on_params(p)?;
@@ -405,7 +464,10 @@ impl Session {
                     Some((_, v)) => *v = values,
                     None => log::warn!("CONTROL for control {id}, which the card did not list"),
                 }
-                Flow::Continue
+                if let Some(set) = &confirmed {
+                    log::info!("--mixer {}: confirmed by the device", set.arg);
+                }
+                self.mixer_flow()
             }
             Record::Xrun { .. } => Flow::Continue,
             Record::Frontend { connected, .. } => {
@@ -433,6 +495,82 @@ impl Session {
         };
         self.maybe_tick()?;
         Ok(flow)
+    }
+
+    /// Sends the `--mixer` changes not sent yet (the snapshot has just told the reader every
+    /// control's value).
+    fn send_mixer(&mut self) {
+        for sent in self.mixer.take_unsent(Instant::now()) {
+            let set = match &sent {
+                Sent::Changing(s) | Sent::AlreadySo(s) => s,
+            };
+            // Sent even when the control already holds the values: the reader's knowledge may
+            // be a record behind a guest write.
+            self.send_request(&set.record());
+            if let (Sent::AlreadySo(set), true) = (&sent, self.opts.english) {
+                console::line(&format!(
+                    "host: {}  (unchanged)",
+                    english::control_line(&set.desc, &set.values)
+                ));
+            }
+        }
+    }
+
+    /// A request to the device, on the socket or through the injector's thread.
+    fn send_request(&mut self, rec: &Record) {
+        if self.opts.records {
+            for l in rawlog::lines(rec) {
+                console::line(&format!("sent {l}"));
+            }
+        }
+        let bytes = match rec.to_bytes() {
+            Ok(b) => b,
+            Err(e) => {
+                log::warn!("cannot encode {}: {e}", rec.kind_name());
+                return;
+            }
+        };
+        if let Some(inj) = &self.injector {
+            inj.request(bytes);
+        } else if let Some(w) = self.tap_writer.as_mut() {
+            // A failed write means the connection is going; the reader thread reports it and
+            // the request is sent again after a reconnection.
+            if let Err(e) = w.write_all(&bytes) {
+                log::info!("sending {}: {e}", rec.kind_name());
+            }
+        }
+    }
+
+    /// Done when `--mixer` is the only job and every change is confirmed.
+    fn mixer_flow(&self) -> Flow {
+        if self.opts.mixer_only && self.mixer.all_done() {
+            Flow::Done
+        } else {
+            Flow::Continue
+        }
+    }
+
+    /// `--mixer` changes the device has not confirmed in time: an error when they are the
+    /// only job, otherwise a note (the recording goes on).
+    fn check_mixer_timeouts(&mut self) -> Result<(), ReaderError> {
+        let late: Vec<MixerSet> = self.mixer.take_timed_out(Instant::now());
+        if late.is_empty() {
+            return Ok(());
+        }
+        let what = late
+            .iter()
+            .map(|s| format!("--mixer {} ({})", s.arg, mixer_set::display_name(&s.desc)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let why = format!(
+            "the device did not confirm {what} within {} s",
+            mixer_set::CONFIRM_TIMEOUT.as_secs()
+        );
+        if self.opts.mixer_only {
+            return Err(ReaderError::Mixer(why));
+        }
+        console::note(&why);
+        Ok(())
     }
 
     fn protocol(&self, why: &str) -> ReaderError {
@@ -756,6 +894,7 @@ impl Session {
 
     /// [`Session::tick`] if a tick period has passed since the last one.
     pub fn maybe_tick(&mut self) -> Result<(), ReaderError> {
+        self.check_mixer_timeouts()?;
         if self.last_tick.elapsed() >= TICK {
             self.tick()?;
         }
