@@ -244,3 +244,95 @@ fn inject_reaches_the_guests_capture_buffers_bit_exact() {
     let f = r.finish();
     assert_eq!(f.status.code(), Some(0), "{}", f.stderr);
 }
+
+#[test]
+fn mixer_changes_reach_the_guest_and_other_readers() {
+    use dsproxy_testfront::check::find_control;
+    use dsproxy_testfront::proto::SndEvent;
+    let d = daemon();
+    let mut fe = frontend(&d);
+    let ctls = fe.ctl_info().unwrap();
+    let pcm_vol = find_control(&ctls, "PCM Playback Volume", 0).expect("PCM volume");
+    let master_sw = find_control(&ctls, "Master Playback Switch", 0).expect("master switch");
+    let cap_vol = find_control(&ctls, "Capture Volume", 0).expect("capture volume");
+    // A second reader watches in OSS terms (-i to see when it is attached).
+    let watcher = Reader::spawn(&["-u", s(&d.tap), "-x", "-e", "-i"]);
+    common::wait_until("the watcher to attach", || {
+        watcher.stderr_so_far().lines().any(|l| l == "SNAPSHOT_END")
+    });
+
+    // The one-shot form: set, wait for the device's confirmation, exit 0.
+    let f = Reader::spawn(&[
+        "-u",
+        s(&d.tap),
+        "-x",
+        "--mixer",
+        "pcm=50:25",
+        "--mixer",
+        "Master Playback Switch=off",
+        "--mixer",
+        "IGAIN=30",
+    ])
+    .finish();
+    assert_eq!(f.status.code(), Some(0), "{}\n{}", f.stderr, d.log_tail(20));
+    assert!(f.stderr.is_empty(), "{}", f.stderr);
+    // The guest was told, and reads the new values.
+    let mut notified = Vec::new();
+    while notified.len() < 3 {
+        let ev = fe
+            .wait_event(Duration::from_secs(5), |e| {
+                matches!(e, SndEvent::CtlNotify { .. })
+            })
+            .unwrap()
+            .unwrap_or_else(|| panic!("CTL_NOTIFY missing after {notified:?}"));
+        if let SndEvent::CtlNotify { control, .. } = ev.event {
+            notified.push(control as u32);
+        }
+    }
+    assert_eq!(notified, vec![pcm_vol, master_sw, cap_vol]);
+    assert_eq!(fe.ctl_read(pcm_vol, 2).unwrap(), vec![50, 25]);
+    assert_eq!(fe.ctl_read(master_sw, 1).unwrap(), vec![0]);
+    assert_eq!(fe.ctl_read(cap_vol, 2).unwrap(), vec![30, 30]);
+    common::wait_until("the watcher to see the changes", || {
+        watcher
+            .stderr_so_far()
+            .contains("SOUND_MIXER_WRITE_IGAIN => 30:30  (set by a host reader)")
+    });
+    for want in [
+        "SOUND_MIXER_WRITE_PCM => 50:25  (set by a host reader)",
+        "SOUND_MIXER_WRITE_VOLUME => muted  (set by a host reader)",
+    ] {
+        assert!(
+            watcher.stderr_so_far().lines().any(|l| l == want),
+            "{want:?} not in:\n{}",
+            watcher.stderr_so_far()
+        );
+    }
+
+    // Again with the same value: nothing to change, nothing to wait for.
+    let f = Reader::spawn(&["-u", s(&d.tap), "-x", "--mixer", "pcm=50:25"]).finish();
+    assert_eq!(f.status.code(), Some(0), "{}", f.stderr);
+    // With -e, the reader that made the change says so as host:, and carries on.
+    let r = Reader::spawn(&["-u", s(&d.tap), "-x", "-e", "--mixer", "vol=on"]);
+    common::wait_until("the host: line", || {
+        r.stderr_so_far()
+            .lines()
+            .any(|l| l == "host: SOUND_MIXER_WRITE_VOLUME => unmuted")
+    });
+    assert_eq!(fe.ctl_read(master_sw, 1).unwrap(), vec![1]);
+    r.signal(libc::SIGTERM);
+    let f = r.finish();
+    assert_eq!(f.status.code(), Some(0), "{}", f.stderr);
+    // A value out of the card's range never leaves the reader.
+    let f = Reader::spawn(&["-u", s(&d.tap), "-x", "--mixer", "pcm=101"]).finish();
+    assert_eq!(f.status.code(), Some(2), "{}", f.stderr);
+    assert_eq!(
+        f.stderr,
+        "dsproxy-host-reader: --mixer pcm=101: 101 is out of range for \"PCM Playback Volume\" \
+         (0..100)\n"
+    );
+    assert_eq!(fe.ctl_read(pcm_vol, 2).unwrap(), vec![50, 25]);
+    watcher.signal(libc::SIGTERM);
+    assert_eq!(watcher.finish().status.code(), Some(0));
+    drop(fe);
+}
