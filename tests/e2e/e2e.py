@@ -11,8 +11,8 @@ sockets) and fresh readers:
     play       several programs in sequence (the reader starts a new segment file per format):
                U8/8000/mono, S16/44100/stereo, S16/48000/stereo bit-exact in WAV and raw files,
                the -e log, an O_NONBLOCK writer polling GETOSPACE/GETODELAY, 5 s of audio taking
-               5 s, /dev/mixer writes reaching the reader and a host-side control change read
-               back in the guest
+               5 s, /dev/mixer writes reaching the reader and a host-side change
+               (dsproxy-host-reader -x --mixer vol=70) read back in the guest
     nopacing   the same 5 s with dsproxy-host-reader -d: much faster, still bit-exact
     record     the guest records what the reader injects (--inject), bit-exact
     kill       QEMU is SIGKILLed mid-stream: the reader's files hold everything received, with a
@@ -30,7 +30,7 @@ Environment:
     E2E_KEEP_GOING_AFTER_BUILD_FAILURE is implied: a failed build fails its dependent checks
     DSPROXY_BUILD_DIR, CARGO_TARGET_DIR as for the rest of the project
 Logs of every boot: build/e2e/<combination>/<boot>/ (console.log, device.log, reader-*.log,
-tap.log, the captured files).
+tap.log — what tap.py, a watching client, saw — and the captured files).
 """
 
 import fcntl
@@ -636,14 +636,13 @@ def run_play(combo, image, image_err):
     host_set = {}
 
     def during(boot):
-        # Once the guest has written its vol channel, change that control from the host.
+        # Once the guest has written its vol channel, change that control from the host with
+        # the one-shot `dsproxy-host-reader -x --mixer vol=N` (it exits 0 once the device has
+        # confirmed the change). The tap client only watches for the guest's write.
         tap = boot.tap
-        ctl = tap.control("Master Playback Volume")
+        ctl = tap.control("Master Playback Volume")  # what OSS's vol is on this card
         if ctl is None:
-            vols = [x for x in tap.hello["controls"] if x["role"] == 1 and x["type"] == 1]
-            ctl = vols[0] if vols else None
-        if ctl is None:
-            host_set["error"] = f"the card has no volume control (controls: {[x['name'] for x in tap.hello['controls']]})"
+            host_set["error"] = f"the card has no Master Playback Volume (controls: {[x['name'] for x in tap.hello['controls']]})"
             return
         host_set["ctl"] = ctl
         seen = tap.wait_for(lambda t: any(r["kind"] == "CONTROL" and r["id"] == ctl["id"]
@@ -652,13 +651,20 @@ def run_play(combo, image, image_err):
             host_set["error"] = f"no guest write of {ctl['name']!r} seen on the tap"
             return
         time.sleep(0.6)
+        # --mixer takes the control's own range (0..100 on dsproxy-device).
         raw = ctl["min"] + round((ctl["max"] - ctl["min"]) * MIXER_HOST_TARGET / 100)
-        try:
-            tap.set_control(ctl["id"], [raw] * max(ctl["count"], 1))
-            host_set["raw"] = raw
-            host_set["t"] = time.monotonic()
-        except OSError as e:
-            host_set["error"] = f"SET_CONTROL failed: {e}"
+        argv = [Built.reader, "-u", boot.path("tap.sock"), "-x", "--mixer", f"vol={raw}"]
+        log_path = boot.path("reader-mixer.log")
+        env = dict(os.environ)
+        env.setdefault("RUST_LOG", "info")  # the log then says when the device confirmed
+        rc = run_logged(argv, log_path, env=env, cwd=boot.dir, timeout=30)
+        host_set["argv"] = " ".join(argv[3:])
+        if rc != 0:
+            host_set["error"] = (f"{host_set['argv']} exited {rc if rc >= 0 else 'never (killed after 30 s)'}; "
+                                 f"{log_path}\n{tail(log_path)}")
+            return
+        host_set["raw"] = raw
+        host_set["t"] = time.monotonic()
 
     script_steps = [(s.name, s.args()) for s in steps] + [("mixer", mixer_args())]
     boot = Boot(combo, "play")
@@ -798,7 +804,7 @@ def run_play(combo, image, image_err):
     if "error" in host_set:
         ck.check(name, False, host_set["error"])
     elif "raw" not in host_set:
-        ck.check(name, False, "the host never sent SET_CONTROL")
+        ck.check(name, False, "dsproxy-host-reader --mixer never ran")
     else:
         rereads = {}
         for ln in lines:
@@ -814,11 +820,15 @@ def run_play(combo, image, image_err):
                 readback = (int(m.group(1)), int(m.group(2)))
         last = rereads[-1] if rereads else None
         guest_vol = MIXER_GUEST_SET["vol"]
+        # The recording reader (-e) saw the change as another reader's.
+        echoed = re.search(rf"^SOUND_MIXER_WRITE_VOLUME => {MIXER_HOST_TARGET}:{MIXER_HOST_TARGET}"
+                           r"  \(set by a host reader\)$", eng, re.M) is not None
         ok = (readback is not None and all(abs(a - b) <= 1 for a, b in zip(readback, guest_vol))
-              and last is not None and all(abs(v - MIXER_HOST_TARGET) <= 1 for v in last))
-        ck.check(name, ok, f"guest wrote vol {guest_vol}, read back {readback}; host set "
-                 f"{host_set['ctl']['name']!r} to {host_set['raw']} ({MIXER_HOST_TARGET}%); guest rereads "
-                 f"of vol every {MIXER_REREAD_MS} ms: {rereads or 'none'} (mixer-test exit {rc})")
+              and last is not None and all(abs(v - MIXER_HOST_TARGET) <= 1 for v in last) and echoed)
+        ck.check(name, ok, f"guest wrote vol {guest_vol}, read back {readback}; `dsproxy-host-reader "
+                 f"{host_set['argv']}` set {host_set['ctl']['name']!r} to {host_set['raw']} "
+                 f"({MIXER_HOST_TARGET}%) and exited 0; the -e reader logged it: {'yes' if echoed else 'NO'}; "
+                 f"guest rereads of vol every {MIXER_REREAD_MS} ms: {rereads or 'none'} (mixer-test exit {rc})")
     ck.check("shutdown: device and readers exit 0 on SIGINT",
              all(v == 0 for v in boot.shutdown.values()), boot.shutdown_detail())
     ck.fail_rest("not evaluated")

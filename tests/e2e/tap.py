@@ -2,14 +2,14 @@
 """A minimal client of dsproxy-device's tap (docs/wire-format.md), for the end-to-end tests.
 
 The tests use it as a third reader next to dsproxy-host-reader: it watches the record stream
-(PARAMS, CONTROL, STOP, ... and a count of the PCM bytes), changes a control from the host side
-(SET_CONTROL), which dsproxy-host-reader has no option for, and tells the kill test when enough
-audio has gone by. It subscribes in LIVE mode so it never holds the card back.
+(PARAMS, CONTROL, STOP, ... and a count of the PCM bytes) independently of the reader under
+test, tells the mixer check when the guest has written its volume and the kill test when enough
+audio has gone by. It subscribes in LIVE mode so it never holds the card back. (Changing a
+control from the host is dsproxy-host-reader's job: `dsproxy-host-reader -x --mixer vol=70`.)
 
 As a command line tool:
     tap.py SOCKET info                    the card's streams and controls (from HELLO)
     tap.py SOCKET watch [SECONDS]         print records as they arrive (PCM summarized)
-    tap.py SOCKET set NAME=V[,V...]       SET_CONTROL on the control called NAME (or #ID)
 """
 
 import socket
@@ -21,7 +21,7 @@ import time
 HELLO, PARAMS, PREPARE, START, STOP, RELEASE, PCM, CONTROL, XRUN, GAP, SNAPSHOT_END, FRONTEND = range(
     1, 13
 )
-SUBSCRIBE, SET_CONTROL, INJECT = 0x0101, 0x0102, 0x0103
+SUBSCRIBE = 0x0101
 KIND_NAMES = {
     HELLO: "HELLO", PARAMS: "PARAMS", PREPARE: "PREPARE", START: "START", STOP: "STOP",
     RELEASE: "RELEASE", PCM: "PCM", CONTROL: "CONTROL", XRUN: "XRUN", GAP: "GAP",
@@ -236,12 +236,6 @@ class TapClient:
                 return c
         return None
 
-    def set_control(self, ctl_id, values):
-        payload = struct.pack("<II", ctl_id, len(values)) + b"".join(
-            struct.pack("<q", v) for v in values)
-        self.sock.sendall(frame(SET_CONTROL, payload))
-        self._log(f"sent SET_CONTROL id={ctl_id} values={values}")
-
     def close(self):
         self.closed = True
         try:
@@ -253,7 +247,7 @@ class TapClient:
 
 
 def _main(argv):
-    if len(argv) < 3 or argv[2] not in ("info", "watch", "set"):
+    if len(argv) < 3 or argv[2] not in ("info", "watch"):
         print(__doc__.strip().split("\n\n")[-1], file=sys.stderr)
         return 2
     path, cmd = argv[1], argv[2]
@@ -268,26 +262,9 @@ def _main(argv):
             for c in h["controls"]:
                 print(f"control #{c['id']} {c['name']!r} index {c['index']} role {c['role']} type {c['type']} "
                       f"count {c['count']} range {c['min']}..{c['max']} step {c['step']}")
-        elif cmd == "watch":
+        else:
             secs = float(argv[3]) if len(argv) > 3 else 1e9
             tap.wait_for(lambda t: False, secs)
-        else:
-            if len(argv) != 4 or "=" not in argv[3]:
-                print("usage: tap.py SOCKET set NAME=V[,V...]", file=sys.stderr)
-                return 2
-            name, vals = argv[3].split("=", 1)
-            ctl = (next((c for c in tap.hello["controls"] if c["id"] == int(name[1:])), None)
-                   if name.startswith("#") else tap.control(name))
-            if ctl is None:
-                print(f"tap.py: no control {name!r}", file=sys.stderr)
-                return 1
-            values = [int(v) for v in vals.split(",")]
-            if len(values) == 1:
-                values *= max(ctl["count"], 1)
-            tap.set_control(ctl["id"], values)
-            seen = tap.wait_for(lambda t: any(r["kind"] == "CONTROL" and r["id"] == ctl["id"]
-                                              and r["origin"] == "reader" for r in t.records), 3)
-            print(f"set #{ctl['id']} {ctl['name']!r} = {values}" + ("" if seen else " (no echo from the device)"))
     finally:
         tap.close()
     return 0
