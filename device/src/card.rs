@@ -14,7 +14,7 @@ use crate::controls::Controls;
 use crate::error::{Rejected, RequestError};
 use crate::event_queue::EventQueue;
 use crate::pcm::{Stream, StreamState};
-use crate::reject_log::RejectLog;
+use crate::reject_log::{LineBudget, RejectLog};
 use crate::spec::{
     ctl, ctl_notify_bytes, size, CONTROL_QUEUE, EVENT_QUEUE, NUM_QUEUES, RX_QUEUE, TX_QUEUE,
 };
@@ -73,6 +73,8 @@ pub struct Card<T: CardTap> {
     stopped: [bool; NUM_QUEUES],
     /// Guest requests refused so far, counted exactly, logged a few a second.
     rejections: RejectLog,
+    /// Stream summaries (one per release) logged at info level, a few a second.
+    summaries: LineBudget,
 }
 
 impl<T: CardTap> Card<T> {
@@ -99,6 +101,7 @@ impl<T: CardTap> Card<T> {
             used: Vec::new(),
             stopped: [false; NUM_QUEUES],
             rejections: RejectLog::default(),
+            summaries: LineBudget::default(),
         }
     }
 
@@ -134,6 +137,52 @@ impl<T: CardTap> Card<T> {
     /// goes away).
     pub fn finish_reject_log(&mut self) {
         self.rejections.flush_all();
+        let held_back = self.summaries.take_held_back();
+        if held_back > 0 {
+            info!("{held_back} more stream summaries logged at debug level only");
+        }
+    }
+
+    /// Logs what stream `idx` did since its last release (bytes, time running, underruns,
+    /// bytes returned unplayed) and starts counting afresh. The requests themselves are
+    /// logged at debug level; this is the one info line per use of a stream — and at most a
+    /// few a second, so a guest looping PREPARE/RELEASE cannot flood the log either.
+    pub(crate) fn log_release(&mut self, idx: usize, now: u64, why: &str) {
+        let Some(s) = self.streams.get_mut(idx) else {
+            return;
+        };
+        s.stats.stop(now);
+        let st = std::mem::take(&mut s.stats);
+        let verb = match s.direction {
+            Direction::Output => "played",
+            Direction::Input => "captured",
+        };
+        let audio = s
+            .params
+            .filter(|p| p.byte_rate > 0)
+            .map(|p| {
+                format!(
+                    " ({:.1} ms of {})",
+                    st.bytes as f64 * 1000.0 / p.byte_rate as f64,
+                    p.shape
+                )
+            })
+            .unwrap_or_default();
+        let line = format!(
+            "stream {}: released ({why}): {} bytes {verb}{audio}, {} ms running over {} start(s), \
+             {} underrun(s), {} queued bytes left unused",
+            s.id,
+            st.bytes,
+            st.running_ns / 1_000_000,
+            st.starts,
+            st.underruns,
+            st.returned_bytes
+        );
+        match self.summaries.take(now) {
+            Some(0) => info!("{line}"),
+            Some(k) => info!("{line} ({k} earlier summaries at debug level only)"),
+            None => debug!("{line}"),
+        }
     }
 
     /// The features the driver acknowledged.
@@ -284,7 +333,13 @@ impl<T: CardTap> Card<T> {
                 return;
             }
             let Some(head_len) = s.queue.front().map(|b| b.len as u64) else {
-                s.clock.starve();
+                if s.direction == Direction::Output && unpaced {
+                    // Without pacing the clock does not advance with the bytes: the queue
+                    // ran dry now (the last buffer's wait ended with no successor).
+                    s.clock.starve_at(now);
+                } else {
+                    s.clock.starve();
+                }
                 return;
             };
             if s.direction == Direction::Output {
@@ -294,9 +349,19 @@ impl<T: CardTap> Card<T> {
                     if held {
                         return;
                     }
+                    if s.queue.len() == 1 {
+                        // The last buffer queued is kept until the next one arrives or its
+                        // own duration has passed: see LastBufferWait for why.
+                        let since = s.last_wait.begin(now);
+                        let due = since.saturating_add(s.clock.bytes_to_ns(head_len));
+                        if due > now {
+                            return;
+                        }
+                    }
                     self.complete_tx_head(mem, idx, now);
                     continue;
                 }
+                s.last_wait.clear();
                 if s.unpaced {
                     s.unpaced = false;
                     s.clock.start(now);
@@ -352,7 +417,13 @@ impl<T: CardTap> Card<T> {
             return None;
         }
         if s.direction == Direction::Output && self.unpaced() {
-            return None;
+            // Only the last buffer's wait needs the timer (a hold ends with the tap's
+            // notifier; with more buffers queued, all but the last have been completed).
+            if self.output_held() || s.queue.len() != 1 {
+                return None;
+            }
+            let head = s.queue.front()?;
+            return s.last_wait.due(s.clock.bytes_to_ns(head.len as u64));
         }
         let head = s.queue.front()?;
         s.clock.deadline(head.len as u64)
@@ -412,6 +483,8 @@ impl<T: CardTap> Card<T> {
             if s.state == StreamState::Running {
                 s.clock.hold(now);
             }
+            // Unpaced, a waiting last buffer waits afresh once the ring runs again.
+            s.last_wait.clear();
             if !s.queue.is_empty() {
                 info!(
                     "stream {}: queue stopped with {} buffers in flight",
@@ -463,8 +536,7 @@ impl<T: CardTap> Card<T> {
                     s.id,
                     s.queue.len()
                 );
-                s.queue.clear();
-                s.queued_bytes = 0;
+                s.take_all();
             }
             if s.clock.is_held() && s.direction == Direction::Input {
                 s.clock.resume(now);
@@ -515,13 +587,13 @@ impl<T: CardTap> Card<T> {
                 }
                 None => {
                     if let Some(s) = self.streams.get_mut(idx) {
-                        s.queue.clear();
-                        s.queued_bytes = 0;
+                        let gone: u64 = s.take_all().iter().map(|b| b.len as u64).sum();
+                        s.stats.returned_bytes = s.stats.returned_bytes.saturating_add(gone);
                     }
                 }
             }
             if !matches!(state, StreamState::Idle | StreamState::Released) {
-                info!("stream {id}: released ({why})");
+                self.log_release(idx, now, why);
                 self.tap.publish(&Record::Release {
                     stream: id,
                     time_ns,

@@ -107,6 +107,15 @@ impl PacingClock {
         }
     }
 
+    /// The queue ran dry at `now` (unpaced playback: the last buffer's wait ended with no
+    /// successor). Unlike [`starve`](Self::starve), the instant is not taken from the anchor:
+    /// without pacing, completed bytes do not advance the clock.
+    pub fn starve_at(&mut self, now: u64) {
+        if self.starved_at.is_none() && self.held_since.is_none() {
+            self.starved_at = Some(now);
+        }
+    }
+
     /// A buffer arrived at `now`. After a starvation of at most `grace_ns` the clock goes on
     /// from its anchor (the device had that much slack, like a FIFO); after a longer one it
     /// re-anchors at `now` and returns how long it ran dry.
@@ -139,6 +148,47 @@ impl PacingClock {
         self.consumed = 0;
         self.starved_at = None;
         Some(now.saturating_sub(since))
+    }
+}
+
+/// Without pacing, the wait of the last buffer queued on a running output stream.
+///
+/// `--pacing none` completes a TX buffer as soon as readers have it — but not the last one
+/// queued. The Linux driver treats each completion as a period played; if the device completes
+/// everything the guest has sent, the guest's ALSA ring is empty (hw_ptr = appl_ptr) the
+/// moment the program is a little late with its next write, ALSA declares an underrun and
+/// stops the stream, and the OSS emulation re-prepares it: one stop/release/prepare/start per
+/// period, and now and then a write that times out (EIO). So the last buffer waits: it
+/// completes when the next one arrives (the guest is still writing), or once its own real-time
+/// duration has passed since it became the last (the guest has stopped writing — a drain waits
+/// for exactly that completion — or is really late, as on real hardware). Its wait starts
+/// when it becomes the last: on arrival into an empty queue, when the buffer ahead of it
+/// completes, or at START.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LastBufferWait {
+    /// Since when the head buffer has been the last one queued; None if no buffer waits.
+    since: Option<u64>,
+}
+
+impl LastBufferWait {
+    /// The head buffer is the last one queued at `now`: its wait starts unless it has already
+    /// begun. Returns when it began.
+    pub fn begin(&mut self, now: u64) -> u64 {
+        *self.since.get_or_insert(now)
+    }
+
+    /// When the waiting buffer, which lasts `duration_ns`, is due; None if none waits.
+    pub fn due(&self, duration_ns: u64) -> Option<u64> {
+        self.since.map(|s| s.saturating_add(duration_ns))
+    }
+
+    /// The head buffer changed (completed, returned) or the stream stopped: no buffer waits.
+    pub fn clear(&mut self) {
+        self.since = None;
+    }
+
+    pub fn is_waiting(&self) -> bool {
+        self.since.is_some()
     }
 }
 
@@ -296,6 +346,34 @@ mod tests {
         c.stop();
         assert!(!c.is_started());
         assert_eq!(c.deadline(1), None);
+    }
+
+    #[test]
+    fn unpaced_starvation_counts_from_when_the_queue_ran_dry() {
+        let mut c = PacingClock::new(1000);
+        c.start(0);
+        // unpaced: nothing is added to `consumed`; the queue runs dry at 500 ms
+        c.starve_at(500_000_000);
+        assert!(c.is_starved());
+        c.starve_at(600_000_000); // the first instant stays
+        assert_eq!(c.feed(520_000_000, 30_000_000), None, "within the grace");
+        c.starve_at(700_000_000);
+        assert_eq!(c.feed(800_000_000, 30_000_000), Some(100_000_000));
+    }
+
+    #[test]
+    fn the_last_buffer_waits_from_when_it_became_the_last() {
+        let mut w = LastBufferWait::default();
+        assert!(!w.is_waiting());
+        assert_eq!(w.due(10), None);
+        assert_eq!(w.begin(100), 100);
+        // later looks at the same buffer do not restart its wait
+        assert_eq!(w.begin(150), 100);
+        assert_eq!(w.due(21_333_334), Some(21_333_434));
+        w.clear();
+        assert_eq!(w.due(1), None);
+        assert_eq!(w.begin(200), 200);
+        assert_eq!(w.due(u64::MAX), Some(u64::MAX));
     }
 
     #[test]

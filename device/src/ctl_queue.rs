@@ -4,7 +4,7 @@
 //! gives up on a control message after about a second.
 
 use dsproxy_wire::record::{ControlOrigin, Record};
-use log::{debug, info, warn};
+use log::{debug, warn};
 use vm_memory::GuestMemory;
 
 use crate::card::{Card, CardTap};
@@ -233,7 +233,7 @@ impl<T: CardTap> Card<T> {
                 let r = read_request(mem, chain, size::CTL_HDR + size::CTL_VALUE)?;
                 let value = r.get(size::CTL_HDR..).unwrap_or(&[]);
                 if let Some(values) = self.controls.write_value_bytes(id, value)? {
-                    info!("guest set control {id} to {values:?}");
+                    debug!("guest set control {id} to {values:?}");
                     self.tap.publish(&Record::Control {
                         id,
                         origin: ControlOrigin::Guest,
@@ -270,7 +270,7 @@ impl<T: CardTap> Card<T> {
         // Buffers pre-queued under the old parameters no longer fit the new ones.
         let returned = self.return_all(mem, idx);
         if returned > 0 {
-            info!(
+            debug!(
                 "stream {}: new parameters, {returned} queued bytes returned unplayed",
                 p.stream
             );
@@ -279,7 +279,7 @@ impl<T: CardTap> Card<T> {
         s.params = Some(params);
         s.clock = crate::clock::PacingClock::new(params.byte_rate);
         s.state = next;
-        info!(
+        debug!(
             "stream {}: params {} buffer {} period {}",
             p.stream, params.shape, params.buffer_bytes, params.period_bytes
         );
@@ -305,7 +305,7 @@ impl<T: CardTap> Card<T> {
                 s.offset = 0;
                 s.period_progress = 0;
                 s.state = next;
-                info!("stream {id}: prepared");
+                debug!("stream {id}: prepared");
                 self.tap.publish(&Record::Prepare {
                     stream: id,
                     time_ns,
@@ -316,7 +316,9 @@ impl<T: CardTap> Card<T> {
                 s.state = next;
                 s.clock.start(now);
                 s.unpaced = false;
-                info!("stream {id}: started ({} bytes queued)", s.queued_bytes);
+                s.last_wait.clear();
+                s.stats.start(now);
+                debug!("stream {id}: started ({} bytes queued)", s.queued_bytes);
                 self.tap.publish(&Record::Start {
                     stream: id,
                     time_ns,
@@ -327,8 +329,10 @@ impl<T: CardTap> Card<T> {
                 let s = &mut self.streams[idx];
                 s.state = next;
                 s.clock.stop();
+                s.last_wait.clear();
+                s.stats.stop(now);
                 let queued = s.queued_bytes;
-                info!("stream {id}: stopped ({queued} bytes still queued)");
+                debug!("stream {id}: stopped ({queued} bytes still queued)");
                 self.tap.publish(&Record::Stop {
                     stream: id,
                     time_ns,
@@ -341,11 +345,12 @@ impl<T: CardTap> Card<T> {
                 let s = &mut self.streams[idx];
                 s.state = next;
                 s.clock.stop();
-                info!("stream {id}: released ({returned} bytes returned unplayed)");
+                debug!("stream {id}: released ({returned} bytes returned unplayed)");
                 self.tap.publish(&Record::Release {
                     stream: id,
                     time_ns,
                 });
+                self.log_release(idx, now, "guest");
             }
             _ => return Err(RequestError::UnknownCode(c)),
         }

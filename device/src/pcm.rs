@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use dsproxy_wire::format::{PcmFormat, PcmRate, PcmShape};
 use dsproxy_wire::record::{Direction, Params};
 
-use crate::clock::PacingClock;
+use crate::clock::{LastBufferWait, PacingClock};
 use crate::config::CardConfig;
 use crate::error::RequestError;
 use crate::spec::{code, le32, size, LeBuf, D_INPUT, D_OUTPUT};
@@ -215,6 +215,48 @@ pub struct Stream {
     /// The buffers were last completed without the clock (no pacing); on the way back to
     /// real time the clock re-anchors.
     pub unpaced: bool,
+    /// Without pacing: how long the last queued buffer has been waiting for a successor.
+    pub last_wait: LastBufferWait,
+    /// What the stream did since its last release, for the summary logged then.
+    pub stats: StreamStats,
+}
+
+/// A stream's figures between two releases: the one line the log gets per use of a stream
+/// (the requests themselves are logged at debug level, so a guest looping valid requests
+/// cannot flood the log).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StreamStats {
+    /// PCM bytes played (output) or captured (input).
+    pub bytes: u64,
+    /// Time spent running, ns (START to STOP, summed).
+    pub running_ns: u64,
+    /// The instant of the START of the current run.
+    pub running_since: Option<u64>,
+    /// STARTs.
+    pub starts: u32,
+    /// Times the queue ran dry for longer than the grace (playback) or capture found no
+    /// buffer (input).
+    pub underruns: u32,
+    /// Bytes returned unplayed (RELEASE, new parameters, reset).
+    pub returned_bytes: u64,
+}
+
+impl StreamStats {
+    pub fn start(&mut self, now: u64) {
+        self.starts = self.starts.saturating_add(1);
+        self.running_since = Some(now);
+    }
+
+    pub fn stop(&mut self, now: u64) {
+        if let Some(since) = self.running_since.take() {
+            self.running_ns = self.running_ns.saturating_add(now.saturating_sub(since));
+        }
+    }
+
+    /// Whether there is anything to tell.
+    pub fn is_empty(&self) -> bool {
+        self.starts == 0 && self.bytes == 0 && self.returned_bytes == 0
+    }
 }
 
 impl Stream {
@@ -230,6 +272,8 @@ impl Stream {
             offset: 0,
             period_progress: 0,
             unpaced: false,
+            last_wait: LastBufferWait::default(),
+            stats: StreamStats::default(),
         }
     }
 
@@ -251,8 +295,17 @@ impl Stream {
         self.queue.push_back(buf);
     }
 
+    /// Takes every queued buffer out, oldest first.
+    pub fn take_all(&mut self) -> Vec<PcmBuffer> {
+        self.queued_bytes = 0;
+        self.last_wait.clear();
+        self.queue.drain(..).collect()
+    }
+
     pub fn pop(&mut self) -> Option<PcmBuffer> {
         let b = self.queue.pop_front()?;
+        // The next buffer, if it is the last, begins its own wait.
+        self.last_wait.clear();
         self.queued_bytes = self.queued_bytes.saturating_sub(b.len as u64);
         Some(b)
     }

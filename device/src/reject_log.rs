@@ -1,4 +1,5 @@
-//! Rate-limited logging of refused guest requests.
+//! Rate-limited logging of refused guest requests (and [`LineBudget`], the same limit for
+//! other lines a guest can cause at will).
 //!
 //! Every refused request is counted, exactly, but a guest that sends a flood of bad requests
 //! must not flood the host's log: per class (queue and kind of error) at most
@@ -139,4 +140,62 @@ fn summarize(c: &mut Class) {
         LINES_PER_WINDOW
     );
     c.suppressed = 0;
+}
+
+/// At most [`LINES_PER_WINDOW`] lines per [`WINDOW_NS`] for one kind of line a guest can
+/// cause with valid requests (stream summaries: a guest looping PREPARE/RELEASE). The lines
+/// over budget go to debug level; the next line logged says how many.
+#[derive(Debug, Clone, Default)]
+pub struct LineBudget {
+    window_start: u64,
+    used: u32,
+    /// Lines held back since the last one logged.
+    held_back: u64,
+}
+
+impl LineBudget {
+    /// Whether a line may be logged at `now`: Some(number of lines held back since the last
+    /// one logged), or None if this one is over budget (and counted).
+    pub fn take(&mut self, now: u64) -> Option<u64> {
+        if self.used == 0 || now.saturating_sub(self.window_start) >= WINDOW_NS {
+            self.window_start = now;
+            self.used = 0;
+        }
+        if self.used < LINES_PER_WINDOW {
+            self.used += 1;
+            Some(std::mem::take(&mut self.held_back))
+        } else {
+            self.held_back = self.held_back.saturating_add(1);
+            None
+        }
+    }
+
+    /// Lines held back and not yet mentioned; forgets them (the caller logs the number).
+    pub fn take_held_back(&mut self) -> u64 {
+        std::mem::take(&mut self.held_back)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_few_lines_a_second_and_the_rest_counted() {
+        let mut b = LineBudget::default();
+        let t0 = 7 * WINDOW_NS;
+        for i in 0..LINES_PER_WINDOW as u64 {
+            assert_eq!(b.take(t0 + i), Some(0));
+        }
+        assert_eq!(b.take(t0 + 10), None);
+        assert_eq!(b.take(t0 + 20), None);
+        // a new window: the next line says how many were held back
+        assert_eq!(b.take(t0 + WINDOW_NS), Some(2));
+        assert_eq!(b.take(t0 + WINDOW_NS + 1), Some(0));
+        for _ in 0..LINES_PER_WINDOW {
+            b.take(t0 + WINDOW_NS + 2);
+        }
+        assert_eq!(b.take_held_back(), 2);
+        assert_eq!(b.take_held_back(), 0);
+    }
 }

@@ -228,6 +228,7 @@ impl<T: CardTap> Card<T> {
                         "capture"
                     }
                 );
+                s.stats.underruns = s.stats.underruns.saturating_add(1);
                 self.tap.publish(&Record::Xrun {
                     stream: s.id,
                     time_ns,
@@ -303,6 +304,7 @@ impl<T: CardTap> Card<T> {
             }
         }
         s.offset = s.offset.saturating_add(buf.len as u64);
+        s.stats.bytes = s.stats.bytes.saturating_add(buf.len as u64);
         let latency = u32::try_from(s.queued_bytes).unwrap_or(u32::MAX);
         self.finish_buffer(
             mem,
@@ -341,6 +343,7 @@ impl<T: CardTap> Card<T> {
             }
         };
         s.offset = s.offset.saturating_add(buf.len as u64);
+        s.stats.bytes = s.stats.bytes.saturating_add(buf.len as u64);
         self.finish_buffer(mem, RX_QUEUE, idx, &buf, status, 0, used_len);
     }
 
@@ -402,15 +405,14 @@ impl<T: CardTap> Card<T> {
             Direction::Output => TX_QUEUE,
             Direction::Input => RX_QUEUE,
         };
-        let bufs: Vec<PcmBuffer> = s.queue.drain(..).collect();
-        s.queued_bytes = 0;
+        let bufs = s.take_all();
+        let total: u64 = bufs.iter().map(|b| b.len as u64).sum();
+        s.stats.returned_bytes = s.stats.returned_bytes.saturating_add(total);
         if self.queue_stopped(queue) {
             // The ring is not ours to write now; the buffers are forgotten.
-            return bufs.iter().map(|b| b.len as u64).sum();
+            return total;
         }
-        let mut bytes = 0u64;
         for b in bufs {
-            bytes += b.len as u64;
             let len = match write_status(mem, &b.status, Status::Ok, 0) {
                 Ok(()) => size::PCM_STATUS as u32,
                 Err(e) => {
@@ -424,6 +426,6 @@ impl<T: CardTap> Card<T> {
                 len,
             });
         }
-        bytes
+        total
     }
 }

@@ -2,7 +2,7 @@
 //! as fast as they come, unless the card is told not to pace. The bounds are loose on
 //! purpose: this checks behaviour, the benchmark measures quality.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use dsproxy_testfront::proto::*;
 use dsproxy_testfront::{play, signal, Daemon, FrontendOpts, SndFrontend, TapReader};
@@ -123,4 +123,159 @@ fn a_no_pacing_reader_lifts_the_clock_while_attached() {
         .wait_pcm_bytes(0, data.len(), Duration::from_secs(5))
         .unwrap();
     assert!(got == data, "PCM differs");
+}
+
+/// `--pacing none`, 48 kHz S16 stereo with 16384-byte periods (85.3 ms): long periods, so a
+/// busy test machine does not make the player late by a whole period.
+const LONG_PERIOD: usize = 16384;
+
+fn unpaced_stream(d: &Daemon) -> SndFrontend {
+    let mut fe = connect(d);
+    assert_eq!(
+        fe.set_params(0, 4 * LONG_PERIOD as u32, LONG_PERIOD as u32, 2, 5, 7)
+            .unwrap(),
+        S_OK
+    );
+    assert_eq!(fe.prepare(0).unwrap(), S_OK);
+    fe
+}
+
+#[test]
+fn without_pacing_the_last_buffer_waits_for_the_next_or_its_duration() {
+    let d = daemon(&["--pacing", "none"]);
+    let mut tap = TapReader::connect(&d.tap, 0, 0, Duration::from_secs(5)).expect("tap");
+    let mut fe = unpaced_stream(&d);
+    let data = signal::lcg_bytes(5, 2 * LONG_PERIOD);
+    let a = fe.push_tx(0, &data[..LONG_PERIOD]).unwrap();
+    assert_eq!(fe.start(0).unwrap(), S_OK);
+    // The only buffer queued is the guest's last: not completed although the reader has room.
+    let early = fe.wait_used(Duration::from_millis(30)).unwrap();
+    assert!(
+        early.is_empty(),
+        "completed while it was the last: {early:?}"
+    );
+    // The next one arrives: the first completes at once, the second waits.
+    let pushed_b = Instant::now();
+    let b = fe.push_tx(0, &data[LONG_PERIOD..]).unwrap();
+    let got = fe.wait_token(a, Duration::from_secs(2)).unwrap();
+    assert_eq!(got.status, S_OK);
+    let first_after = got.completed_at.duration_since(pushed_b);
+    assert!(
+        first_after < Duration::from_millis(60),
+        "the first buffer completed {first_after:?} after the next arrived"
+    );
+    // Nothing else comes: the last one completes once its 85 ms have passed.
+    let got = fe.wait_token(b, Duration::from_secs(2)).unwrap();
+    let last_after = got.completed_at.duration_since(pushed_b);
+    assert!(
+        last_after >= Duration::from_millis(75) && last_after < Duration::from_millis(1000),
+        "the last buffer completed {last_after:?} after it became the last"
+    );
+    assert_eq!(fe.stop(0).unwrap(), S_OK);
+    let stop = tap
+        .wait_for("STOP", Duration::from_secs(5), |r| {
+            matches!(r, dsproxy_wire::Record::Stop { .. })
+        })
+        .unwrap();
+    assert!(
+        matches!(
+            stop.record,
+            dsproxy_wire::Record::Stop {
+                drained: true,
+                discarded_bytes: 0,
+                ..
+            }
+        ),
+        "{:?}",
+        stop.record
+    );
+    let got = tap
+        .wait_pcm_bytes(0, data.len(), Duration::from_secs(5))
+        .unwrap();
+    assert!(got == data, "PCM differs");
+}
+
+/// Linux's virtio_snd under the OSS emulation: the stream starts once the first period is
+/// written, the program keeps writing, the driver keeps up to buffer/period periods in flight
+/// and counts each completion as a period played. If every period it sent were completed,
+/// its ring would be empty and ALSA would call it an underrun. Without pacing that must
+/// never happen while the program still has data — and it must still go far faster than
+/// real time, bit-exact.
+#[test]
+fn without_pacing_a_linux_like_player_never_sees_its_ring_drained() {
+    let d = daemon(&["--pacing", "none"]);
+    let mut tap = TapReader::connect(&d.tap, 0, 0, Duration::from_secs(5)).expect("tap");
+    let mut fe = unpaced_stream(&d);
+    // 5 s of audio
+    let data = signal::lcg_bytes(6, 960_000);
+    let periods: Vec<&[u8]> = data.chunks(LONG_PERIOD).collect();
+    let mut in_flight = std::collections::VecDeque::new();
+    in_flight.push_back(fe.push_tx(0, periods[0]).unwrap());
+    let mut next = 1;
+    let t0 = Instant::now();
+    assert_eq!(fe.start(0).unwrap(), S_OK);
+    let mut completions = 0usize;
+    while next < periods.len() || !in_flight.is_empty() {
+        while in_flight.len() < 4 && next < periods.len() {
+            in_flight.push_back(fe.push_tx(0, periods[next]).unwrap());
+            next += 1;
+        }
+        let mut used = fe
+            .wait_used(Duration::from_secs(2))
+            .unwrap_or_else(|e| panic!("{e}\n{}", d.log_tail(20)));
+        assert!(!used.is_empty(), "no completion in 2 s\n{}", d.log_tail(20));
+        // The program is a little late with its next write (and the driver has taken every
+        // completion by then): whatever the device was going to complete, it has.
+        std::thread::sleep(Duration::from_millis(5));
+        used.extend(fe.take_used().unwrap());
+        for c in used {
+            assert_eq!(c.status, S_OK);
+            assert_eq!(in_flight.pop_front(), Some(c.token), "completion order");
+            completions += 1;
+        }
+        assert!(
+            next >= periods.len() || !in_flight.is_empty(),
+            "the ring ran dry after {completions} completions of {} with {} periods left to send",
+            periods.len(),
+            periods.len() - next
+        );
+    }
+    let took = t0.elapsed();
+    eprintln!("5 s of audio took {took:?} without pacing");
+    assert_eq!(completions, periods.len());
+    assert!(
+        took < Duration::from_millis(2500),
+        "5 s of audio took {took:?} without pacing"
+    );
+    assert_eq!(fe.stop(0).unwrap(), S_OK);
+    let got = tap
+        .wait_pcm_bytes(0, data.len(), Duration::from_secs(5))
+        .unwrap();
+    assert!(got == data, "PCM differs");
+    tap.wait_for("STOP", Duration::from_secs(5), |r| {
+        matches!(r, dsproxy_wire::Record::Stop { .. })
+    })
+    .unwrap();
+    let recs: Vec<_> = tap.history().iter().map(|r| r.record.clone()).collect();
+    assert!(
+        !recs
+            .iter()
+            .any(|r| matches!(r, dsproxy_wire::Record::Xrun { .. })),
+        "an underrun was reported"
+    );
+    assert!(recs.iter().any(|r| matches!(
+        r,
+        dsproxy_wire::Record::Stop {
+            drained: true,
+            discarded_bytes: 0,
+            ..
+        }
+    )));
+    assert_eq!(
+        recs.iter()
+            .filter(|r| matches!(r, dsproxy_wire::Record::Start { .. }))
+            .count(),
+        1,
+        "one START: no stop/prepare/start cycles"
+    );
 }

@@ -315,3 +315,84 @@ fn streams_are_independent() {
     assert_eq!(request(&mut r, PCM_SET_PARAMS, 2), OK);
     assert_eq!(request(&mut r, PCM_SET_PARAMS, 3), BAD_MSG);
 }
+
+/// Valid requests are the guest's to send as often as it likes: each is logged at debug
+/// level only, and the one info line per use of a stream — its summary at RELEASE — comes
+/// a few times a second at most, the rest counted.
+#[test]
+fn valid_requests_in_a_loop_do_not_flood_the_log() {
+    use dsproxy_device::reject_log::LINES_PER_WINDOW;
+    logcap::start();
+    let mut r = Rig::with_ctls();
+    // one real use: played 2 buffers of 10 ms, 1 left queued at RELEASE
+    r.setup_stream(0, 1920, true);
+    let t0 = r.now;
+    r.tx(0, &[0u8; 1920]);
+    r.tx(0, &[0u8; 1920]);
+    r.tx(0, &[0u8; 1920]);
+    r.at(t0 + 20 * 1_000_000);
+    assert_eq!(r.ctl_status(&pcm_hdr(PCM_STOP, 0)), OK);
+    let (_, used) = r.submit(CTL, &[D::R(pcm_hdr(PCM_RELEASE, 0)), D::W(4)]);
+    assert_eq!(used.len(), 2, "the status and the returned buffer");
+    let card = logcap::lines("dsproxy_device::card");
+    let summaries: Vec<_> = card
+        .iter()
+        .filter(|(lv, m)| *lv == log::Level::Info && m.contains("released"))
+        .collect();
+    assert_eq!(summaries.len(), 1, "{card:?}");
+    let line = &summaries[0].1;
+    assert!(
+        line.contains("3840 bytes played (20.0 ms of 48000 Hz")
+            && line.contains("20 ms running over 1 start(s)")
+            && line.contains("0 underrun(s)")
+            && line.contains("1920 queued bytes left unused"),
+        "{line}"
+    );
+    // a hostile guest loops valid requests, all within one second (a new one)
+    logcap::start();
+    r.now += 1_000_000_000;
+    let n = 200;
+    for i in 0..n {
+        assert_eq!(
+            r.ctl_status(&set_params(0, 7680, 1920, 2, FMT_S16, RATE_48000)),
+            OK
+        );
+        assert_eq!(r.ctl_status(&pcm_hdr(PCM_PREPARE, 0)), OK);
+        assert_eq!(r.ctl_status(&pcm_hdr(PCM_START, 0)), OK);
+        assert_eq!(r.ctl_status(&pcm_hdr(PCM_STOP, 0)), OK);
+        assert_eq!(r.ctl_status(&pcm_hdr(PCM_RELEASE, 0)), OK);
+        assert_eq!(r.ctl_status(&ctl_write(0, &[i % 100, i % 100])), OK);
+    }
+    let info: Vec<_> = ["dsproxy_device::card", "dsproxy_device::ctl_queue"]
+        .iter()
+        .flat_map(|t| logcap::lines(t))
+        .filter(|(lv, _)| *lv <= log::Level::Info)
+        .collect();
+    assert_eq!(
+        info.len(),
+        LINES_PER_WINDOW as usize,
+        "{n} loops of 6 requests: {info:?}"
+    );
+    let debug = logcap::lines("dsproxy_device::ctl_queue")
+        .into_iter()
+        .filter(|(lv, m)| *lv == log::Level::Debug && m.contains("started"))
+        .count();
+    assert_eq!(
+        debug, n as usize,
+        "every request still logged at debug level"
+    );
+    // a second later, the next summary says how many were held back
+    logcap::start();
+    r.now += 1_000_000_000;
+    r.setup_stream(0, 1920, false);
+    assert_eq!(r.ctl_status(&pcm_hdr(PCM_RELEASE, 0)), OK);
+    let card = logcap::lines("dsproxy_device::card");
+    let held_back = (n - LINES_PER_WINDOW as i32).to_string();
+    assert!(
+        card.iter().any(|(lv, m)| *lv == log::Level::Info
+            && m.contains(&format!(
+                "({held_back} earlier summaries at debug level only)"
+            ))),
+        "{card:?}"
+    );
+}
