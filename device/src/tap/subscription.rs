@@ -1,6 +1,6 @@
 //! What a reader asked for in its SUBSCRIBE, and which records that selects.
 
-use dsproxy_wire::record::{Record, SUB_LIVE, SUB_NO_PACING};
+use dsproxy_wire::record::{SUB_LIVE, SUB_NO_PACING};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Subscription {
@@ -26,27 +26,6 @@ impl Subscription {
             Some(_) if self.streams == 0 => true,
             Some(s) => s < 64 && self.streams & (1u64 << s) != 0,
         }
-    }
-}
-
-/// The stream a device record is about, or None for card-wide records.
-pub(super) fn record_stream(rec: &Record) -> Option<u32> {
-    match rec {
-        Record::Params(p) => Some(p.stream),
-        Record::Prepare { stream, .. }
-        | Record::Start { stream, .. }
-        | Record::Stop { stream, .. }
-        | Record::Release { stream, .. }
-        | Record::Pcm { stream, .. }
-        | Record::Xrun { stream, .. }
-        | Record::Gap { stream, .. }
-        | Record::Inject { stream, .. } => Some(*stream),
-        Record::Hello(_)
-        | Record::Control { .. }
-        | Record::SnapshotEnd
-        | Record::Frontend { .. }
-        | Record::Subscribe { .. }
-        | Record::SetControl { .. } => None,
     }
 }
 

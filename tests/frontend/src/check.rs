@@ -4,18 +4,11 @@ use dsproxy_wire::record::Record;
 
 use crate::proto::CtlInfo;
 
-/// The stream a record is about, if any.
+/// The stream a device record is about, if any (INJECT is a reader's record, not counted).
 pub fn record_stream(r: &Record) -> Option<u32> {
     match r {
-        Record::Params(p) => Some(p.stream),
-        Record::Prepare { stream, .. }
-        | Record::Start { stream, .. }
-        | Record::Stop { stream, .. }
-        | Record::Release { stream, .. }
-        | Record::Pcm { stream, .. }
-        | Record::Xrun { stream, .. }
-        | Record::Gap { stream, .. } => Some(*stream),
-        _ => None,
+        Record::Inject { .. } => None,
+        _ => r.stream(),
     }
 }
 

@@ -11,7 +11,6 @@ use event_manager::{EventOps, EventSet, Events};
 
 use super::super::conn::{CloseWhy, Reader};
 use super::super::shared::Item;
-use super::super::subscription::record_stream;
 use super::TapLoop;
 
 impl TapLoop {
@@ -23,7 +22,7 @@ impl TapLoop {
             },
             Item::Event { rec, frame } => {
                 self.mirror.update(&rec, &frame);
-                let stream = record_stream(&rec);
+                let stream = rec.stream();
                 for r in self.readers.values_mut() {
                     if r.sub.is_some_and(|s| s.selects(stream)) {
                         // Drops reported before what follows them.
