@@ -349,10 +349,10 @@ impl<T: CardTap> Card<T> {
                     if held {
                         return;
                     }
-                    if s.queue.len() == 1 {
-                        // The last buffer queued is kept until the next one arrives or its
-                        // own duration has passed: see LastBufferWait for why.
-                        let since = s.last_wait.begin(now);
+                    if s.queued_bytes.saturating_sub(head_len) < s.unpaced_reserve() {
+                        // The stream keeps its reserve: the head completes when enough has
+                        // arrived behind it or its own duration has passed (ReserveWait).
+                        let since = s.reserve_wait.begin(now);
                         let due = since.saturating_add(s.clock.bytes_to_ns(head_len));
                         if due > now {
                             return;
@@ -361,7 +361,7 @@ impl<T: CardTap> Card<T> {
                     self.complete_tx_head(mem, idx, now);
                     continue;
                 }
-                s.last_wait.clear();
+                s.reserve_wait.clear();
                 if s.unpaced {
                     s.unpaced = false;
                     s.clock.start(now);
@@ -417,13 +417,12 @@ impl<T: CardTap> Card<T> {
             return None;
         }
         if s.direction == Direction::Output && self.unpaced() {
-            // Only the last buffer's wait needs the timer (a hold ends with the tap's
-            // notifier; with more buffers queued, all but the last have been completed).
-            if self.output_held() || s.queue.len() != 1 {
+            // Only a waiting head needs the timer (a hold ends with the tap's notifier).
+            if self.output_held() {
                 return None;
             }
             let head = s.queue.front()?;
-            return s.last_wait.due(s.clock.bytes_to_ns(head.len as u64));
+            return s.reserve_wait.due(s.clock.bytes_to_ns(head.len as u64));
         }
         let head = s.queue.front()?;
         s.clock.deadline(head.len as u64)
@@ -483,8 +482,8 @@ impl<T: CardTap> Card<T> {
             if s.state == StreamState::Running {
                 s.clock.hold(now);
             }
-            // Unpaced, a waiting last buffer waits afresh once the ring runs again.
-            s.last_wait.clear();
+            // Unpaced, a waiting head waits afresh once the ring runs again.
+            s.reserve_wait.clear();
             if !s.queue.is_empty() {
                 info!(
                     "stream {}: queue stopped with {} buffers in flight",

@@ -107,8 +107,8 @@ impl PacingClock {
         }
     }
 
-    /// The queue ran dry at `now` (unpaced playback: the last buffer's wait ended with no
-    /// successor). Unlike [`starve`](Self::starve), the instant is not taken from the anchor:
+    /// The queue ran dry at `now` (unpaced playback: the last buffer's wait ended with
+    /// nothing behind it). Unlike [`starve`](Self::starve), the instant is not taken from the anchor:
     /// without pacing, completed bytes do not advance the clock.
     pub fn starve_at(&mut self, now: u64) {
         if self.starved_at.is_none() && self.held_since.is_none() {
@@ -151,38 +151,48 @@ impl PacingClock {
     }
 }
 
-/// Without pacing, the wait of the last buffer queued on a running output stream.
+/// Without pacing, the wait of a running output stream's head buffer while the stream keeps
+/// its reserve.
 ///
-/// `--pacing none` completes a TX buffer as soon as readers have it — but not the last one
-/// queued. The Linux driver treats each completion as a period played; if the device completes
-/// everything the guest has sent, the guest's ALSA ring is empty (hw_ptr = appl_ptr) the
-/// moment the program is a little late with its next write, ALSA declares an underrun and
-/// stops the stream, and the OSS emulation re-prepares it: one stop/release/prepare/start per
-/// period, and now and then a write that times out (EIO). So the last buffer waits: it
-/// completes when the next one arrives (the guest is still writing), or once its own real-time
-/// duration has passed since it became the last (the guest has stopped writing — a drain waits
-/// for exactly that completion — or is really late, as on real hardware). Its wait starts
-/// when it becomes the last: on arrival into an empty queue, when the buffer ahead of it
-/// completes, or at START.
+/// `--pacing none` completes TX buffers as soon as readers have them — but not all of them:
+/// the Linux driver treats each completion as a period played, and what the guest sees in
+/// flight must not run low just because the device is fast:
+///
+/// - If the device completed everything the guest had sent, the guest's ALSA ring would be
+///   empty (hw_ptr = appl_ptr) whenever the program is a little late with its next write:
+///   ALSA declares an underrun, the OSS emulation re-prepares the stream (one
+///   stop/release/prepare/start per period), and now and then a write times out (EIO).
+/// - With only one period in flight, a completion still makes snd-pcm-oss top up its silence
+///   (it keeps period + 16 frames of data or silence ahead of the hardware): it writes 16
+///   frames of silence at appl_ptr — where the program, which our completion has just let
+///   write, is copying its next period without the stream lock. The device then reads that
+///   period with its first 16 frames zeroed (seen with the stock 6.12 guest).
+///
+/// So the stream keeps a reserve of two periods queued (see `Stream::unpaced_reserve`): the
+/// head completes at once only if at least the reserve stays queued behind it. Otherwise it
+/// waits, and completes when enough has arrived behind it (the guest is still writing), or
+/// once its own real-time duration has passed since its wait began (the guest has stopped
+/// writing — a drain waits for exactly these completions — or is really late, as it would be
+/// with real hardware).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct LastBufferWait {
-    /// Since when the head buffer has been the last one queued; None if no buffer waits.
+pub struct ReserveWait {
+    /// Since when the head buffer has been waiting; None if it is not.
     since: Option<u64>,
 }
 
-impl LastBufferWait {
-    /// The head buffer is the last one queued at `now`: its wait starts unless it has already
-    /// begun. Returns when it began.
+impl ReserveWait {
+    /// The head buffer may not complete at once at `now`: its wait starts unless it has
+    /// already begun. Returns when it began.
     pub fn begin(&mut self, now: u64) -> u64 {
         *self.since.get_or_insert(now)
     }
 
-    /// When the waiting buffer, which lasts `duration_ns`, is due; None if none waits.
+    /// When the waiting head, which lasts `duration_ns`, is due; None if it is not waiting.
     pub fn due(&self, duration_ns: u64) -> Option<u64> {
         self.since.map(|s| s.saturating_add(duration_ns))
     }
 
-    /// The head buffer changed (completed, returned) or the stream stopped: no buffer waits.
+    /// The head buffer changed (completed, returned) or the stream stopped: nothing waits.
     pub fn clear(&mut self) {
         self.since = None;
     }
@@ -362,12 +372,12 @@ mod tests {
     }
 
     #[test]
-    fn the_last_buffer_waits_from_when_it_became_the_last() {
-        let mut w = LastBufferWait::default();
+    fn the_head_waits_from_when_its_wait_began() {
+        let mut w = ReserveWait::default();
         assert!(!w.is_waiting());
         assert_eq!(w.due(10), None);
         assert_eq!(w.begin(100), 100);
-        // later looks at the same buffer do not restart its wait
+        // later looks at the same head do not restart its wait
         assert_eq!(w.begin(150), 100);
         assert_eq!(w.due(21_333_334), Some(21_333_434));
         w.clear();

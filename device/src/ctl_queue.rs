@@ -316,7 +316,7 @@ impl<T: CardTap> Card<T> {
                 s.state = next;
                 s.clock.start(now);
                 s.unpaced = false;
-                s.last_wait.clear();
+                s.reserve_wait.clear();
                 s.stats.start(now);
                 debug!("stream {id}: started ({} bytes queued)", s.queued_bytes);
                 self.tap.publish(&Record::Start {
@@ -329,7 +329,7 @@ impl<T: CardTap> Card<T> {
                 let s = &mut self.streams[idx];
                 s.state = next;
                 s.clock.stop();
-                s.last_wait.clear();
+                s.reserve_wait.clear();
                 s.stats.stop(now);
                 let queued = s.queued_bytes;
                 debug!("stream {id}: stopped ({queued} bytes still queued)");

@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use dsproxy_wire::format::{PcmFormat, PcmRate, PcmShape};
 use dsproxy_wire::record::{Direction, Params};
 
-use crate::clock::{LastBufferWait, PacingClock};
+use crate::clock::{PacingClock, ReserveWait};
 use crate::config::CardConfig;
 use crate::error::RequestError;
 use crate::spec::{code, le32, size, LeBuf, D_INPUT, D_OUTPUT};
@@ -215,8 +215,9 @@ pub struct Stream {
     /// The buffers were last completed without the clock (no pacing); on the way back to
     /// real time the clock re-anchors.
     pub unpaced: bool,
-    /// Without pacing: how long the last queued buffer has been waiting for a successor.
-    pub last_wait: LastBufferWait,
+    /// Without pacing: since when the head buffer has been waiting (the stream keeps its
+    /// reserve, see [`unpaced_reserve`](Self::unpaced_reserve)).
+    pub reserve_wait: ReserveWait,
     /// What the stream did since its last release, for the summary logged then.
     pub stats: StreamStats,
 }
@@ -272,7 +273,7 @@ impl Stream {
             offset: 0,
             period_progress: 0,
             unpaced: false,
-            last_wait: LastBufferWait::default(),
+            reserve_wait: ReserveWait::default(),
             stats: StreamStats::default(),
         }
     }
@@ -282,6 +283,15 @@ impl Stream {
             Direction::Output => "output",
             Direction::Input => "input",
         }
+    }
+
+    /// Without pacing, the bytes an output stream keeps queued while the guest may still be
+    /// writing: two periods, so the guest always sees more than a period in flight (why: see
+    /// [`ReserveWait`]). A buffer of two periods or less is then completed at the real-time
+    /// rate — slower, but never the guest's silence over its own data.
+    pub fn unpaced_reserve(&self) -> u64 {
+        self.params
+            .map_or(0, |p| 2u64.saturating_mul(p.period_bytes as u64))
     }
 
     /// The grace the clock allows an empty queue before it calls it an xrun: one period.
@@ -298,14 +308,14 @@ impl Stream {
     /// Takes every queued buffer out, oldest first.
     pub fn take_all(&mut self) -> Vec<PcmBuffer> {
         self.queued_bytes = 0;
-        self.last_wait.clear();
+        self.reserve_wait.clear();
         self.queue.drain(..).collect()
     }
 
     pub fn pop(&mut self) -> Option<PcmBuffer> {
         let b = self.queue.pop_front()?;
-        // The next buffer, if it is the last, begins its own wait.
-        self.last_wait.clear();
+        // The next head begins its own wait, if it has to.
+        self.reserve_wait.clear();
         self.queued_bytes = self.queued_bytes.saturating_sub(b.len as u64);
         Some(b)
     }
