@@ -144,7 +144,7 @@ impl<T: CardTap> Card<T> {
     }
 
     /// Logs what stream `idx` did since its last release (bytes, time running, underruns,
-    /// bytes returned unplayed) and starts counting afresh. The requests themselves are
+    /// queued bytes returned or dropped unplayed) and starts counting afresh. The requests themselves are
     /// logged at debug level; this is the one info line per use of a stream — and at most a
     /// few a second, so a guest looping PREPARE/RELEASE cannot flood the log either.
     pub(crate) fn log_release(&mut self, idx: usize, now: u64, why: &str) {
@@ -335,7 +335,7 @@ impl<T: CardTap> Card<T> {
             let Some(head_len) = s.queue.front().map(|b| b.len as u64) else {
                 if s.direction == Direction::Output && unpaced {
                     // Without pacing the clock does not advance with the bytes: the queue
-                    // ran dry now (the last buffer's wait ended with no successor).
+                    // ran dry now (the last buffer's wait ended with nothing behind it).
                     s.clock.starve_at(now);
                 } else {
                     s.clock.starve();

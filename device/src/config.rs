@@ -16,7 +16,8 @@ use crate::error::DeviceError;
 pub enum Pacing {
     /// At the stream's real-time rate, like a DMA engine consuming a ring.
     Realtime,
-    /// As soon as the attached readers have taken them (capture faster than real time).
+    /// As soon as the attached readers have taken them (capture faster than real time), but
+    /// two periods stay queued while the guest writes, so its driver never runs dry.
     None,
 }
 
@@ -81,7 +82,8 @@ pub struct Cli {
     )]
     pub rates: String,
     /// How playback buffers are completed: at the real-time rate, or as soon as readers
-    /// have taken them.
+    /// have taken them (keeping the guest's last two periods until more arrive or they
+    /// would have played).
     #[arg(long, value_enum, default_value_t = Pacing::Realtime)]
     pub pacing: Pacing,
     /// Keep the card's clock stopped (playback buffers held, nothing discarded) until a
