@@ -11,7 +11,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{Mutex, MutexGuard};
 
 use dsproxy_wire::record::Record;
-use log::{debug, info, warn};
+use log::{debug, warn};
 use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
 use vhost_user_backend::{VhostUserBackend, VringRwLock, VringT};
 use virtio_bindings::bindings::virtio_config::VIRTIO_F_VERSION_1;
@@ -236,7 +236,9 @@ impl VhostUserBackend for SndBackend {
     fn acked_features(&self, features: u64) {
         let mut inner = self.lock();
         inner.card.set_features(features);
-        info!(
+        // QEMU sends the features at every ring start, and a guest can reset its device in a
+        // loop: rate-limited like the card's other driver/ring lines.
+        let line = format!(
             "driver acknowledged features {features:#x} (controls {})",
             if features & VIRTIO_SND_F_CTLS != 0 {
                 "on"
@@ -244,6 +246,7 @@ impl VhostUserBackend for SndBackend {
                 "off"
             }
         );
+        inner.card.log_device_event(monotonic_ns(), &line);
     }
 
     fn protocol_features(&self) -> VhostUserProtocolFeatures {

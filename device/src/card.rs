@@ -75,6 +75,9 @@ pub struct Card<T: CardTap> {
     rejections: RejectLog,
     /// Stream summaries (one per release) logged at info level, a few a second.
     summaries: LineBudget,
+    /// Lines about the driver and the rings (features, resets, vring stops), a few a
+    /// second: a guest can reset its device in a loop.
+    device_events: LineBudget,
 }
 
 impl<T: CardTap> Card<T> {
@@ -102,6 +105,7 @@ impl<T: CardTap> Card<T> {
             stopped: [false; NUM_QUEUES],
             rejections: RejectLog::default(),
             summaries: LineBudget::default(),
+            device_events: LineBudget::default(),
         }
     }
 
@@ -140,6 +144,21 @@ impl<T: CardTap> Card<T> {
         let held_back = self.summaries.take_held_back();
         if held_back > 0 {
             info!("{held_back} more stream summaries logged at debug level only");
+        }
+        let held_back = self.device_events.take_held_back();
+        if held_back > 0 {
+            info!("{held_back} more driver/ring lines logged at debug level only");
+        }
+    }
+
+    /// Logs a line about the driver or the rings (features acknowledged, a reset, a vring
+    /// stopped with buffers in flight): at info level a few times a second at most, the
+    /// rest at debug and counted.
+    pub fn log_device_event(&mut self, now: u64, line: &str) {
+        match self.device_events.take(now) {
+            Some(0) => info!("{line}"),
+            Some(k) => info!("{line} ({k} earlier driver/ring lines at debug level only)"),
+            None => debug!("{line}"),
         }
     }
 
@@ -478,6 +497,7 @@ impl<T: CardTap> Card<T> {
             RX_QUEUE => Direction::Input,
             _ => return,
         };
+        let mut lines = Vec::new();
         for s in self.streams.iter_mut().filter(|s| s.direction == dir) {
             if s.state == StreamState::Running {
                 s.clock.hold(now);
@@ -485,12 +505,15 @@ impl<T: CardTap> Card<T> {
             // Unpaced, a waiting head waits afresh once the ring runs again.
             s.reserve_wait.clear();
             if !s.queue.is_empty() {
-                info!(
+                lines.push(format!(
                     "stream {}: queue stopped with {} buffers in flight",
                     s.id,
                     s.queue.len()
-                );
+                ));
             }
+        }
+        for l in lines {
+            self.log_device_event(now, &l);
         }
     }
 
@@ -519,7 +542,10 @@ impl<T: CardTap> Card<T> {
             }
             CONTROL_QUEUE => {
                 if fresh {
-                    info!("control queue restarted from 0: the driver reset the device");
+                    self.log_device_event(
+                        now,
+                        "control queue restarted from 0: the driver reset the device",
+                    );
                     self.reset_streams::<M>(None, now, "driver reset");
                 }
                 return;
@@ -528,18 +554,22 @@ impl<T: CardTap> Card<T> {
             RX_QUEUE => Direction::Input,
             _ => return,
         };
+        let mut lines = Vec::new();
         for s in self.streams.iter_mut().filter(|s| s.direction == dir) {
             if fresh && !s.queue.is_empty() {
-                info!(
+                lines.push(format!(
                     "stream {}: {} buffers of the old ring forgotten (driver reset)",
                     s.id,
                     s.queue.len()
-                );
+                ));
                 s.take_all();
             }
             if s.clock.is_held() && s.direction == Direction::Input {
                 s.clock.resume(now);
             }
+        }
+        for l in lines {
+            self.log_device_event(now, &l);
         }
         self.service_all(mem, now);
     }

@@ -396,3 +396,51 @@ fn valid_requests_in_a_loop_do_not_flood_the_log() {
         "{card:?}"
     );
 }
+
+/// A guest can also reset its device in a loop (each reset restarts every ring from 0):
+/// the lines about it are budgeted like the stream summaries.
+#[test]
+fn a_guest_resetting_its_device_in_a_loop_does_not_flood_the_log() {
+    use dsproxy_device::reject_log::LINES_PER_WINDOW;
+    logcap::start();
+    let mut r = Rig::new();
+    let n = 100;
+    for _ in 0..n {
+        r.setup_stream(0, 1920, true);
+        r.tx(0, &[0u8; 1920]);
+        let now = r.now;
+        for q in [CTL, EVT, TX, RX] {
+            r.card.stop_queue(q, now);
+        }
+        for q in [EVT, TX, RX, CTL] {
+            r.card.restart_queue(r.mem, q, true, now);
+        }
+        assert!(r.flush().is_empty());
+    }
+    let info = logcap::lines("dsproxy_device::card")
+        .into_iter()
+        .filter(|(lv, _)| *lv <= log::Level::Info)
+        .count();
+    // driver/ring lines and stream summaries: each at most a budget per second
+    assert!(
+        info <= 2 * LINES_PER_WINDOW as usize,
+        "{info} info lines for {n} resets"
+    );
+    let resets: Vec<log::Level> = logcap::lines("dsproxy_device::card")
+        .into_iter()
+        .filter(|(_, m)| m.contains("the driver reset the device"))
+        .map(|(lv, _)| lv)
+        .collect();
+    assert_eq!(resets.len(), n, "every reset still logged");
+    assert!(
+        resets.iter().filter(|lv| **lv <= log::Level::Info).count() <= LINES_PER_WINDOW as usize,
+        "the rest at debug level"
+    );
+    r.card.finish_reject_log();
+    let last = logcap::lines("dsproxy_device::card");
+    assert!(
+        last.iter()
+            .any(|(_, m)| m.contains("more driver/ring lines logged at debug level only")),
+        "{last:?}"
+    );
+}
