@@ -4,12 +4,18 @@
 # virtio_snd + OSS-emulation path and, with --module, our own module(s) plus their dependencies.
 #
 # Usage: images/build-initramfs.sh FLAVOR OUT [--module PATH.ko]... [--prog PATH]...
-#                                             [--file SRC=/DEST]...
-#   FLAVOR     6.1 or 6.12 (a kernel unpacked by scripts/fetch-kernels.sh; fetched if missing)
-#   OUT        where to write the cpio.gz
-#   --module   an out-of-tree module for dsproxy.driver=ours (vermagic must match the kernel)
-#   --prog     an extra program, installed as /bin/<basename> (must be static)
-#   --file     an extra file, installed at /DEST
+#                   [--file SRC=/DEST]... [--host-prog /PATH]... [--host-lib /PATH]...
+#   FLAVOR      6.1 or 6.12 (a kernel unpacked by scripts/fetch-kernels.sh; fetched if missing)
+#   OUT         where to write the cpio.gz
+#   --module    an out-of-tree module for dsproxy.driver=ours (vermagic must match the kernel)
+#   --prog      an extra program, installed as /bin/<basename> (must be static)
+#   --file      an extra file, installed at /DEST
+#   --host-prog a dynamically linked program of this (Debian bookworm) host, e.g. /usr/bin/sox,
+#               installed at the same path with the shared libraries and ELF interpreter ldd
+#               resolves for it, each at the path ldd names
+#   --host-lib  a shared object a program loads at run time (a plugin, e.g.
+#               /usr/lib/x86_64-linux-gnu/sox/libsox_fmt_oss.so), or a directory of them
+#               (every *.so* below it), installed at the same path(s) with their libraries
 # Images are cached by content hash in build/images/; a rebuild with the same inputs is a copy.
 set -euo pipefail
 
@@ -20,18 +26,20 @@ progs_out="$build_dir/progs"
 
 die() { echo "build-initramfs: error: $*" >&2; exit 1; }
 log() { echo "build-initramfs: $*" >&2; }
-usage() { sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 [ $# -ge 2 ] || usage
 flavor="$1"; out="$2"; shift 2
 case "$flavor" in 6.1|6.12) ;; *) die "unknown flavor '$flavor' (6.1, 6.12)";; esac
 
-modules=(); progs=(); files=()
+modules=(); progs=(); files=(); host_progs=(); host_libs=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --module) [ $# -ge 2 ] || usage; modules+=("$2"); shift 2 ;;
     --prog) [ $# -ge 2 ] || usage; progs+=("$2"); shift 2 ;;
     --file) [ $# -ge 2 ] || usage; files+=("$2"); shift 2 ;;
+    --host-prog) [ $# -ge 2 ] || usage; host_progs+=("$2"); shift 2 ;;
+    --host-lib) [ $# -ge 2 ] || usage; host_libs+=("$2"); shift 2 ;;
     -h|--help) usage ;;
     *) die "unknown argument '$1'" ;;
   esac
@@ -132,6 +140,78 @@ done
 [ ${#ours_missing[@]} -eq 0 ] ||
   die "--module dependencies not in kernel $kver: ${ours_missing[*]}"
 
+# ---- host programs and their libraries -----------------------------------------------------
+# The guest userspace is what this host runs (Debian bookworm, x86-64): a host program works in
+# the guest when its shared libraries and the ELF interpreter sit where ld.so looks for them.
+# Without /etc/ld.so.cache, ld.so searches /lib/x86_64-linux-gnu, /usr/lib/x86_64-linux-gnu,
+# /lib and /usr/lib, so each library goes to the path ldd resolved it to (on a merged-/usr host
+# that is /lib/x86_64-linux-gnu/..., a plain directory in the image). Plugins (dlopen-ed from
+# a directory compiled into the program) keep their own paths. ldd runs the host's own,
+# trusted binaries (it executes their loader), never anything from the guest.
+declare -A host_seen=()
+host_list=() # absolute paths in the guest == paths on the host
+host_add() { # PATH: one file, not followed by its dependencies
+  [ -n "${host_seen[$1]:-}" ] && return 0
+  host_seen[$1]=1
+  host_list+=("$1")
+}
+host_add_with_libs() { # PATH (absolute): the file and every library ldd resolves for it
+  local path="$1" out line lib
+  [ -e "$path" ] || die "$path: no such file on this host (run scripts/setup-host.sh)"
+  [ -f "$path" ] || die "$path: not a regular file"
+  host_add "$path"
+  # ldd exits 1 for a static program or a non-ELF file: then there is nothing to add.
+  out="$(LC_ALL=C ldd "$path" 2>&1)" || {
+    grep -qE "not a dynamic executable|statically linked" <<<"$out" && return 0
+    die "ldd $path failed: $out"
+  }
+  if grep -q "not found" <<<"$out"; then
+    die "ldd $path: $(grep "not found" <<<"$out" | head -1 | sed 's/^[[:space:]]*//')"
+  fi
+  while IFS= read -r line; do
+    # "libX.so.N => /path (0x...)", "/lib64/ld-linux-x86-64.so.2 (0x...)" (the interpreter),
+    # "linux-vdso.so.1 (0x...)" (provided by the kernel: no file).
+    lib="$(sed -nE 's/^[[:space:]]*([^[:space:]]+ => )?(\/[^[:space:]]+) \(0x[0-9a-f]+\)$/\2/p' <<<"$line")"
+    [ -n "$lib" ] || continue
+    [ -f "$lib" ] || die "ldd $path names $lib, which is not a file"
+    host_add "$lib"
+  done <<<"$out"
+}
+is_elf() { [ "$(LC_ALL=C head -c 4 "$1" 2>/dev/null | od -An -tx1 | tr -d ' \n')" = 7f454c46 ]; }
+abs_path() { # absolute without resolving symlinks: the guest gets the name the user gave
+  case "$1" in /*) printf '%s\n' "$1" ;; *) realpath -s "$1" ;; esac
+}
+if [ ${#host_progs[@]} -gt 0 ] || [ ${#host_libs[@]} -gt 0 ]; then
+  command -v ldd >/dev/null 2>&1 || die "ldd not found (package libc-bin)"
+fi
+for p in "${host_progs[@]}"; do
+  ap="$(abs_path "$p")"
+  [ -f "$ap" ] && [ -x "$ap" ] || die "--host-prog $p: not an executable file"
+  is_elf "$ap" || die "--host-prog $p: not an ELF program (a script needs its interpreter too)"
+  host_add_with_libs "$ap"
+done
+for p in "${host_libs[@]}"; do
+  ap="$(abs_path "$p")"
+  if [ -d "$ap" ]; then
+    # Shared objects only (a plugin directory may hold .la files or data, and "*.so*" alone
+    # would match ld.so.conf).
+    found=0
+    while IFS= read -r f; do
+      is_elf "$f" || continue
+      host_add_with_libs "$f"; found=1
+    done < <(find "$ap" \( -type f -o -type l \) \( -name '*.so' -o -name '*.so.*' \) | LC_ALL=C sort)
+    [ "$found" -eq 1 ] || die "--host-lib $p: no shared objects (*.so, *.so.N) in that directory"
+  else
+    [ -e "$ap" ] || die "--host-lib $p: no such file on this host (run scripts/setup-host.sh)"
+    is_elf "$ap" || die "--host-lib $p: not an ELF shared object"
+    host_add_with_libs "$ap"
+  fi
+done
+# Sorted, so that the manifest (and thus the cache key) does not depend on argument order.
+if [ ${#host_list[@]} -gt 0 ]; then
+  mapfile -t host_list < <(printf '%s\n' "${host_list[@]}" | LC_ALL=C sort -u)
+fi
+
 # ---- content hash -------------------------------------------------------------------------
 manifest="$(
   echo "format 1"
@@ -150,6 +230,7 @@ manifest="$(
     [ -f "$src" ] || { echo "missing-file $src"; continue; }
     echo "file $dest $(sha256sum <"$src" | cut -c1-64)"
   done
+  for h in "${host_list[@]}"; do echo "host $h $(sha256sum <"$h" | cut -c1-64)"; done
 )"
 if grep -qE '^missing-(prog|file) ' <<<"$manifest"; then
   die "$(grep -E '^missing-(prog|file) ' <<<"$manifest" | sed 's/^missing-\(prog\|file\) /no such \1: /' | head -1)"
@@ -203,6 +284,14 @@ else
     mkdir -p "$stage$(dirname "$dest")"
     cp "$src" "$stage$dest"
   done
+  # Host files last: a library never replaces one of the above, but a program named like a
+  # busybox applet replaces the applet's link (rm first: cp would write through the link
+  # into /bin/busybox). Copied dereferenced: the guest gets files under the names ldd used.
+  for h in "${host_list[@]}"; do
+    mkdir -p "$stage$(dirname "$h")"
+    rm -f "$stage$h"
+    cp -L "$h" "$stage$h"
+  done
   printf '%s\n' "$manifest" >"$stage/etc/dsproxy/manifest"
 
   tmp="$cached.tmp.$$"
@@ -211,7 +300,7 @@ else
   mv -f "$tmp" "$cached"
   rm -rf "$stage"
   trap - EXIT
-  log "built $cached ($(du -h "$cached" | cut -f1); stock: ${#stock_list[@]} modules${stock_missing[*]:+, missing: ${stock_missing[*]}}; ours: $((${#ours_list[@]} + ${#ours_extra[@]})) modules)"
+  log "built $cached ($(du -h "$cached" | cut -f1); stock: ${#stock_list[@]} modules${stock_missing[*]:+, missing: ${stock_missing[*]}}; ours: $((${#ours_list[@]} + ${#ours_extra[@]})) modules${host_list[*]:+; host files: ${#host_list[@]}})"
 fi
 
 if [ "$(realpath -m "$out")" != "$(realpath -m "$cached")" ]; then

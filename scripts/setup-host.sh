@@ -19,6 +19,14 @@ fi
 for p in pkg-config libasound2-dev build-essential gcc-12 dwarves busybox-static cpio xz-utils zstd kmod curl ca-certificates; do
   have "$p" || need_pkgs+=("$p")
 done
+# Real OSS programs for the end-to-end suite's "apps" boot: images/build-initramfs.sh
+# --host-prog copies them (with their libraries and OSS plugins) into the guest, and the host
+# copies make the inputs (sox, lame, oggenc) and the expected PCM (mpg123 -s, oggdec).
+# sox's OSS driver is its own package (libsox-fmt-oss); ogg123 plays through libao, whose
+# OSS plugin is in libao4 (a dependency of vorbis-tools).
+for p in sox libsox-fmt-oss mpg123 lame vorbis-tools; do
+  have "$p" || need_pkgs+=("$p")
+done
 
 qemu_ok=0
 if command -v qemu-system-x86_64 >/dev/null 2>&1 && qemu-system-x86_64 -device help 2>/dev/null | grep -q vhost-user-snd-pci; then
