@@ -209,6 +209,11 @@ pub fn run(cli: Cli) -> Result<(), ReaderError> {
     if let Some(c) = current {
         c.shutdown();
     }
+    // Files first, the device let go; then, unless Ctrl-C or SIGTERM asked to stop now, the
+    // host device plays what is still queued for it (the guest finished that audio).
+    if result.is_ok() && !stop.load(Ordering::SeqCst) {
+        session.play_out();
+    }
     result.and(finished)
 }
 

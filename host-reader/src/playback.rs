@@ -6,13 +6,22 @@
 //! reader is `--live`) makes the device hold the guest: the guest plays at the host card's
 //! speed, as with the old reader's fragment pacing.
 //!
+//! The device is started once half the ring is queued (or the audio queued has waited
+//! 100 ms): started on the first record alone, it would play that record and then silence
+//! until the next ones were converted — a gap at the start of every stream.
+//!
 //! The device is opened at the guest's rate and channel count when it supports them (as `f32`
 //! or `i16`); otherwise at its default configuration, with channels remixed and the rate
 //! converted by linear interpolation — adequate for monitoring, not for mastering (files are
 //! never converted). No device, or one that fails: one line on stderr, and recording carries
 //! on without playback.
+//!
+//! What is queued is played out before the device is closed at a clean end and before it is
+//! reopened for a new rate or channel count (the guest finished that audio; the host should
+//! too). A reset with `-r` is the one close that drops it, as the guest dropped its own.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -23,8 +32,15 @@ use crate::convert::{remix, AudioShape, Decoder, LinearResampler};
 
 /// Audio the ring holds.
 const RING_SECONDS: f64 = 0.2;
+/// The device starts when this much of the ring is queued…
+const START_FILL: f64 = 0.5;
+/// …or when the first audio queued has waited this long (a short sound followed by nothing).
+const START_WAIT: Duration = Duration::from_millis(100);
 /// How long the device callback may stay away before the device is given up on.
 const STALL_TIMEOUT: Duration = Duration::from_secs(2);
+/// The longest the reader waits for queued audio to play out (the ring's 200 ms plus what
+/// the device holds; a device that stops taking audio is not waited for beyond this).
+const PLAY_OUT_LIMIT: Duration = Duration::from_secs(2);
 
 /// A bounded sample queue between the main loop and the device callback.
 pub struct Ring {
@@ -37,6 +53,12 @@ struct RingState {
     cap: usize,
     /// Samples the callback has asked for (played or filled with silence): its heartbeat.
     consumed: u64,
+    /// `consumed` up to the last queued sample handed to the device.
+    audio_end: u64,
+    /// Samples the device may hold after a callback: the largest delay it has reported, plus
+    /// one callback's worth. Once the callback has asked for that many more samples after
+    /// `audio_end`, the queued audio has been played.
+    device_holds: u64,
 }
 
 /// The device stopped asking for audio.
@@ -50,6 +72,8 @@ impl Ring {
                 buf: VecDeque::with_capacity(cap),
                 cap: cap.max(1),
                 consumed: 0,
+                audio_end: 0,
+                device_holds: 0,
             }),
             cv: Condvar::new(),
         }
@@ -60,16 +84,46 @@ impl Ring {
     }
 
     /// Fills `out` from the ring, silence where it runs short (an underrun on the host).
-    pub fn pop_into(&self, out: &mut [f32]) {
+    /// `device_delay` is how many samples the device said it holds ahead of what it plays.
+    pub fn pop_into(&self, out: &mut [f32], device_delay: u64) {
         let mut s = self.lock();
         let n = out.len().min(s.buf.len());
         for (o, v) in out.iter_mut().zip(s.buf.drain(..n)) {
             *o = v;
         }
         out[n..].fill(0.0);
+        if n > 0 {
+            s.audio_end = s.consumed + n as u64;
+        }
         s.consumed += out.len() as u64;
+        s.device_holds = s.device_holds.max(device_delay + out.len() as u64);
         drop(s);
         self.cv.notify_all();
+    }
+
+    /// Waits until everything queued has been played: the ring is empty and the callback
+    /// has asked for the device's holding after the last of it. Gives up after `limit`, or
+    /// when the callback makes no progress for `stall`. Returns whether it all played.
+    pub fn play_out(&self, limit: Duration, stall: Duration) -> bool {
+        let start = Instant::now();
+        let mut s = self.lock();
+        let mut progress = (s.consumed, Instant::now());
+        loop {
+            if s.buf.is_empty() && s.consumed >= s.audio_end + s.device_holds {
+                return true;
+            }
+            if s.consumed != progress.0 {
+                progress = (s.consumed, Instant::now());
+            }
+            if start.elapsed() >= limit || progress.1.elapsed() >= stall {
+                return false;
+            }
+            s = self
+                .cv
+                .wait_timeout(s, Duration::from_millis(20))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
     }
 
     /// Queues `samples`, waiting for room. Fails if the callback makes no progress for
@@ -102,6 +156,10 @@ impl Ring {
 
     pub fn len(&self) -> usize {
         self.lock().buf.len()
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.lock().cap
     }
 
     pub fn is_empty(&self) -> bool {
@@ -167,12 +225,80 @@ pub struct PlaybackOptions {
 }
 
 struct Output {
-    _stream: cpal::Stream,
+    stream: cpal::Stream,
+    /// `play()` has been called (the callback runs).
+    started: bool,
+    /// When audio was first queued, while not started.
+    queued_at: Option<Instant>,
     ring: Arc<Ring>,
     rate: u32,
     channels: u16,
     chain: Option<PlaybackChain>,
+    /// A fatal device error reported by cpal (the first one).
     failure: Arc<Mutex<Option<String>>>,
+    /// Underruns and overruns the device recovered from.
+    xruns: Arc<AtomicU64>,
+}
+
+impl Output {
+    /// Starts the device (its callback) if it has not started yet.
+    fn start(&mut self) -> Result<(), String> {
+        if !self.started {
+            self.stream
+                .play()
+                .map_err(|e| format!("cannot start the host sound device: {e}"))?;
+            self.started = true;
+            self.queued_at = None;
+        }
+        Ok(())
+    }
+
+    /// Queues `samples`, starting the device once enough is queued (see the module doc).
+    /// Blocks while the ring is full, once started.
+    fn queue(&mut self, samples: &[f32]) -> Result<(), String> {
+        let cap = self.ring.capacity();
+        // Pieces of a quarter ring: before the start, the ring is never full (so never waits).
+        for piece in samples.chunks((cap / 4).max(1)) {
+            if !self.started {
+                self.queued_at.get_or_insert_with(Instant::now);
+                if self.ring.len() + piece.len() > cap / 4 * 3 {
+                    self.start()?;
+                }
+            }
+            self.ring
+                .push(piece, STALL_TIMEOUT)
+                .map_err(|Stalled| "the host sound device stopped taking audio".to_string())?;
+            if !self.started && self.ring.len() as f64 >= cap as f64 * START_FILL {
+                self.start()?;
+            }
+        }
+        if self.queued_at.is_some_and(|t| t.elapsed() >= START_WAIT) {
+            self.start()?;
+        }
+        Ok(())
+    }
+
+    /// Lets what is queued play, then closes the device.
+    fn close_played_out(mut self) {
+        if !self.ring.is_empty() {
+            if let Err(e) = self.start() {
+                log::info!("{e}");
+            }
+        }
+        if !self.ring.play_out(PLAY_OUT_LIMIT, STALL_TIMEOUT) {
+            log::info!("the host device did not play out its queue; closed anyway");
+        }
+        self.close();
+    }
+
+    /// Closes the device, dropping what it has not played.
+    fn close(self) {
+        let xruns = self.xruns.load(Ordering::Relaxed);
+        if xruns > 0 {
+            log::info!("the host device ran short of audio {xruns} times");
+        }
+        drop(self.stream);
+    }
 }
 
 /// Host playback of one guest stream.
@@ -181,6 +307,8 @@ pub struct Playback {
     out: Option<Output>,
     /// Playback gave up (no device, or it failed): recording carries on.
     disabled: bool,
+    /// The last stream shape that cannot be played (said once; its audio is skipped).
+    unplayable: Option<AudioShape>,
     samples: Vec<f32>,
 }
 
@@ -190,6 +318,7 @@ impl Playback {
             opts,
             out: None,
             disabled: false,
+            unplayable: None,
             samples: Vec::new(),
         }
     }
@@ -205,7 +334,9 @@ impl Playback {
             ));
         }
         self.disabled = true;
-        self.out = None;
+        if let Some(o) = self.out.take() {
+            o.close();
+        }
     }
 
     /// Plays `data` of a stream shaped `shape` with per-channel `gains`. Blocks while the
@@ -218,13 +349,27 @@ impl Playback {
             self.give_up(&format!("host sound device failed: {msg}"));
             return;
         }
-        // A new rate or channel count: reopen so the device can run at it natively.
+        // A format the converter cannot read (DSD, IMA ADPCM, …) is the stream's problem,
+        // not the device's: say so once and play the next shape that can be played.
+        if let Err(why) = Decoder::new(shape) {
+            if self.unplayable != Some(shape) {
+                console::note(&format!(
+                    "cannot play {shape} on the host: {why} (recording carries on)"
+                ));
+                self.unplayable = Some(shape);
+            }
+            return;
+        }
+        // A new rate or channel count: reopen so the device can run at it natively, once
+        // the old stream's audio has played.
         if let Some(o) = &self.out {
             let fits = o.chain.as_ref().is_some_and(|c| {
                 c.source.rate_hz == shape.rate_hz && c.source.channels == shape.channels
             });
             if !fits && o.chain.is_some() {
-                self.out = None;
+                if let Some(o) = self.out.take() {
+                    o.close_played_out();
+                }
             }
         }
         if self.out.is_none() {
@@ -257,15 +402,37 @@ impl Playback {
         if let Some(c) = o.chain.as_mut() {
             c.process(data, gains, &mut self.samples);
         }
-        if o.ring.push(&self.samples, STALL_TIMEOUT).is_err() {
-            self.give_up("the host sound device stopped taking audio");
+        if let Err(why) = o.queue(&self.samples) {
+            self.give_up(&why);
+        }
+    }
+
+    /// Periodic: starts a device whose first audio has waited long enough (a sound shorter
+    /// than the start fill, with nothing after it).
+    pub fn tick(&mut self) {
+        let Some(o) = self.out.as_mut() else { return };
+        if o.queued_at.is_some_and(|t| t.elapsed() >= START_WAIT) {
+            if let Err(why) = o.start() {
+                self.give_up(&why);
+            }
         }
     }
 
     /// The guest reset the stream (a STOP that discarded audio).
     pub fn reset(&mut self) {
-        if self.opts.reopen_on_reset && self.out.take().is_some() {
+        if !self.opts.reopen_on_reset {
+            return;
+        }
+        if let Some(o) = self.out.take() {
+            o.close();
             log::info!("guest reset the stream: host device closed, reopened on the next audio");
+        }
+    }
+
+    /// A clean end: lets what is queued play (a bounded wait), then closes the device.
+    pub fn finish(&mut self) {
+        if let Some(o) = self.out.take() {
+            o.close_played_out();
         }
     }
 
@@ -313,6 +480,14 @@ fn find_device(opts: &PlaybackOptions) -> Result<cpal::Device, String> {
         Some(want) => {
             if let Ok(id) = want.parse::<cpal::DeviceId>() {
                 if let Some(d) = host.device_by_id(&id) {
+                    return Ok(d);
+                }
+                // cpal finds ids among the devices ALSA lists, and ALSA lists only PCMs
+                // with a hint: a `pcm.!default` of one's own usually has none.
+                if let Some(d) = host
+                    .default_output_device()
+                    .filter(|d| d.id().is_ok_and(|d| d == id))
+                {
                     return Ok(d);
                 }
             }
@@ -372,6 +547,22 @@ fn choose_config(
     ))
 }
 
+/// Whether a device error ends playback. cpal recovers from xruns itself (and reports them);
+/// a rerouted default device or a refused real-time priority still plays.
+fn is_fatal(kind: cpal::ErrorKind) -> bool {
+    !matches!(
+        kind,
+        cpal::ErrorKind::Xrun | cpal::ErrorKind::DeviceChanged | cpal::ErrorKind::RealtimeDenied
+    )
+}
+
+/// Samples the device holds ahead of what it plays, from a callback's timestamps.
+fn delay_samples(info: &cpal::OutputCallbackInfo, rate: u32, channels: u16) -> u64 {
+    let ts = info.timestamp();
+    let delay = ts.playback.duration_since(ts.callback);
+    (delay.as_secs_f64() * rate as f64) as u64 * channels as u64
+}
+
 fn open(opts: &PlaybackOptions, shape: AudioShape) -> Result<Output, String> {
     let device = find_device(opts)?;
     let (config, fmt) = choose_config(&device, shape)?;
@@ -379,15 +570,25 @@ fn open(opts: &PlaybackOptions, shape: AudioShape) -> Result<Output, String> {
         * config.channels.max(1) as usize;
     let ring = Arc::new(Ring::new(cap));
     let failure: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
+    let xruns = Arc::new(AtomicU64::new(0));
     let on_error = {
         let failure = failure.clone();
+        let xruns = xruns.clone();
         move |e: cpal::Error| {
+            if !is_fatal(e.kind()) {
+                if e.kind() == cpal::ErrorKind::Xrun {
+                    xruns.fetch_add(1, Ordering::Relaxed);
+                }
+                log::debug!("host sound device: {e}");
+                return;
+            }
             let mut f = failure.lock().unwrap_or_else(|p| p.into_inner());
             if f.is_none() {
                 *f = Some(e.to_string());
             }
         }
     };
+    let (rate, channels) = (config.sample_rate, config.channels);
     let timeout = Some(Duration::from_secs(3));
     let stream = match fmt {
         cpal::SampleFormat::I16 => {
@@ -395,9 +596,9 @@ fn open(opts: &PlaybackOptions, shape: AudioShape) -> Result<Output, String> {
             let mut scratch: Vec<f32> = Vec::new();
             device.build_output_stream(
                 config,
-                move |data: &mut [i16], _: &cpal::OutputCallbackInfo| {
+                move |data: &mut [i16], info: &cpal::OutputCallbackInfo| {
                     scratch.resize(data.len(), 0.0);
-                    ring.pop_into(&mut scratch);
+                    ring.pop_into(&mut scratch, delay_samples(info, rate, channels));
                     for (d, s) in data.iter_mut().zip(&scratch) {
                         *d = (s * 32768.0).round().clamp(-32768.0, 32767.0) as i16;
                     }
@@ -410,23 +611,25 @@ fn open(opts: &PlaybackOptions, shape: AudioShape) -> Result<Output, String> {
             let ring = ring.clone();
             device.build_output_stream(
                 config,
-                move |data: &mut [f32], _: &cpal::OutputCallbackInfo| ring.pop_into(data),
+                move |data: &mut [f32], info: &cpal::OutputCallbackInfo| {
+                    ring.pop_into(data, delay_samples(info, rate, channels))
+                },
                 on_error,
                 timeout,
             )
         }
     }
     .map_err(|e| format!("cannot open the host sound device: {e}"))?;
-    stream
-        .play()
-        .map_err(|e| format!("cannot start the host sound device: {e}"))?;
     Ok(Output {
-        _stream: stream,
+        stream,
+        started: false,
+        queued_at: None,
         ring,
-        rate: config.sample_rate,
-        channels: config.channels,
+        rate,
+        channels,
         chain: None,
         failure,
+        xruns,
     })
 }
 
@@ -440,7 +643,7 @@ mod tests {
         let r = Ring::new(4);
         r.push(&[1.0, 2.0, 3.0], Duration::from_millis(10)).unwrap();
         let mut out = [9.0; 5];
-        r.pop_into(&mut out);
+        r.pop_into(&mut out, 0);
         assert_eq!(out, [1.0, 2.0, 3.0, 0.0, 0.0]);
         assert!(r.is_empty());
     }
@@ -458,7 +661,7 @@ mod tests {
                 let mut got = Vec::new();
                 while got.len() < 100 {
                     let mut b = [0.0f32; 3];
-                    r2.pop_into(&mut b);
+                    r2.pop_into(&mut b, 0);
                     got.extend(b.iter().copied().filter(|&v| v != 0.0));
                     std::thread::sleep(Duration::from_millis(1));
                 }
@@ -468,6 +671,51 @@ mod tests {
         let samples: Vec<f32> = (1..=100).map(|i| i as f32).collect();
         r2.push(&samples, Duration::from_secs(10)).unwrap();
         assert_eq!(dev.join().unwrap(), samples);
+    }
+
+    #[test]
+    fn play_out_waits_for_the_device_to_take_what_it_holds() {
+        let r = Arc::new(Ring::new(64));
+        r.push(&[0.5; 10], Duration::from_millis(10)).unwrap();
+        // Nothing consumes: give up after the stall time, not before.
+        let t = Instant::now();
+        assert!(!r.play_out(Duration::from_secs(5), Duration::from_millis(100)));
+        assert!(t.elapsed() >= Duration::from_millis(100));
+        // A device taking 4 samples per callback and saying it holds 8 more: the callbacks
+        // that take the 10 queued samples end the audio at 10, and the queue counts as
+        // played once 8 + 4 more have been asked for.
+        let dev = {
+            let r = r.clone();
+            std::thread::spawn(move || {
+                for _ in 0..20 {
+                    let mut b = [0.0f32; 4];
+                    r.pop_into(&mut b, 8);
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            })
+        };
+        assert!(r.play_out(Duration::from_secs(5), Duration::from_secs(1)));
+        let consumed = r.lock().consumed;
+        assert!(consumed >= 22, "{consumed}");
+        dev.join().unwrap();
+        // Nothing queued and a device that already ran: played at once.
+        assert!(r.play_out(Duration::ZERO, Duration::ZERO));
+    }
+
+    #[test]
+    fn only_device_losses_end_playback() {
+        use cpal::ErrorKind as K;
+        for k in [K::Xrun, K::DeviceChanged, K::RealtimeDenied] {
+            assert!(!is_fatal(k), "{k:?}");
+        }
+        for k in [
+            K::DeviceNotAvailable,
+            K::StreamInvalidated,
+            K::BackendError,
+            K::HostUnavailable,
+        ] {
+            assert!(is_fatal(k), "{k:?}");
+        }
     }
 
     #[test]

@@ -905,6 +905,9 @@ impl Session {
     /// running-time line.
     pub fn tick(&mut self) -> Result<(), ReaderError> {
         self.last_tick = Instant::now();
+        if let Some(p) = self.playback.as_mut() {
+            p.tick();
+        }
         for st in self.streams.values_mut() {
             if let Some(seg) = st.segment.as_mut() {
                 seg.tick()?;
@@ -929,6 +932,13 @@ impl Session {
             }
         }
         Ok(())
+    }
+
+    /// A clean end that was not an interruption: let host playback play what it has queued.
+    pub fn play_out(&mut self) {
+        if let Some(p) = self.playback.as_mut() {
+            p.finish();
+        }
     }
 
     /// The end: finalize every file, flush stdout, and remove `-f`'s file if the reader
