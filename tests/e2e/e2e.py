@@ -6,7 +6,7 @@ Run it through tests/e2e/run.sh (the last step of scripts/test.sh). Combinations
     6.1-ours     Debian bookworm 6.1 + our dsproxy_oss.ko (6.1 has no virtio_snd at all)
     6.12-ours    bookworm-backports 6.12 + dsproxy_oss.ko
     6.12-stock   6.12 + the stock virtio_snd + snd-pcm-oss + snd-mixer-oss
-Each combination boots its guest four times, each time with a fresh dsproxy-device (new
+Each combination boots its guest five times, each time with a fresh dsproxy-device (new
 sockets) and fresh readers:
     play       several programs in sequence (the reader starts a new segment file per format):
                U8/8000/mono, S16/44100/stereo, S16/48000/stereo bit-exact in WAV and raw files,
@@ -17,6 +17,12 @@ sockets) and fresh readers:
     record     the guest records what the reader injects (--inject), bit-exact
     kill       QEMU is SIGKILLed mid-stream: the reader's files hold everything received, with a
                valid header, while the reader keeps running and after it stops
+    apps       real OSS programs of Debian bookworm, copied from the host into their own image
+               (build-initramfs.sh --host-prog): sox plays a WAV, mpg123 an MP3, ogg123 an Ogg
+               Vorbis file; the captures are bit-exact to the WAV's data and to what the host's
+               mpg123 -s / oggdec -R decode (on the stock path followed by snd-pcm-oss's
+               silence up to the period boundary), and -e shows each program's params.
+               Needs sox, libsox-fmt-oss, mpg123, lame, vorbis-tools (scripts/setup-host.sh)
 and once, at the end:
     demo       scripts/demo.sh (the README's main command) leaves a bit-exact out.wav
 Every check prints one PASS or FAIL line; the last line is "N passed, M failed". A missing
@@ -556,24 +562,49 @@ def kv(lines, prefix, key):
     return val
 
 
+def is_english_line(ln):
+    """A reader's -e line about its main stream (no "[stream N]" tag)."""
+    return "=>" in ln and "[stream" not in ln or ln.strip().startswith("SNDCTL_DSP_SYNC")
+
+
 def english_lines(text):
-    """The reader's -e lines about its main stream (no "[stream N]" tag)."""
-    return [ln for ln in text.splitlines() if "=>" in ln and "[stream" not in ln
-            or ln.strip().startswith("SNDCTL_DSP_SYNC")]
+    return [ln for ln in text.splitlines() if is_english_line(ln)]
+
+
+ENGLISH_PARAMS = (("rate", r"SNDCTL_DSP_SPEED\s*=>\s*(\d+)"),
+                  ("fmt", r"SNDCTL_DSP_SETFMT\s*=>\s*(\w+)"),
+                  ("channels", r"SNDCTL_DSP_CHANNELS\s*=>\s*(\d+)"),
+                  ("frag", r"SNDCTL_DSP_SETFRAGMENT\s*=>\s*(\d+ x \d+)"))
 
 
 def english_states(text):
     """Replays the -e lines; yields the (rate, fmt, channels, frag) state after each line."""
     state = {}
     for ln in english_lines(text):
-        for key, rx in (("rate", r"SNDCTL_DSP_SPEED\s*=>\s*(\d+)"),
-                        ("fmt", r"SNDCTL_DSP_SETFMT\s*=>\s*(\w+)"),
-                        ("channels", r"SNDCTL_DSP_CHANNELS\s*=>\s*(\d+)"),
-                        ("frag", r"SNDCTL_DSP_SETFRAGMENT\s*=>\s*(\d+ x \d+)")):
+        for key, rx in ENGLISH_PARAMS:
             m = re.search(rx, ln)
             if m:
                 state[key] = m.group(1)
                 yield dict(state)
+
+
+def english_states_at_recording(text):
+    """{file name: the (rate, fmt, channels, frag) state when the reader's -e log says
+    "-- recording stream 0 to FILE"}: the params the audio in FILE was played with, whatever
+    a program set (and the card was told) before, e.g. while probing formats."""
+    state, at = {}, {}
+    for ln in text.splitlines():
+        m = re.search(r"^-- recording stream 0 to (\S+)", ln)
+        if m:
+            at[os.path.basename(m.group(1))] = dict(state)
+            continue
+        if not is_english_line(ln):
+            continue
+        for key, rx in ENGLISH_PARAMS:
+            m = re.search(rx, ln)
+            if m:
+                state[key] = m.group(1)
+    return at
 
 
 # ---- the boots -------------------------------------------------------------------------------
@@ -1050,7 +1081,10 @@ LIBDIR = "/usr/lib/x86_64-linux-gnu"
 # chunks and a shorter last one, so the input's sample count must leave a last chunk of at
 # most 4096: 83790 stereo frames (1.9 s) = 167580 samples = 20 * 8192 + 3740.
 SOX_FRAMES = 83790
-APPS_MS = 2000  # the MP3 and Ogg inputs
+# The MP3 and Ogg inputs. Neither ends on a fragment boundary (the last write is partial, and
+# close() must send it: ogg123 never SYNCs): 384000 bytes decoded from the MP3 = 93.75 4-KiB
+# fragments, 249600 from the Ogg file = 121.9 of libao's 2-KiB fragments.
+MP3_MS, OGG_MS = 2000, 1950
 APP_TIMEOUT_S = 30  # per program; a hung one gets its kernel stacks printed, then SIGKILL
 
 
@@ -1124,7 +1158,7 @@ def prepare_apps():
         write_wav(sox.input_path, sox.expected, sox.rate, 2, 16)
         sox.expected_how = f"in.wav's data ({len(sox.expected)} bytes, the dsp-play test signal)"
         # mpg123: an MP3 of the test signal; the host's mpg123 decodes the reference.
-        sig = signal(mp3.rate, mp3.rate * 4 * APPS_MS // 1000)
+        sig = signal(mp3.rate, mp3.rate * 4 * MP3_MS // 1000)
         write_wav(os.path.join(d, "mp3-source.wav"), sig, mp3.rate, 2, 16)
         mp3.input_path = os.path.join(d, mp3.input_name)
         tool(["lame", "--quiet", "-b", "128", "mp3-source.wav", mp3.input_name])
@@ -1133,7 +1167,7 @@ def prepare_apps():
         mp3.expected_how = f"`mpg123 --cpu x86-64 -s in.mp3` on the host ({len(mp3.expected)} bytes)"
         # ogg123: an Ogg Vorbis file (fixed serial number); oggdec decodes the reference with
         # the same libvorbisfile call (ov_read: 16-bit signed little endian).
-        sig = signal(ogg.rate, ogg.rate * 4 * APPS_MS // 1000)
+        sig = signal(ogg.rate, ogg.rate * 4 * OGG_MS // 1000)
         write_wav(os.path.join(d, "ogg-source.wav"), sig, ogg.rate, 2, 16)
         ogg.input_path = os.path.join(d, ogg.input_name)
         tool(["oggenc", "-Q", "-s", "1", "-o", ogg.input_name, "ogg-source.wav"])
@@ -1216,8 +1250,8 @@ def run_apps(combo, image, image_err):
                          f"{seg_info[n].get('channels')}ch {seg_info[n].get('data_actual', 0)} bytes"
                          for n, p in wav_segs) or "no out*.wav files"
     eng = boot.reader_log("wav")
-    states = list(english_states(eng))
-    used_seg, state_pos = 0, 0
+    seg_states = english_states_at_recording(eng)
+    used_seg = 0
     timings = []
     for a in APPS:
         lines, rc = boot.step_output(a.name)
@@ -1230,20 +1264,13 @@ def run_apps(combo, image, image_err):
             if any(a.name in h for h in hung):
                 detail += "\n" + "\n".join("    | " + h for h in hung)
         ck.check(f"{a.name}: plays to the end (exit 0)", rc == 0, detail)
-        # -e: the stream's parameters as the program set them.
-        want = {"rate": str(a.rate), "fmt": "AFMT_S16_LE", "channels": "2"}
-        found = next((i for i in range(state_pos, len(states))
-                      if all(states[i].get(k) == v for k, v in want.items())), None)
-        state = None
-        if found is not None:
-            # The lines of one PARAMS come one by one (SPEED, SETFMT, CHANNELS, SETFRAGMENT):
-            # the state after the last of them in this format is the stream's.
-            while found + 1 < len(states) and all(states[found + 1].get(k) == v for k, v in want.items()):
-                found += 1
-            state = states[found]
         # The reader's WAV: the next segment in this program's format.
         seg = next(((n, p) for n, p in wav_segs if n > used_seg and seg_info[n].get("rate") == a.rate
                     and seg_info[n].get("channels") == 2 and seg_info[n].get("bits") == 16), None)
+        # -e: the params the -e log had shown when the reader started that segment (on the stock
+        # path snd-pcm-oss applies every format mpg123 probes, so the log holds many more).
+        want = {"rate": str(a.rate), "fmt": "AFMT_S16_LE", "channels": "2"}
+        state = seg_states.get(os.path.basename(seg[1])) if seg else None
         name = f"{a.name}: capture bit-exact" + (" (then < 1 period of silence: snd-pcm-oss pads)" if stock else "")
         if seg is None:
             ck.check(name, False, f"no segment in {a.rate}/16bit/2ch; segments: {seg_desc}")
@@ -1268,8 +1295,9 @@ def run_apps(combo, image, image_err):
                 ok = (prefix_ok and period is not None and all(b == 0 for b in pad) and len(pad) < period
                       and len(got) % period == 0)
                 if ok:
-                    detail = (f"{base}: {len(want_pcm)} bytes exact = {a.expected_how}, then {len(pad)} bytes "
-                              f"of silence up to the {period}-byte period boundary")
+                    detail = (f"{base}: {len(want_pcm)} bytes exact = {a.expected_how}, then " +
+                              (f"{len(pad)} bytes of silence up to the {period}-byte period boundary" if pad
+                               else f"nothing (it ends on a {period}-byte period boundary)"))
                 elif not prefix_ok or len(got) < len(want_pcm):
                     detail = f"{base}: " + wavfile.describe_difference(got, want_pcm, 0, a.bytes_per_ms())
                 else:
@@ -1279,12 +1307,11 @@ def run_apps(combo, image, image_err):
                               f"{len(got)} bytes")
                 ck.check(name, ok, detail)
         name = f"{a.name}: -e log shows SPEED/SETFMT/CHANNELS" + ("/SETFRAGMENT" if a.frag and not stock else "")
-        if state is None:
-            near = [st for st in states[state_pos:] if st.get("rate") == str(a.rate)]
-            ck.check(name, False, f"want {want}; states with that rate in the -e log: {near[-3:] or 'none'}; "
+        if state is None or any(state.get(k) != v for k, v in want.items()):
+            ck.check(name, False, f"want {want}; the -e log said {state or 'nothing'} when the reader "
+                     f"started {os.path.basename(seg[1]) if seg else 'the segment (none)'}; "
                      f"{boot.path('reader-wav.log')}")
         else:
-            state_pos = found + 1
             # Our module hands the program's SETFRAGMENT to the device as it is.
             frag_ok = not a.frag or stock or state.get("frag") == a.frag
             ck.check(name, frag_ok, f"{state}" + ("" if frag_ok else f"; the program asked for {a.frag}"))
