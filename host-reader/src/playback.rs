@@ -6,9 +6,12 @@
 //! reader is `--live`) makes the device hold the guest: the guest plays at the host card's
 //! speed, as with the old reader's fragment pacing.
 //!
-//! The device is started once half the ring is queued (or the audio queued has waited
-//! 100 ms): started on the first record alone, it would play that record and then silence
-//! until the next ones were converted — a gap at the start of every stream.
+//! The device is started once 150 ms is queued (or the first audio queued has waited that
+//! long): started on the first record alone, it would play that record and then silence
+//! until the next ones were converted — a gap at the start of every stream. With a guest
+//! paced by the device's real-time clock the ring stays about as full as it was at the start,
+//! so that is also the margin the reader has against being scheduled late, for the whole
+//! stream.
 //!
 //! The device is opened at the guest's rate and channel count when it supports them (as `f32`
 //! or `i16`); otherwise at its default configuration, with channels remixed and the rate
@@ -32,10 +35,11 @@ use crate::convert::{remix, AudioShape, Decoder, LinearResampler};
 
 /// Audio the ring holds.
 const RING_SECONDS: f64 = 0.2;
-/// The device starts when this much of the ring is queued…
-const START_FILL: f64 = 0.5;
-/// …or when the first audio queued has waited this long (a short sound followed by nothing).
-const START_WAIT: Duration = Duration::from_millis(100);
+/// The device starts when this much of the ring (150 ms) is queued…
+const START_FILL: f64 = 0.75;
+/// …or when the first audio queued has waited this long (a short sound followed by nothing;
+/// with a real-time guest, the same moment).
+const START_WAIT: Duration = Duration::from_millis(150);
 /// How long the device callback may stay away before the device is given up on.
 const STALL_TIMEOUT: Duration = Duration::from_secs(2);
 /// The longest the reader waits for queued audio to play out (the ring's 200 ms plus what
@@ -257,11 +261,12 @@ impl Output {
     /// Blocks while the ring is full, once started.
     fn queue(&mut self, samples: &[f32]) -> Result<(), String> {
         let cap = self.ring.capacity();
-        // Pieces of a quarter ring: before the start, the ring is never full (so never waits).
-        for piece in samples.chunks((cap / 4).max(1)) {
+        // Pieces of an eighth of the ring: a piece that would fill it starts the device
+        // first, so the ring is never full (and never waited on) before the start.
+        for piece in samples.chunks((cap / 8).max(1)) {
             if !self.started {
                 self.queued_at.get_or_insert_with(Instant::now);
-                if self.ring.len() + piece.len() > cap / 4 * 3 {
+                if self.ring.len() + piece.len() >= cap {
                     self.start()?;
                 }
             }
