@@ -13,7 +13,6 @@ have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok ins
 if ! grep -rqs "bookworm-backports" /etc/apt/sources.list /etc/apt/sources.list.d/; then
   echo "setup: adding bookworm-backports to apt sources"
   echo "deb http://deb.debian.org/debian bookworm-backports main" | $SUDO tee /etc/apt/sources.list.d/dsproxy-backports.list >/dev/null
-  APT_UPDATED=""
 fi
 
 for p in pkg-config libasound2-dev build-essential gcc-12 dwarves busybox-static cpio xz-utils zstd kmod curl ca-certificates; do
@@ -27,6 +26,8 @@ done
 for p in sox libsox-fmt-oss mpg123 lame vorbis-tools; do
   have "$p" || need_pkgs+=("$p")
 done
+# The end-to-end driver (tests/e2e) and the benchmarks' tables are python3 (standard library only).
+command -v python3 >/dev/null 2>&1 || need_pkgs+=(python3)
 
 qemu_ok=0
 if command -v qemu-system-x86_64 >/dev/null 2>&1 && qemu-system-x86_64 -device help 2>/dev/null | grep -q vhost-user-snd-pci; then
@@ -48,9 +49,7 @@ if [ ${#need_pkgs[@]} -gt 0 ] || [ $qemu_ok -eq 0 ]; then
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then
-  echo "setup: cargo not found; installing rustup's stable toolchain"
-  curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal -c rustfmt,clippy
-  # shellcheck disable=SC1091
-  . "$HOME/.cargo/env"
+  echo "setup: cargo not found: install a Rust toolchain (rustup, stable >= 1.80) first" >&2
+  exit 1
 fi
 echo "setup: host ready ($(qemu-system-x86_64 --version | head -1))"
