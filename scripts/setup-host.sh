@@ -49,7 +49,7 @@ if [ ${#need_pkgs[@]} -gt 0 ] || [ $qemu_ok -eq 0 ]; then
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then
-  echo "setup: cargo not found: install a Rust toolchain (rustup, stable >= 1.80) first" >&2
+  echo "setup: cargo not found: install a stable Rust toolchain (rustup) first" >&2
   exit 1
 fi
 echo "setup: host ready ($(qemu-system-x86_64 --version | head -1))"
