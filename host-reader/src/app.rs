@@ -180,8 +180,10 @@ pub fn run(cli: Cli) -> Result<(), ReaderError> {
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break Ok(()),
         }
-        if let Err(e) = session.maybe_tick() {
-            break Err(e);
+        match session.maybe_tick() {
+            Ok(Flow::Continue) => {}
+            Ok(Flow::Done) => break Ok(()),
+            Err(e) => break Err(e),
         }
         if let Some(at) = retry_at {
             if Instant::now() >= at {

@@ -21,4 +21,6 @@ pub mod playback;
 pub mod rawlog;
 pub mod session;
 pub mod signals;
+pub mod sink;
+pub mod stream;
 pub mod wav;
