@@ -12,12 +12,10 @@
 //!   which the guest wrote nothing.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::time::{Duration, Instant};
 
 use dsproxy_wire::record::{ControlDesc, ControlOrigin, Direction, Hello, Params, Record};
 
-use crate::connection::TapStream;
 use crate::console;
 use crate::convert::AudioShape;
 use crate::english::{self, English};
@@ -29,6 +27,7 @@ use crate::output::FileTarget;
 use crate::playback::Playback;
 use crate::rawlog;
 use crate::sink::{self, Bytes, Fill, Outputs};
+use crate::source::Outlet;
 use crate::stream::{Phase, StreamState};
 
 /// Housekeeping period (flushes, header patches, the running-time line).
@@ -79,7 +78,7 @@ pub struct Session {
     mixer: MixerRequests,
     /// Where SET_CONTROL records go when there is no injector (with one, they go through its
     /// thread, so they never cut into an INJECT record on the socket).
-    tap_writer: Option<TapStream>,
+    outlet: Option<Box<dyn Outlet>>,
     /// The stream `-s`, playback and the running-time line follow.
     main_stream: Option<u32>,
     /// SNAPSHOT_END seen on this connection.
@@ -108,7 +107,7 @@ impl Session {
             opts,
             target,
             mixer,
-            tap_writer: None,
+            outlet: None,
             streams: BTreeMap::new(),
             controls: BTreeMap::new(),
             english: None,
@@ -123,8 +122,9 @@ impl Session {
     }
 
     /// Checks a card against the options (`--stream`, `--inject`, `--mixer`) and returns the
-    /// SUBSCRIBE stream mask.
-    pub fn plan(&mut self, hello: &Hello) -> Result<u64, ReaderError> {
+    /// SUBSCRIBE stream mask. A card that `grows` (QEMU's voices) may not have the streams
+    /// named yet: they are taken when they appear.
+    pub fn plan(&mut self, hello: &Hello, grows: bool) -> Result<u64, ReaderError> {
         let listing = || {
             hello
                 .streams
@@ -143,7 +143,7 @@ impl Session {
                 .join(", ")
         };
         let find = |id: u32| hello.streams.iter().find(|s| s.id == id);
-        if let Some(n) = self.opts.stream {
+        if let (Some(n), false) = (self.opts.stream, grows) {
             if find(n).map(|s| s.direction) != Some(Direction::Output) {
                 return Err(ReaderError::Usage(format!(
                     "--stream {n}: the card has no output stream {n} (its streams: {})",
@@ -151,11 +151,10 @@ impl Session {
                 )));
             }
         }
-        if let Some(inj) = &self.injector {
-            if find(inj.stream()).map(|s| s.direction) != Some(Direction::Input) {
+        if let (Some(i), false) = (self.injector.as_ref().and_then(|i| i.stream()), grows) {
+            if find(i).map(|s| s.direction) != Some(Direction::Input) {
                 return Err(ReaderError::Usage(format!(
-                    "--inject: the card has no input stream {} (its streams: {})",
-                    inj.stream(),
+                    "--inject: the card has no input stream {i} (its streams: {})",
                     listing()
                 )));
             }
@@ -163,14 +162,11 @@ impl Session {
         self.mixer.plan(hello).map_err(ReaderError::Usage)?;
         // One stream (plus the injected one) when --stream asks and the mask can say so.
         Ok(match self.opts.stream {
-            Some(n) if n < 64 => {
-                let inj = self.injector.as_ref().map(|i| i.stream());
-                match inj {
-                    Some(i) if i >= 64 => 0,
-                    Some(i) => (1u64 << n) | (1u64 << i),
-                    None => 1u64 << n,
-                }
-            }
+            Some(n) if n < 64 => match self.injector.as_ref().map(|i| i.stream()) {
+                Some(Some(i)) if i < 64 => (1u64 << n) | (1u64 << i),
+                Some(_) => 0,
+                None => 1u64 << n,
+            },
             _ => 0,
         })
     }
@@ -198,54 +194,85 @@ impl Session {
             .map(|s| s.id)
     }
 
-    /// A new connection: take the card's description. `control` writes on its socket.
-    pub fn attach(&mut self, hello: &Hello, control: Option<TapStream>) {
+    /// A new connection: take the card's description. `outlet` writes back to the source.
+    pub fn attach(&mut self, hello: &Hello, outlet: Option<Box<dyn Outlet>>) {
         self.live = false;
         self.streams.clear();
-        let mut out_index = 0;
+        self.controls.clear();
+        self.main_stream = None;
+        self.take_card(hello);
+        match &mut self.english {
+            Some(e) => e.set_hello(hello),
+            None if self.opts.english => self.english = Some(English::new(hello, self.main_stream)),
+            None => {}
+        }
+        match (&self.injector, outlet) {
+            (Some(inj), Some(c)) => {
+                inj.attach(c);
+                inj.update(None, false);
+                self.outlet = None;
+            }
+            (None, c) => self.outlet = c,
+            (Some(_), None) => self.outlet = None,
+        }
+    }
+
+    /// The card gained streams or controls (QEMU opened a voice): take the new ones, keep
+    /// everything known of the others.
+    pub fn card_changed(&mut self, hello: &Hello) {
+        if self.opts.records {
+            for l in rawlog::lines(&Record::Hello(hello.clone())) {
+                console::line(&format!("card now: {l}"));
+            }
+        }
+        self.take_card(hello);
+        if let Some(e) = &mut self.english {
+            e.add_streams(hello, self.main_stream);
+        }
+    }
+
+    /// Adds the streams and controls of `hello` the reader does not know yet.
+    fn take_card(&mut self, hello: &Hello) {
+        let mut out_index = self.streams.values().filter(|s| s.is_output()).count();
         for s in &hello.streams {
+            if self.streams.contains_key(&s.id) {
+                continue;
+            }
             let idx = (s.direction == Direction::Output).then(|| {
                 out_index += 1;
                 out_index - 1
             });
-            self.streams.insert(s.id, StreamState::new(s.clone(), idx));
-        }
-        self.main_stream = self.opts.stream.or_else(|| {
-            hello
-                .streams
-                .iter()
-                .find(|s| s.direction == Direction::Output)
-                .map(|s| s.id)
-        });
-        // --stream N records N only, and N's files get the plain names.
-        let main = self.main_stream;
-        for st in self.streams.values_mut() {
+            let mut st = StreamState::new(s.clone(), idx);
+            // --stream N records N only, and N's files get the plain names.
             st.recorded = match self.opts.stream {
-                Some(n) => st.desc.id == n,
-                None => st.out_index.is_some(),
+                Some(n) => s.id == n,
+                None => st.is_output(),
             };
             if self.opts.stream.is_some() {
                 st.file_index = 0;
             }
+            self.streams.insert(s.id, st);
         }
-        self.controls = hello
-            .controls
-            .iter()
-            .map(|c| (c.id, (c.clone(), vec![c.min; c.count.min(128) as usize])))
-            .collect();
-        match &mut self.english {
-            Some(e) => e.set_hello(hello),
-            None if self.opts.english => self.english = Some(English::new(hello, main)),
-            None => {}
+        if self.main_stream.is_none() {
+            self.main_stream = self.opts.stream.or_else(|| {
+                hello
+                    .streams
+                    .iter()
+                    .find(|s| s.direction == Direction::Output)
+                    .map(|s| s.id)
+            });
         }
-        match (&self.injector, control) {
-            (Some(inj), Some(c)) => {
-                inj.attach(c);
-                inj.update(None, false);
-                self.tap_writer = None;
+        for c in &hello.controls {
+            self.controls
+                .entry(c.id)
+                .or_insert_with(|| (c.clone(), vec![c.min; c.count.min(128) as usize]));
+        }
+        if let Some(inj) = &mut self.injector {
+            if inj.stream().is_none() {
+                if let Some(i) = Self::first_input(hello) {
+                    inj.set_stream(i);
+                }
             }
-            (None, c) => self.tap_writer = c,
-            (Some(_), None) => self.tap_writer = None,
         }
     }
 
@@ -254,7 +281,7 @@ impl Session {
         if let Some(inj) = &self.injector {
             inj.detach();
         }
-        self.tap_writer = None;
+        self.outlet = None;
         self.mixer.connection_lost();
         sink::close_all(self.streams.values_mut())
     }
@@ -479,10 +506,10 @@ impl Session {
         };
         if let Some(inj) = &self.injector {
             inj.request(bytes);
-        } else if let Some(w) = self.tap_writer.as_mut() {
+        } else if let Some(w) = self.outlet.as_mut() {
             // A failed write means the connection is going; the reader thread reports it and
             // the request is sent again after a reconnection.
-            if let Err(e) = w.write_all(&bytes) {
+            if let Err(e) = w.request(&bytes) {
                 log::info!("sending {}: {e}", rec.kind_name());
             }
         }
@@ -563,7 +590,7 @@ impl Session {
 
     fn update_injector(&self, stream: u32) {
         let Some(inj) = &self.injector else { return };
-        if inj.stream() != stream {
+        if inj.stream() != Some(stream) {
             return;
         }
         if let Some(st) = self.streams.get(&stream) {
