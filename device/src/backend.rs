@@ -10,7 +10,7 @@ use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use dsproxy_wire::record::Record;
+use dsproxy_wire::record::{NoticeLevel, Record};
 use log::{debug, error, warn};
 use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
 use vhost_user_backend::{VhostUserBackend, VringT};
@@ -33,6 +33,13 @@ use crate::spec::{NUM_QUEUES, VIRTIO_SND_F_CTLS};
 use crate::tap::TapHandle;
 use crate::vring::CheckedVring;
 use crate::Used;
+
+/// What the daemon and every reader say when QEMU's line lacks `controls=on`.
+pub const MISSING_CONTROLS_ON: &str = "the frontend's virtio-snd config space is 12 bytes: \
+    its QEMU line has -device vhost-user-snd-pci without controls=on, but this card offers \
+    mixer controls (VIRTIO_SND_F_CTLS), so a guest driver that uses them (Linux 6.9 or later) \
+    fails to probe (-12) and the guest has no sound card. Fix: add controls=on to \
+    -device vhost-user-snd-pci, or start dsproxy-device with --no-controls (no mixer)";
 
 /// The guest memory as vhost-user-backend shares it.
 pub type GuestMem = GuestMemoryAtomic<GuestMemoryMmap<()>>;
@@ -67,6 +74,8 @@ pub struct SndBackend {
     features: u64,
     queue_size: usize,
     exit_events: ExitEvents,
+    /// The short-config misconfiguration was reported for this connection.
+    short_config_reported: std::sync::atomic::AtomicBool,
 }
 
 impl SndBackend {
@@ -107,6 +116,7 @@ impl SndBackend {
             features,
             queue_size,
             exit_events,
+            short_config_reported: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -159,6 +169,38 @@ impl SndBackend {
                 None
             }
         }
+    }
+
+    /// Reports a frontend whose config space ends before `controls` while the card offers
+    /// VIRTIO_SND_F_CTLS: QEMU's vhost-user-snd-pci without `controls=on`.
+    ///
+    /// QEMU passes every feature the daemon offers on to the guest but sizes the config
+    /// space by its own `controls` property; a driver that negotiates control elements then
+    /// reads `controls` past the end (0xffffffff) and fails to probe — Linux's virtio_snd
+    /// with -ENOMEM — and the guest simply has no sound card. QEMU asks for the config only
+    /// when the guest's driver reads it, after the guest has chosen its features (checked:
+    /// at realize QEMU 10.0 sends GET_FEATURES and nothing else), so the daemon cannot adapt
+    /// in time: it can only say, once per connection, loudly, what to change. A driver that
+    /// does not know control elements (Linux 5.13–6.8) is not affected, which is why this is
+    /// reported rather than refused.
+    fn check_config_size(&self, offset: u32, size: u32) {
+        use std::sync::atomic::Ordering;
+        let end = u64::from(offset) + u64::from(size);
+        let ctls_at = crate::spec::size::CONFIG_NO_CTLS as u64;
+        if self.features & VIRTIO_SND_F_CTLS == 0 || offset != 0 || end > ctls_at {
+            return;
+        }
+        if self.short_config_reported.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let text = MISSING_CONTROLS_ON.to_string();
+        error!("{text}");
+        let time_ns = self.lock().card.tap_time(monotonic_ns());
+        self.tap.publish(&Record::Notice {
+            time_ns,
+            level: NoticeLevel::Error,
+            text,
+        });
     }
 
     /// The mixer as it is now, for the next connection's card.
@@ -314,6 +356,7 @@ impl VhostUserBackend for SndBackend {
     }
 
     fn features(&self) -> u64 {
+        debug!("GET_FEATURES: offering {:#x}", self.features);
         self.features
     }
 
@@ -359,6 +402,8 @@ impl VhostUserBackend for SndBackend {
     }
 
     fn get_config(&self, offset: u32, size: u32) -> Vec<u8> {
+        debug!("GET_CONFIG offset {offset} size {size}");
+        self.check_config_size(offset, size);
         // vhost-user config spaces are at most 256 bytes; anything larger is not a real read.
         if size > 256 {
             warn!("config read of {size} bytes refused");

@@ -470,6 +470,11 @@ impl Session {
                 self.mixer_flow()
             }
             Record::Xrun { .. } => Flow::Continue,
+            Record::Notice { level, text, .. } => {
+                // Always shown, whatever the log options: it says why the guest has no sound.
+                console::note(&format!("device {}: {text}", level.name()));
+                Flow::Continue
+            }
             Record::Frontend { connected, .. } => {
                 if connected {
                     Flow::Continue
