@@ -35,7 +35,10 @@ fn stalled_reader(d: &Daemon, flags: u32) -> UnixStream {
     // Only a subscribed reader holds the card: wait until the tap has taken the SUBSCRIBE,
     // or a loaded machine lets the stream run before there is anyone to hold it.
     while subscriptions(d) == before {
-        assert!(Instant::now() < deadline, "the tap never took the SUBSCRIBE");
+        assert!(
+            Instant::now() < deadline,
+            "the tap never took the SUBSCRIBE"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     s
