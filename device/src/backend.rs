@@ -8,30 +8,38 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use dsproxy_wire::record::Record;
-use log::{debug, warn};
+use dsproxy_wire::record::{NoticeLevel, Record};
+use log::{debug, error, warn};
 use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
-use vhost_user_backend::{VhostUserBackend, VringRwLock, VringT};
+use vhost_user_backend::{VhostUserBackend, VringT};
 use virtio_bindings::bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::bindings::virtio_ring::VIRTIO_RING_F_INDIRECT_DESC;
 use virtio_queue::QueueOwnedT;
 use virtio_queue::QueueT;
 use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
-use vmm_sys_util::event::{
-    new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
-};
+use vmm_sys_util::event::{EventConsumer, EventNotifier};
 
 use crate::card::Card;
 use crate::chain::Chain;
 use crate::clock::{monotonic_ns, MonotonicTimer};
 use crate::config::CardConfig;
 use crate::controls::Controls;
+use crate::exit_event::ExitEvents;
+use crate::guest_memory;
 use crate::spec::{NUM_QUEUES, VIRTIO_SND_F_CTLS};
 use crate::tap::TapHandle;
+use crate::vring::CheckedVring;
 use crate::Used;
+
+/// What the daemon and every reader say when QEMU's line lacks `controls=on`.
+pub const MISSING_CONTROLS_ON: &str = "the frontend's virtio-snd config space is 12 bytes: \
+    its QEMU line has -device vhost-user-snd-pci without controls=on, but this card offers \
+    mixer controls (VIRTIO_SND_F_CTLS), so a guest driver that uses them (Linux 6.9 or later) \
+    fails to probe (-12) and the guest has no sound card. Fix: add controls=on to \
+    -device vhost-user-snd-pci, or start dsproxy-device with --no-controls (no mixer)";
 
 /// The guest memory as vhost-user-backend shares it.
 pub type GuestMem = GuestMemoryAtomic<GuestMemoryMmap<()>>;
@@ -46,7 +54,15 @@ struct Inner {
     timers: Vec<MonotonicTimer>,
     /// The worker's vrings, kept from its first event so a vring stop (which arrives on the
     /// frontend thread) can put returned buffers in the used ring.
-    vrings: Vec<VringRwLock>,
+    vrings: Vec<CheckedVring>,
+    /// The guest memory last found to lie within its files (see [`crate::guest_memory`]).
+    /// Kept as the very object checked, so a new table is always noticed.
+    checked_mem: Option<Arc<GuestMemoryMmap<()>>>,
+    /// Queues the driver broke (a chain head past the queue size): left alone, as a device
+    /// needing reset, until the driver resets the device.
+    needs_reset: [bool; NUM_QUEUES],
+    /// Queues whose refused size (see [`CheckedVring`]) was already logged.
+    refusal_logged: [bool; NUM_QUEUES],
 }
 
 /// The sound card as a vhost-user backend. One per frontend connection.
@@ -57,6 +73,9 @@ pub struct SndBackend {
     config_space: Vec<u8>,
     features: u64,
     queue_size: usize,
+    exit_events: ExitEvents,
+    /// The short-config misconfiguration was reported for this connection.
+    short_config_reported: std::sync::atomic::AtomicBool,
 }
 
 impl SndBackend {
@@ -80,17 +99,24 @@ impl SndBackend {
         }
         let config_space = cfg.config_space();
         let queue_size = cfg.queue_size as usize;
+        let exit_events = ExitEvents::default();
+        exit_events.prepare()?;
         Ok(SndBackend {
             inner: Mutex::new(Inner {
                 card: Card::with_controls(cfg, tap.clone(), epoch_ns, controls),
                 timers,
                 vrings: Vec::new(),
+                checked_mem: None,
+                needs_reset: [false; NUM_QUEUES],
+                refusal_logged: [false; NUM_QUEUES],
             }),
             mem,
             tap,
             config_space,
             features,
             queue_size,
+            exit_events,
+            short_config_reported: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -107,6 +133,74 @@ impl SndBackend {
             v.push((t.as_raw_fd(), TIMER_EVENT_BASE + i as u16));
         }
         v
+    }
+
+    /// Closes the exit-event fds vhost-user-backend leaked (see [`crate::exit_event`]). Call
+    /// after the `VhostUserDaemon` built on this backend has been dropped.
+    pub fn reclaim_exit_events(&self) -> usize {
+        self.exit_events.reclaim()
+    }
+
+    /// The guest memory, if it may be touched: a table not checked yet is checked here, so
+    /// the card never reads a region the frontend lied about, even in the moment between
+    /// vhost-user-backend publishing a new table and [`update_memory`](VhostUserBackend::update_memory)
+    /// being called with it. A table that fails is replaced by an empty one.
+    fn checked_memory(&self, inner: &mut Inner) -> Option<Arc<GuestMemoryMmap<()>>> {
+        let mem = self.mem.memory().into_inner();
+        if inner
+            .checked_mem
+            .as_ref()
+            .is_some_and(|c| Arc::ptr_eq(c, &mem))
+        {
+            return Some(mem);
+        }
+        match guest_memory::check_backing(&mem) {
+            Ok(()) => {
+                inner.checked_mem = Some(mem.clone());
+                Some(mem)
+            }
+            Err(e) => {
+                error!("guest memory table refused: {e}");
+                match self.mem.lock() {
+                    Ok(guard) => guard.replace(GuestMemoryMmap::new()),
+                    Err(_) => error!("cannot drop the refused memory table: its lock is poisoned"),
+                }
+                inner.checked_mem = None;
+                None
+            }
+        }
+    }
+
+    /// Reports a frontend whose config space ends before `controls` while the card offers
+    /// VIRTIO_SND_F_CTLS: QEMU's vhost-user-snd-pci without `controls=on`.
+    ///
+    /// QEMU passes every feature the daemon offers on to the guest but sizes the config
+    /// space by its own `controls` property; a driver that negotiates control elements then
+    /// reads `controls` past the end (0xffffffff) and fails to probe — Linux's virtio_snd
+    /// with -ENOMEM — and the guest simply has no sound card. QEMU asks for the config only
+    /// when the guest's driver reads it, after the guest has chosen its features (checked:
+    /// at realize QEMU 10.0 sends GET_FEATURES and nothing else), so the daemon cannot adapt
+    /// in time: it can only say, once per connection, loudly, what to change. A driver that
+    /// does not know control elements (Linux 5.13–6.8) is not affected, which is why this is
+    /// reported rather than refused.
+    fn check_config_size(&self, offset: u32, size: u32) {
+        use std::sync::atomic::Ordering;
+        let end = u64::from(offset) + u64::from(size);
+        let ctls_at = crate::spec::size::CONFIG_NO_CTLS as u64;
+        if self.features & VIRTIO_SND_F_CTLS == 0 || offset != 0 || end > ctls_at {
+            return;
+        }
+        if self.short_config_reported.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let text = MISSING_CONTROLS_ON.to_string();
+        error!("{text}");
+        let time_ns = self.lock().card.tap_time(monotonic_ns());
+        self.tap.publish(&Record::Notice {
+            time_ns,
+            level: NoticeLevel::Error,
+            text,
+        });
     }
 
     /// The mixer as it is now, for the next connection's card.
@@ -148,26 +242,58 @@ impl SndBackend {
     }
 
     /// Pops every available chain of queue `q` and hands it to the card.
-    fn drain_queue(&self, inner: &mut Inner, q: u16, vring: &VringRwLock, now: u64) {
-        let mem = self.mem.memory();
+    fn drain_queue(
+        &self,
+        inner: &mut Inner,
+        q: u16,
+        vring: &CheckedVring,
+        mem: &GuestMemoryMmap<()>,
+        now: u64,
+    ) {
+        let qi = q as usize;
+        if let Some(size) = vring.refused_size() {
+            if !std::mem::replace(&mut inner.refusal_logged[qi], true) {
+                error!("queue {q}: not served, its size {size} was refused (SET_VRING_NUM)");
+            }
+            return;
+        }
+        inner.refusal_logged[qi] = false;
+        if inner.needs_reset[qi] {
+            return;
+        }
         if inner.card.queue_stopped(q) {
             // After a vring stop the frontend restores the ring where it was; a driver that
             // reset the device starts it again from 0.
             let fresh = vring.get_ref().get_queue().next_avail() == 0;
-            inner.card.restart_queue(&*mem, q, fresh, now);
+            inner.card.restart_queue(mem, q, fresh, now);
         }
-        let chains: Vec<Chain> = {
+        let (chains, queue_size): (Vec<Chain>, u16) = {
             let mut state = vring.get_mut();
-            match state.get_queue_mut().iter(mem.clone()) {
-                Ok(it) => it.map(Chain::from_desc_chain).collect(),
+            let queue = state.get_queue_mut();
+            let size = queue.size();
+            match queue.iter(mem) {
+                Ok(it) => (it.map(Chain::from_desc_chain).collect(), size),
                 Err(e) => {
                     debug!("queue {q} not ready: {e}");
-                    Vec::new()
+                    (Vec::new(), size)
                 }
             }
         };
         for c in chains {
-            inner.card.handle_chain(&*mem, q, c, now);
+            if c.head >= queue_size {
+                // The driver put a head in the available ring that no descriptor has (virtio
+                // 1.2 §2.7.13: "MUST NOT"). It cannot be returned — the used ring would name a
+                // descriptor that does not exist — and the ring is no longer what the driver
+                // thinks it is, so the device stops using the queue, as one needing reset.
+                error!(
+                    "queue {q}: the driver made head {} available, past the queue size \
+                     {queue_size}; the queue is not served until the driver resets the device",
+                    c.head
+                );
+                inner.needs_reset[qi] = true;
+                return;
+            }
+            inner.card.handle_chain(mem, q, c, now);
         }
     }
 }
@@ -219,7 +345,7 @@ impl Inner {
 
 impl VhostUserBackend for SndBackend {
     type Bitmap = ();
-    type Vring = VringRwLock;
+    type Vring = CheckedVring;
 
     fn num_queues(&self) -> usize {
         NUM_QUEUES
@@ -230,6 +356,7 @@ impl VhostUserBackend for SndBackend {
     }
 
     fn features(&self) -> u64 {
+        debug!("GET_FEATURES: offering {:#x}", self.features);
         self.features
     }
 
@@ -256,8 +383,16 @@ impl VhostUserBackend for SndBackend {
     fn reset_device(&self) {
         let now = monotonic_ns();
         let mut inner = self.lock();
-        let mem = self.mem.memory();
-        inner.card.reset(Some(&*mem), now, "device reset");
+        inner.needs_reset = [false; NUM_QUEUES];
+        for v in &inner.vrings {
+            v.clear_refusal();
+        }
+        match self.checked_memory(&mut inner) {
+            Some(mem) => inner.card.reset(Some(&*mem), now, "device reset"),
+            None => inner
+                .card
+                .reset::<GuestMemoryMmap<()>>(None, now, "device reset"),
+        }
         inner.flush();
         inner.arm_timers();
     }
@@ -267,6 +402,8 @@ impl VhostUserBackend for SndBackend {
     }
 
     fn get_config(&self, offset: u32, size: u32) -> Vec<u8> {
+        debug!("GET_CONFIG offset {offset} size {size}");
+        self.check_config_size(offset, size);
         // vhost-user config spaces are at most 256 bytes; anything larger is not a real read.
         if size > 256 {
             warn!("config read of {size} bytes refused");
@@ -299,9 +436,21 @@ impl VhostUserBackend for SndBackend {
 
     fn update_memory(&self, _mem: GuestMem) -> io::Result<()> {
         // The atomic handle given to the daemon is the one we hold; it already sees the
-        // new regions.
-        debug!("guest memory updated");
-        Ok(())
+        // new regions. They are checked now, before anything touches them (and again at
+        // each event if a table slipped in between: see `checked_memory`).
+        let mut inner = self.lock();
+        match self.checked_memory(&mut inner) {
+            Some(_) => {
+                debug!("guest memory updated");
+                Ok(())
+            }
+            // The frontend gets an error reply (with REPLY_ACK) or a closed connection; the
+            // daemon serves the next one.
+            None => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a guest memory region lies past the end of its file",
+            )),
+        }
     }
 
     fn queues_per_thread(&self) -> Vec<u64> {
@@ -309,7 +458,7 @@ impl VhostUserBackend for SndBackend {
     }
 
     fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
-        match new_event_consumer_and_notifier(EventFlag::NONBLOCK | EventFlag::CLOEXEC) {
+        match self.exit_events.take() {
             Ok(pair) => Some(pair),
             Err(e) => {
                 warn!("cannot create the worker's exit event: {e}");
@@ -368,7 +517,7 @@ impl VhostUserBackend for SndBackend {
         &self,
         device_event: u16,
         evset: EventSet,
-        vrings: &[VringRwLock],
+        vrings: &[CheckedVring],
         _thread_id: usize,
     ) -> io::Result<()> {
         if !evset.contains(EventSet::IN) {
@@ -380,15 +529,19 @@ impl VhostUserBackend for SndBackend {
         if inner.vrings.len() != vrings.len() {
             inner.vrings = vrings.to_vec();
         }
+        // A table that was just refused is replaced by an empty one: the card sees no
+        // memory (every access fails cleanly) until the frontend sends a good table.
+        let mem = self
+            .checked_memory(&mut inner)
+            .unwrap_or_else(|| Arc::new(GuestMemoryMmap::new()));
         match device_event {
             q if (q as usize) < NUM_QUEUES => {
                 if let Some(vring) = vrings.get(q as usize) {
-                    self.drain_queue(&mut inner, q, vring, now);
+                    self.drain_queue(&mut inner, q, vring, &mem, now);
                 }
             }
             TAP_EVENT => {
                 self.tap.clear_notifier();
-                let mem = self.mem.memory();
                 inner.card.on_tap_notify(&*mem, now);
             }
             t if t >= TIMER_EVENT_BASE => {
@@ -396,7 +549,6 @@ impl VhostUserBackend for SndBackend {
                 if let Some(timer) = inner.timers.get_mut(idx) {
                     timer.clear();
                 }
-                let mem = self.mem.memory();
                 inner.card.service_stream(&*mem, idx, now);
             }
             other => debug!("unexpected event id {other}"),

@@ -267,6 +267,35 @@ impl<T: CardTap> Card<T> {
         chain: Chain,
         now: u64,
     ) {
+        if chain.broken {
+            // Nothing in it can be trusted to be the driver's buffer (a loop repeats the same
+            // memory), so nothing is written and the used length is 0 — never more than the
+            // memory the chain really covers.
+            let queue_name = match queue {
+                CONTROL_QUEUE => "control",
+                EVENT_QUEUE => "event",
+                TX_QUEUE => "tx",
+                RX_QUEUE => "rx",
+                _ => "unknown",
+            };
+            self.reject(
+                &Rejected {
+                    queue: queue_name,
+                    head: chain.head,
+                    request: None,
+                    stream: None,
+                    status: None,
+                },
+                &RequestError::BrokenChain,
+                now,
+            );
+            self.used.push(Used {
+                queue,
+                head: chain.head,
+                len: 0,
+            });
+            return;
+        }
         match queue {
             CONTROL_QUEUE => self.handle_control(mem, chain, now),
             EVENT_QUEUE => {

@@ -24,19 +24,28 @@ pub struct Chain {
     pub writable: Vec<Segment>,
     /// A device-readable descriptor came after a device-writable one (the spec forbids it).
     pub misordered: bool,
+    /// The chain does not end: its last descriptor still had VIRTQ_DESC_F_NEXT when the walk
+    /// stopped (a loop, which virtio-queue cuts after queue-size descriptors; a next index
+    /// past the queue; an unreadable or nested indirect table; over 4 GiB), or it had no
+    /// descriptor at all (a head past the queue or an unreadable table). Its segments are not
+    /// what the driver meant: a loop lists the same memory again and again.
+    pub broken: bool,
 }
 
 impl Chain {
     /// Collects a chain's descriptors. The iterator already bounds the chain length by the
-    /// queue size and its total length by 4 GiB, and ends early on an unreadable table.
+    /// queue size and its total length by 4 GiB, and ends early on an unreadable table; a
+    /// walk that ended before a descriptor without NEXT marks the chain [`broken`](Self::broken).
     pub fn from_descriptors<I: IntoIterator<Item = Descriptor>>(head: u16, descs: I) -> Chain {
         let mut chain = Chain {
             head,
             readable: Vec::new(),
             writable: Vec::new(),
             misordered: false,
+            broken: true,
         };
         for d in descs {
+            chain.broken = d.has_next();
             let seg = Segment {
                 addr: d.addr(),
                 len: d.len(),
@@ -286,6 +295,7 @@ mod tests {
                 },
             ],
             misordered: false,
+            broken: false,
         };
         let mut b = [0u8; 3];
         c.read_at(&m, 2, &mut b).unwrap();
@@ -316,6 +326,7 @@ mod tests {
             }],
             writable: vec![],
             misordered: false,
+            broken: false,
         };
         assert!(matches!(
             c.check_mapped(&m),

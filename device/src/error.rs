@@ -63,6 +63,11 @@ pub enum RequestError {
     NotSupported(&'static str),
     #[error("control elements were not negotiated (VIRTIO_SND_F_CTLS)")]
     ControlsNotNegotiated,
+    #[error(
+        "descriptor chain does not end (a loop, a next index past the queue, or an unreadable \
+         indirect table): returned with nothing written"
+    )]
+    BrokenChain,
 }
 
 impl RequestError {
@@ -90,6 +95,7 @@ impl RequestError {
             RequestError::BadControlValue { .. } => "bad_control_value",
             RequestError::NotSupported(_) => "not_supported",
             RequestError::ControlsNotNegotiated => "controls_not_negotiated",
+            RequestError::BrokenChain => "broken_chain",
         }
     }
 

@@ -16,11 +16,14 @@ pub mod controls;
 pub mod ctl_queue;
 pub mod error;
 pub mod event_queue;
+pub mod exit_event;
+pub mod guest_memory;
 pub mod jack;
 pub mod pcm;
 pub mod reject_log;
 pub mod spec;
 pub mod tap;
+pub mod vring;
 pub mod xfer;
 
 pub use card::{Card, CardTap};

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::thread;
 
 use clap::Parser;
-use log::{info, warn};
+use log::{error, info, warn};
 use vhost::vhost_user::Listener;
 use vhost_user_backend::VhostUserDaemon;
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
@@ -117,8 +117,8 @@ fn serve(
     mut controls: Controls,
 ) -> Result<(), DeviceError> {
     loop {
-        match wait_readable(&[signals.as_raw_fd(), listener.as_raw_fd()]) {
-            Ok(0) => {
+        match wait_readable(&[signals.as_raw_fd(), listener.as_raw_fd()], None) {
+            Ok(Some(0)) => {
                 info!("{}: shutting down", signals.describe());
                 return Ok(());
             }
@@ -130,90 +130,162 @@ fn serve(
                 })
             }
         }
-        let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
-        let backend = Arc::new(
-            SndBackend::new(
-                cfg.clone(),
-                tap.handle(),
-                epoch,
-                mem.clone(),
-                controls.clone(),
-            )
-            .map_err(|e| DeviceError::Io {
-                what: "cannot create the stream timers",
-                source: e,
-            })?,
-        );
-        let mut daemon = VhostUserDaemon::new("dsproxy-device".into(), backend.clone(), mem)
-            .map_err(|e| DeviceError::Daemon(e.to_string()))?;
-        let handlers = daemon.get_epoll_handlers();
-        let worker = handlers
-            .first()
-            .ok_or_else(|| DeviceError::Daemon("no vring worker".into()))?;
-        for (fd, id) in backend.listeners() {
-            worker
-                .register_listener(fd, EventSet::IN, u64::from(id))
-                .map_err(|e| DeviceError::Io {
-                    what: "cannot register a listener on the vring worker",
-                    source: e,
-                })?;
-        }
-        drop(handlers);
-        daemon
-            .start(listener)
-            .map_err(|e| DeviceError::Daemon(e.to_string()))?;
-        info!("frontend connected");
-        backend.connected();
-
-        // The daemon's request loop runs in its own thread; wait for it or for a signal.
-        let shutdown = daemon.shutdown_handle();
-        let (done_consumer, done_notifier) = new_event_consumer_and_notifier(
-            EventFlag::NONBLOCK | EventFlag::CLOEXEC,
-        )
-        .map_err(|e| DeviceError::Io {
-            what: "cannot create an eventfd",
-            source: e,
-        })?;
-        let waiter = thread::Builder::new()
-            .name("vhost-user-wait".into())
-            .spawn(move || {
-                let r = daemon.wait();
-                // Dropping the daemon stops and joins the vring worker.
-                drop(daemon);
-                let _ = done_notifier.notify();
-                r
-            })
-            .map_err(|e| DeviceError::Io {
-                what: "cannot start a thread",
-                source: e,
-            })?;
-        let mut stop = false;
-        match wait_readable(&[signals.as_raw_fd(), done_consumer.as_raw_fd()]) {
-            Ok(0) => {
-                info!("{}: closing the frontend connection", signals.describe());
-                stop = true;
-                if let Some(s) = &shutdown {
-                    s.shutdown();
+        match serve_connection(cfg, tap, listener, signals, epoch, controls.clone()) {
+            Ok(end) => {
+                controls = end.controls;
+                if end.stop {
+                    return Ok(());
                 }
             }
-            Ok(_) => {}
-            Err(e) => warn!("waiting for the frontend: {e}"),
-        }
-        match waiter.join() {
-            Ok(Ok(())) => info!("frontend disconnected"),
-            Ok(Err(e)) => info!("frontend disconnected: {e}"),
-            Err(_) => warn!("the vhost-user thread panicked"),
-        }
-        backend.disconnected();
-        controls = backend.controls();
-        if stop {
-            return Ok(());
+            Err(e) => {
+                // Out of fds or memory, most likely: this connection is lost, the daemon is
+                // not. Back off so a persistent failure does not spin, then serve on.
+                error!("a frontend connection could not be served: {e}; still listening");
+                match wait_readable(&[signals.as_raw_fd()], Some(CONNECTION_RETRY)) {
+                    Ok(Some(_)) => {
+                        info!("{}: shutting down", signals.describe());
+                        return Ok(());
+                    }
+                    Ok(None) => {}
+                    Err(e) => warn!("waiting to retry: {e}"),
+                }
+            }
         }
     }
 }
 
-/// Waits until one of `fds` is readable; returns its index.
-fn wait_readable(fds: &[RawFd]) -> io::Result<usize> {
+/// How long to wait after a connection could not be set up.
+const CONNECTION_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// How one frontend connection ended.
+struct ConnectionEnd {
+    /// The mixer as the connection left it (card state, kept for the next one).
+    controls: Controls,
+    /// A signal asked the daemon to stop.
+    stop: bool,
+}
+
+/// Accepts one frontend and serves it until it goes away or a signal arrives. Whatever
+/// happens, the per-connection fds (including the one vhost-user-backend leaks) are closed
+/// before it returns.
+fn serve_connection(
+    cfg: &CardConfig,
+    tap: &Tap,
+    listener: &mut Listener,
+    signals: &SignalFd,
+    epoch: u64,
+    controls: Controls,
+) -> Result<ConnectionEnd, DeviceError> {
+    let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
+    let backend = Arc::new(
+        SndBackend::new(cfg.clone(), tap.handle(), epoch, mem.clone(), controls).map_err(|e| {
+            DeviceError::Io {
+                what: "cannot create the connection's timers and events",
+                source: e,
+            }
+        })?,
+    );
+    let result = run_daemon(&backend, mem, listener, signals);
+    // The daemon, and with it the vring worker, is gone by now (dropped on every path of
+    // run_daemon): close what vhost-user-backend leaks per connection.
+    backend.reclaim_exit_events();
+    let stop = result?;
+    Ok(ConnectionEnd {
+        controls: backend.controls(),
+        stop,
+    })
+}
+
+/// Runs the vhost-user daemon for one connection; returns whether a signal asked to stop.
+fn run_daemon(
+    backend: &Arc<SndBackend>,
+    mem: GuestMemoryAtomic<GuestMemoryMmap>,
+    listener: &mut Listener,
+    signals: &SignalFd,
+) -> Result<bool, DeviceError> {
+    let (done_consumer, done_notifier) =
+        new_event_consumer_and_notifier(EventFlag::NONBLOCK | EventFlag::CLOEXEC).map_err(|e| {
+            DeviceError::Io {
+                what: "cannot create an eventfd",
+                source: e,
+            }
+        })?;
+    let mut daemon = VhostUserDaemon::new("dsproxy-device".into(), backend.clone(), mem)
+        .map_err(|e| DeviceError::Daemon(e.to_string()))?;
+    register_listeners(&daemon, backend)?;
+    daemon
+        .start(listener)
+        .map_err(|e| DeviceError::Daemon(e.to_string()))?;
+    info!("frontend connected");
+    backend.connected();
+
+    // The daemon's request loop runs in its own thread; wait for it or for a signal.
+    let shutdown = daemon.shutdown_handle();
+    let waiter = thread::Builder::new()
+        .name("vhost-user-wait".into())
+        .spawn(move || {
+            let r = daemon.wait();
+            // Dropping the daemon stops and joins the vring worker.
+            drop(daemon);
+            let _ = done_notifier.notify();
+            r
+        });
+    let waiter = match waiter {
+        Ok(w) => w,
+        Err(e) => {
+            // The closure, and the daemon in it, was dropped: the connection is closed.
+            backend.disconnected();
+            return Err(DeviceError::Io {
+                what: "cannot start a thread",
+                source: e,
+            });
+        }
+    };
+    let mut stop = false;
+    match wait_readable(&[signals.as_raw_fd(), done_consumer.as_raw_fd()], None) {
+        Ok(Some(0)) => {
+            info!("{}: closing the frontend connection", signals.describe());
+            stop = true;
+            if let Some(s) = &shutdown {
+                s.shutdown();
+            }
+        }
+        Ok(_) => {}
+        Err(e) => warn!("waiting for the frontend: {e}"),
+    }
+    match waiter.join() {
+        Ok(Ok(())) => info!("frontend disconnected"),
+        Ok(Err(e)) => info!("frontend disconnected: {e}"),
+        Err(_) => warn!("the vhost-user thread panicked"),
+    }
+    backend.disconnected();
+    Ok(stop)
+}
+
+/// Puts the card's timers and the tap's notifier on the vring worker's epoll.
+fn register_listeners(
+    daemon: &VhostUserDaemon<Arc<SndBackend>>,
+    backend: &SndBackend,
+) -> Result<(), DeviceError> {
+    let handlers = daemon.get_epoll_handlers();
+    let worker = handlers
+        .first()
+        .ok_or_else(|| DeviceError::Daemon("no vring worker".into()))?;
+    for (fd, id) in backend.listeners() {
+        worker
+            .register_listener(fd, EventSet::IN, u64::from(id))
+            .map_err(|e| DeviceError::Io {
+                what: "cannot register a listener on the vring worker",
+                source: e,
+            })?;
+    }
+    Ok(())
+}
+
+/// Waits until one of `fds` is readable and returns its index, or `None` once `timeout`
+/// has passed (never, without one).
+fn wait_readable(fds: &[RawFd], timeout: Option<std::time::Duration>) -> io::Result<Option<usize>> {
+    let timeout_ms = timeout.map_or(-1, |t| t.as_millis().min(i32::MAX as u128) as libc::c_int);
     let mut pfds: Vec<libc::pollfd> = fds
         .iter()
         .map(|&fd| libc::pollfd {
@@ -224,7 +296,11 @@ fn wait_readable(fds: &[RawFd]) -> io::Result<usize> {
         .collect();
     loop {
         // SAFETY: pfds is a valid array of pollfd of the given length.
-        let n = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, -1) };
+        // (An interrupted wait restarts with the whole timeout: only a backoff uses one.)
+        let n = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, timeout_ms) };
+        if n == 0 {
+            return Ok(None);
+        }
         if n < 0 {
             let e = io::Error::last_os_error();
             if e.kind() == io::ErrorKind::Interrupted {
@@ -233,7 +309,7 @@ fn wait_readable(fds: &[RawFd]) -> io::Result<usize> {
             return Err(e);
         }
         if let Some(i) = pfds.iter().position(|p| p.revents != 0) {
-            return Ok(i);
+            return Ok(Some(i));
         }
     }
 }

@@ -120,6 +120,10 @@ pub mod size {
     pub const PCM_STATUS: usize = 8;
     /// `virtio_snd_event`.
     pub const EVENT: usize = 8;
+    /// `virtio_snd_config` up to `chmaps` (what a frontend without controls exposes).
+    pub const CONFIG_NO_CTLS: usize = 12;
+    /// `virtio_snd_config` with `controls` (VIRTIO_SND_F_CTLS).
+    pub const CONFIG: usize = 16;
     /// The largest per-item `size` a query may ask for: larger strides are legal in principle
     /// but no driver uses them, and they would let a guest make us build huge responses.
     pub const MAX_QUERY_ITEM: usize = 4096;

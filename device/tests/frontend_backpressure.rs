@@ -18,7 +18,7 @@ fn daemon(args: &[&str]) -> Daemon {
 
 /// Subscribes on a raw connection and then reads nothing.
 fn stalled_reader(d: &Daemon, flags: u32) -> UnixStream {
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(10);
     let mut s = loop {
         match UnixStream::connect(&d.tap) {
             Ok(s) => break s,
@@ -29,9 +29,26 @@ fn stalled_reader(d: &Daemon, flags: u32) -> UnixStream {
             Err(e) => panic!("tap: {e}"),
         }
     };
+    let before = subscriptions(d);
     let sub = Record::Subscribe { flags, streams: 0 }.to_bytes().unwrap();
     std::io::Write::write_all(&mut s, &sub).unwrap();
+    // Only a subscribed reader holds the card: wait until the tap has taken the SUBSCRIBE,
+    // or a loaded machine lets the stream run before there is anyone to hold it.
+    while subscriptions(d) == before {
+        assert!(
+            Instant::now() < deadline,
+            "the tap never took the SUBSCRIBE"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     s
+}
+
+fn subscriptions(d: &Daemon) -> usize {
+    d.log_text()
+        .lines()
+        .filter(|l| l.contains("tap: reader") && l.contains("subscribed"))
+        .count()
 }
 
 /// Reads records until RELEASE of stream 0; returns them.

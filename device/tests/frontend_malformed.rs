@@ -358,3 +358,84 @@ fn params(buffer: u32, period: u32, channels: u8, format: u8, rate: u8) -> PcmPa
         rate,
     }
 }
+
+/// A chain whose last descriptor points back to its first never ends: the device returns it
+/// with a used length of 0 — never more than the memory it covers — and serves on.
+#[test]
+fn looped_chains_are_returned_empty() {
+    let d = daemon(&["--pacing", "none"]);
+    let mut fe = connect(&d);
+    assert_eq!(fe.set_params(0, 16384, 4096, 2, 5, 7).unwrap(), S_OK);
+    assert_eq!(fe.prepare(0).unwrap(), S_OK);
+    assert_eq!(fe.start(0).unwrap(), S_OK);
+
+    let req = fe.alloc(&pcm_hdr(R_PCM_PREPARE, 0)).unwrap();
+    let resp = fe.alloc(&[0xff; 4]).unwrap();
+    let hdr = fe.alloc(&0u32.to_le_bytes()).unwrap();
+    let pcm = fe.alloc(&[3u8; 4096]).unwrap();
+    let st = fe.alloc(&[0xff; 8]).unwrap();
+    let d_of = |a: dsproxy_testfront::memory::Alloc, writable: bool| Desc {
+        addr: a.addr,
+        len: a.len as u32,
+        writable,
+    };
+    for (queue, what, descs) in [
+        (
+            CONTROL_QUEUE,
+            "control request",
+            vec![d_of(req, false), d_of(resp, true)],
+        ),
+        (
+            TX_QUEUE,
+            "TX buffer",
+            vec![d_of(hdr, false), d_of(pcm, false), d_of(st, true)],
+        ),
+    ] {
+        let tok = fe.send_looped_descs(queue, &descs).unwrap();
+        let c = fe
+            .wait_token(tok, T)
+            .unwrap_or_else(|e| panic!("looped {what}: not returned: {e}\n{}", d.log_tail(20)));
+        assert_eq!(c.len, 0, "looped {what}: used length {}", c.len);
+    }
+    good_tx(&mut fe, &d, "looped chains");
+    assert_eq!(fe.stop(0).unwrap(), S_OK);
+    assert!(
+        d.log_text().contains("does not end"),
+        "no log line: {}",
+        d.log_tail(20)
+    );
+    assert!(fe.violations().is_empty(), "{:?}", fe.violations());
+}
+
+/// A head index past the queue size names no descriptor: it cannot be returned, so the
+/// device logs it and leaves the queue alone (as a device needing reset would) rather than
+/// read garbage; the daemon lives on and serves the next connection.
+#[test]
+fn a_head_index_past_the_queue_size_stops_the_queue_with_a_log_line() {
+    let d = daemon(&["--pacing", "none"]);
+    let mut fe = connect(&d);
+    assert_eq!(fe.set_params(0, 16384, 4096, 2, 5, 7).unwrap(), S_OK);
+    assert_eq!(fe.prepare(0).unwrap(), S_OK);
+    assert_eq!(fe.start(0).unwrap(), S_OK);
+    good_tx(&mut fe, &d, "start");
+    let size = fe.opts().queue_size;
+    fe.publish_bogus_head(TX_QUEUE, size + 7).unwrap();
+    let tok = fe.push_tx(0, &[7u8; 4096]).unwrap();
+    assert!(
+        fe.wait_token(tok, Duration::from_millis(500)).is_err(),
+        "the queue was still served after a bogus head"
+    );
+    assert!(
+        d.log_text().contains("past the queue size"),
+        "no log line: {}",
+        d.log_tail(20)
+    );
+    // The control queue is unaffected.
+    assert_eq!(fe.stop(0).unwrap(), S_OK);
+    drop(fe);
+    let mut fe = connect(&d);
+    assert_eq!(fe.set_params(0, 16384, 4096, 2, 5, 7).unwrap(), S_OK);
+    assert_eq!(fe.prepare(0).unwrap(), S_OK);
+    assert_eq!(fe.start(0).unwrap(), S_OK);
+    good_tx(&mut fe, &d, "the next connection");
+}

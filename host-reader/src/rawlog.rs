@@ -129,6 +129,15 @@ pub fn lines(rec: &Record) -> Vec<String> {
             *connected as u8,
             secs(*time_ns)
         )),
+        Record::Notice {
+            time_ns,
+            level,
+            text,
+        } => one(format!(
+            "time={} level={} text={text:?}",
+            secs(*time_ns),
+            level.name()
+        )),
         Record::Subscribe { flags, streams } => {
             one(format!("flags={flags:#x} streams={streams:#x}"))
         }

@@ -340,6 +340,11 @@ impl Session {
             } => self.on_gap(stream, offset, bytes)?,
             Record::Control { id, values, .. } => self.on_control(id, values, confirmed),
             Record::Xrun { .. } => Flow::Continue,
+            Record::Notice { level, text, .. } => {
+                // Always shown, whatever the log options: it says why the guest has no sound.
+                console::note(&format!("device {}: {text}", level.name()));
+                Flow::Continue
+            }
             Record::Frontend { connected, .. } => self.on_frontend(connected)?,
         };
         let tick = self.maybe_tick()?;

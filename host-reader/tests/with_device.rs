@@ -336,3 +336,65 @@ fn mixer_changes_reach_the_guest_and_other_readers() {
     assert_eq!(watcher.finish().status.code(), Some(0));
     drop(fe);
 }
+
+/// A card started with `--no-controls` (whose HELLO lists no controls) is read and recorded
+/// like any other; a QEMU line without `controls=on` in front of a card with controls makes
+/// the reader print the device's explanation, whatever the log options.
+#[test]
+fn no_controls_cards_are_recorded_and_the_controls_on_notice_is_printed() {
+    let d = Daemon::dsproxy(device_bin(), &["--wait-for-reader", "--no-controls"])
+        .expect("start dsproxy-device");
+    let dir = common::TempDir::new("dev-noctl");
+    let out = dir.join("out.wav");
+    let r = Reader::spawn(&["-u", s(&d.tap), "-x", "-f", s(&out)]);
+    let mut fe = SndFrontend::connect(
+        &d.socket,
+        FrontendOpts {
+            want_ctls: false,
+            ..FrontendOpts::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("connect: {e}\n{}", d.log_tail(30)));
+    let data = signal::lcg_bytes(5, 4096 * 6);
+    play_session(&mut fe, &d, PcmFormat::S16, PcmRate::R48000, 2, 4096, &data);
+    fe.disconnect().unwrap();
+    common::wait_until("the capture", || {
+        std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0) >= 80 + data.len() as u64
+    });
+    r.signal(libc::SIGTERM);
+    let f = r.finish();
+    assert_eq!(f.status.code(), Some(0), "{}", f.stderr);
+    assert_eq!(wav_data(&out), data);
+    assert!(!f.stderr.contains("device error"), "{}", f.stderr);
+
+    // The card has controls; QEMU's line does not say controls=on.
+    let d = daemon();
+    let r = Reader::spawn(&["-u", s(&d.tap), "-x", "-f", s(&dir.join("b.wav"))]);
+    // Subscribed (the notice is about this frontend, and a reader attaching after it left
+    // would rightly not see it).
+    common::wait_until("the reader to subscribe", || {
+        d.log_text().contains("subscribed")
+    });
+    let fe = SndFrontend::connect(
+        &d.socket,
+        FrontendOpts {
+            want_ctls: false,
+            ..FrontendOpts::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("connect: {e}\n{}", d.log_tail(30)));
+    fe.disconnect().unwrap();
+    common::wait_until("the notice on stderr", || {
+        r.stderr_so_far().contains("device error:")
+    });
+    r.signal(libc::SIGTERM);
+    let f = r.finish();
+    assert_eq!(f.status.code(), Some(0), "{}", f.stderr);
+    assert!(
+        f.stderr
+            .contains("device error: the frontend's virtio-snd config space is 12 bytes")
+            && f.stderr.contains("add controls=on"),
+        "{}",
+        f.stderr
+    );
+}

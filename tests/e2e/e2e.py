@@ -68,7 +68,9 @@ COMBOS = {
     "6.12-ours": {"flavor": "6.12", "driver": "ours"},
     "6.12-stock": {"flavor": "6.12", "driver": "stock"},
 }
-BOOTS = ["play", "nopacing", "record", "kill", "apps", "demo"]  # demo: once, not per combination
+BOOTS = ["play", "nopacing", "record", "kill", "apps", "qemulines", "demo"]  # demo: once, not per combination
+# qemulines runs on the stock path only: it is about what Linux's virtio_snd does with a QEMU
+# line that lacks controls=on (our module reads the real control count and copes).
 
 # Timing tolerances. The guest measures with its own monotonic clock (dsp-play's elapsed_ms:
 # first write to close() returning), which under TCG still follows the host's clock.
@@ -395,9 +397,11 @@ class Boot:
     def path(self, name):
         return os.path.join(self.dir, name)
 
-    def run(self, image, driver, flavor, script, readers, timeout, during=None, after_guest=None):
+    def run(self, image, driver, flavor, script, readers, timeout, during=None, after_guest=None,
+            device_args=(), controls="on"):
         """readers: {name: [args after -u TAP]}. during(boot) runs in a thread while the guest
-        runs; after_guest(boot) runs after the guest is gone and before the readers stop."""
+        runs; after_guest(boot) runs after the guest is gone and before the readers stop.
+        device_args: extra dsproxy-device options; controls: vhost-user-snd-pci's controls=."""
         t0 = time.monotonic()
         env = dict(os.environ)
         env.setdefault("RUST_LOG", "info")
@@ -405,7 +409,7 @@ class Boot:
         vhost_sock, tap_sock = self.path("vhost.sock"), self.path("tap.sock")
         try:
             self.device = Proc("device", [Built.device, "--socket", vhost_sock, "--tap", tap_sock,
-                                          "--wait-for-reader"],
+                                          "--wait-for-reader"] + list(device_args),
                                self.path("device.log"), self.dir, env)
             if not wait_for_path(tap_sock, 15, self.device):
                 self.error = (f"dsproxy-device did not create its tap socket (exit {self.device.p.poll()}); "
@@ -432,7 +436,7 @@ class Boot:
                                   f"{r.log_path}\n{tail(r.log_path)}")
                     return
             cmd = [os.path.join(REPO, "scripts", "guest-run.sh"), "--flavor", flavor,
-                   "--initramfs", image, "--snd", "vhost-user", vhost_sock, "--controls", "on",
+                   "--initramfs", image, "--snd", "vhost-user", vhost_sock, "--controls", controls,
                    "--driver", driver, "--run", f"sh /e2e/{script}.sh", "--quiet",
                    "--log", self.path("console.log"), "--timeout", str(timeout),
                    "--", "-pidfile", self.path("qemu.pid")]
@@ -911,6 +915,72 @@ def run_nopacing(combo, image, image_err):
             extra = f" (other segments: {[os.path.basename(p) for _, p in segs[1:]]})" if len(segs) > 1 else ""
             ck.check(name, diff is None and len(segs) == 1, (diff or f"{len(want)} bytes exact") + extra)
     return boot
+
+
+def qemulines_step():
+    return PlayStep("s16-48000-stereo-1s", "stock", 48000, "s16", 2, 1000, frag=0x0004000C)
+
+
+def qemulines_script():
+    s = qemulines_step()
+    return guest_script([(s.name, s.args())])
+
+
+def run_qemulines(combo, image, image_err):
+    """The QEMU line QEMU's and rust-vmm's docs show, without controls=on, twice: in front of a
+    card with controls (the guest's virtio_snd fails to probe: both the daemon's log and every
+    reader must say why and name the fix), and in front of `dsproxy-device --no-controls` (the
+    other fix: it plays, bit-exact)."""
+    c = COMBOS[combo]
+    s = qemulines_step()
+    names = ["no controls=on + card with controls: the guest has no /dev/dsp",
+             "no controls=on + card with controls: one error in the device log naming both fixes",
+             "no controls=on + card with controls: the reader prints the device's error",
+             "no controls=on + --no-controls: plays, WAV bit-exact"]
+    ck = Checks(f"{combo} qemulines", names)
+    why = boot_unavailable(combo, "qemulines", image_err)
+    if why:
+        ck.fail_rest(why)
+        return None
+    boot = Boot(combo, "qemulines")
+    boot.run(image, c["driver"], c["flavor"], "qemulines", {"wav": ["-x", "-f", "out.wav"]},
+             timeout=90, controls="off")
+    if boot.error:
+        ck.fail_rest(boot.error)
+        return boot
+    lines, rc = boot.step_output(s.name)
+    ck.check(names[0], rc not in (None, 0) and not segments(boot.dir, "wav"),
+             f"dsp-play exit {rc} (it must fail to open /dev/dsp); console: "
+             + " | ".join(l for l in boot.console.splitlines() if "virtio" in l.lower())[:300])
+    with open(boot.path("device.log"), encoding="utf-8", errors="replace") as f:
+        errs = [l for l in f if "ERROR" in l and "controls=on, but" in l]
+    ck.check(names[1], len(errs) == 1 and "--no-controls" in errs[0] and "add controls=on" in errs[0],
+             f"{len(errs)} line(s): {errs[0].strip()[:200] if errs else 'none'}")
+    rlog = boot.reader_log("wav")
+    ck.check(names[2], "device error: the frontend's virtio-snd config space is 12 bytes" in rlog,
+             tail(boot.path("reader-wav.log"), 5))
+
+    boot2 = Boot(combo, "qemulines-nocontrols")
+    boot2.run(image, c["driver"], c["flavor"], "qemulines", {"wav": ["-x", "-f", "out.wav"]},
+              timeout=90, controls="off", device_args=["--no-controls"])
+    if boot2.error:
+        ck.fail_rest(boot2.error)
+        return boot2
+    lines, rc = boot2.step_output(s.name)
+    segs = segments(boot2.dir, "wav")
+    detail = f"dsp-play exit {rc}"
+    ok = False
+    if rc == 0 and segs:
+        info = wavfile.parse_wav(segs[0][1])
+        diff = (wavfile.describe_difference(wavfile.wav_data(segs[0][1], info),
+                                            expected_bytes(s.host_args()), 0, s.bytes_per_ms())
+                if not info["problems"] else "; ".join(info["problems"]))
+        ok = diff is None and len(segs) == 1
+        detail += "; " + (diff or f"{s.nbytes} bytes exact")
+    elif rc != 0:
+        detail += "\n" + tail(boot2.path("console.log"), 20)
+    ck.check(names[3], ok, detail)
+    return boot2
 
 
 def write_wav(path, data, rate, channels, bits):
@@ -1402,6 +1472,7 @@ def main():
             "kill": guest_script([("kill-play", ["dsp-play", "-r", str(KILL_PLAY["rate"]), "-f", "s16",
                                                  "-c", str(KILL_PLAY["channels"]), "--ms",
                                                  str(KILL_PLAY["ms"])])]),
+            "qemulines": qemulines_script(),
         }
         image, image_err = None, None
         if any(k != "apps" for k in per_combo):
@@ -1409,8 +1480,11 @@ def main():
             if image_err:
                 note(f"{combo}: no guest image: {image_err}")
         for kind in per_combo:
+            if kind == "qemulines" and drv != "stock":
+                continue
             tb = time.monotonic()
-            fn = {"play": run_play, "nopacing": run_nopacing, "record": run_record, "kill": run_kill}.get(kind)
+            fn = {"play": run_play, "nopacing": run_nopacing, "record": run_record, "kill": run_kill,
+                  "qemulines": run_qemulines}.get(kind)
             try:
                 if kind == "apps":
                     # Its own image: the programs' libraries make it 12 MiB (the others' 2 MiB)

@@ -18,15 +18,15 @@ import sys
 import threading
 import time
 
-HELLO, PARAMS, PREPARE, START, STOP, RELEASE, PCM, CONTROL, XRUN, GAP, SNAPSHOT_END, FRONTEND = range(
-    1, 13
-)
+(HELLO, PARAMS, PREPARE, START, STOP, RELEASE, PCM, CONTROL, XRUN, GAP, SNAPSHOT_END, FRONTEND,
+ NOTICE) = range(1, 14)
 SUBSCRIBE = 0x0101
 KIND_NAMES = {
     HELLO: "HELLO", PARAMS: "PARAMS", PREPARE: "PREPARE", START: "START", STOP: "STOP",
     RELEASE: "RELEASE", PCM: "PCM", CONTROL: "CONTROL", XRUN: "XRUN", GAP: "GAP",
-    SNAPSHOT_END: "SNAPSHOT_END", FRONTEND: "FRONTEND",
+    SNAPSHOT_END: "SNAPSHOT_END", FRONTEND: "FRONTEND", NOTICE: "NOTICE",
 }
+NOTICE_LEVELS = {0: "info", 1: "warning", 2: "error"}
 SUB_LIVE = 1 << 0
 SUB_NO_PACING = 1 << 1
 MAX_PAYLOAD = 1 << 20
@@ -125,6 +125,9 @@ def parse_record(kind, payload):
         r.update(stream=c.u32(), offset=c.u64(), bytes=c.u64(), time_ns=c.u64())
     elif kind == FRONTEND:
         r.update(connected=c.u8(), time_ns=c.u64())
+    elif kind == NOTICE:
+        r.update(time_ns=c.u64(), level=NOTICE_LEVELS.get(c.u8(), "?"))
+        r["text"] = c.take(c.u16()).decode("utf-8", "replace")
     return r
 
 

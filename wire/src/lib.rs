@@ -7,6 +7,7 @@
 //! This crate is portable: the reader builds it on any host, without the Linux-only vhost
 //! crates.
 
+pub mod arbitrary;
 pub mod format;
 pub mod record;
 pub mod stream;

@@ -9,8 +9,9 @@
 
 use thiserror::Error;
 
-/// The protocol version the Hello record carries. Readers refuse a different major version.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// The protocol version the Hello record carries. Readers refuse a different version.
+/// Version 2 added NOTICE.
+pub const PROTOCOL_VERSION: u16 = 2;
 /// The magic at the start of a Hello payload, so a reader attached to the wrong socket says so.
 pub const MAGIC: [u8; 4] = *b"DSPX";
 /// Bytes in a frame header.
@@ -24,8 +25,17 @@ pub const MAX_PCM_CHUNK: usize = MAX_PAYLOAD as usize - PCM_FIXED_LEN;
 pub const MAX_ITEMS: u32 = 4096;
 /// The longest string (a device or control name) in bytes.
 pub const MAX_NAME: usize = 255;
+/// The longest notice text in bytes.
+pub const MAX_NOTICE: usize = 2048;
 
 const PCM_FIXED_LEN: usize = 4 + 8 + 8;
+/// Bytes of one stream entry in a Hello: id u32, direction u8, channels_min u8,
+/// channels_max u8, pad u8, formats u64, rates u64.
+pub const HELLO_STREAM_LEN: usize = 4 + 1 + 1 + 1 + 1 + 8 + 8;
+/// Bytes of one control entry in a Hello when its name is empty: id, index, role, ctype,
+/// count (u32 each), min, max, step (u64 each), db_min, db_step (u32 each), then the name as
+/// a length byte and that many bytes.
+pub const HELLO_CONTROL_MIN_LEN: usize = 5 * 4 + 3 * 8 + 2 * 4 + 1;
 
 /// Record kinds. 0x00xx travel from the device to readers, 0x01xx from readers to the device.
 pub mod kind {
@@ -41,6 +51,7 @@ pub mod kind {
     pub const GAP: u16 = 0x000a;
     pub const SNAPSHOT_END: u16 = 0x000b;
     pub const FRONTEND: u16 = 0x000c;
+    pub const NOTICE: u16 = 0x000d;
 
     pub const SUBSCRIBE: u16 = 0x0101;
     pub const SET_CONTROL: u16 = 0x0102;
@@ -116,6 +127,26 @@ pub struct Params {
     pub format: u8,
     /// virtio-snd rate code (see [`crate::format::RATES`]).
     pub rate: u8,
+}
+
+/// How serious a [`Record::Notice`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoticeLevel {
+    Info = 0,
+    Warning = 1,
+    /// Something is set up wrong and the guest will not get sound (or a mixer) until it is
+    /// fixed.
+    Error = 2,
+}
+
+impl NoticeLevel {
+    pub fn name(self) -> &'static str {
+        match self {
+            NoticeLevel::Info => "info",
+            NoticeLevel::Warning => "warning",
+            NoticeLevel::Error => "error",
+        }
+    }
 }
 
 /// Who changed a control.
@@ -197,6 +228,13 @@ pub enum Record {
         connected: bool,
         time_ns: u64,
     },
+    /// Something the device wants the people running readers to know, in a sentence (a QEMU
+    /// line that cannot work with this card, say). Readers print it.
+    Notice {
+        time_ns: u64,
+        level: NoticeLevel,
+        text: String,
+    },
     Subscribe {
         flags: u32,
         /// Bit n selects stream n; 0 selects every stream.
@@ -228,6 +266,7 @@ impl Record {
             Record::Gap { .. } => kind::GAP,
             Record::SnapshotEnd => kind::SNAPSHOT_END,
             Record::Frontend { .. } => kind::FRONTEND,
+            Record::Notice { .. } => kind::NOTICE,
             Record::Subscribe { .. } => kind::SUBSCRIBE,
             Record::SetControl { .. } => kind::SET_CONTROL,
             Record::Inject { .. } => kind::INJECT,
@@ -251,6 +290,7 @@ impl Record {
             | Record::Control { .. }
             | Record::SnapshotEnd
             | Record::Frontend { .. }
+            | Record::Notice { .. }
             | Record::Subscribe { .. }
             | Record::SetControl { .. } => None,
         }
@@ -301,6 +341,7 @@ impl Record {
                 put_u32(o, h.chmaps);
                 put_count(o, h.streams.len())?;
                 for s in &h.streams {
+                    let at = o.len();
                     put_u32(o, s.id);
                     o.push(s.direction as u8);
                     o.push(s.channels_min);
@@ -308,9 +349,11 @@ impl Record {
                     o.push(0);
                     put_u64(o, s.formats);
                     put_u64(o, s.rates);
+                    debug_assert_eq!(o.len() - at, HELLO_STREAM_LEN);
                 }
                 put_count(o, h.controls.len())?;
                 for c in &h.controls {
+                    let at = o.len();
                     put_u32(o, c.id);
                     put_u32(o, c.index);
                     put_u32(o, c.role);
@@ -322,6 +365,7 @@ impl Record {
                     put_u32(o, c.db_min as u32);
                     put_u32(o, c.db_step as u32);
                     put_str(o, &c.name)?;
+                    debug_assert_eq!(o.len() - at, HELLO_CONTROL_MIN_LEN + c.name.len());
                 }
             }
             Record::Params(p) => {
@@ -393,6 +437,19 @@ impl Record {
                 o.push(*connected as u8);
                 put_u64(o, *time_ns);
             }
+            Record::Notice {
+                time_ns,
+                level,
+                text,
+            } => {
+                if text.len() > MAX_NOTICE {
+                    return Err(WireError::TooLong(text.len() as u64));
+                }
+                put_u64(o, *time_ns);
+                o.push(*level as u8);
+                put_u16(o, text.len() as u16);
+                o.extend_from_slice(text.as_bytes());
+            }
             Record::Subscribe { flags, streams } => {
                 put_u32(o, *flags);
                 put_u64(o, *streams);
@@ -456,6 +513,7 @@ pub fn kind_name(k: u16) -> &'static str {
         kind::GAP => "GAP",
         kind::SNAPSHOT_END => "SNAPSHOT_END",
         kind::FRONTEND => "FRONTEND",
+        kind::NOTICE => "NOTICE",
         kind::SUBSCRIBE => "SUBSCRIBE",
         kind::SET_CONTROL => "SET_CONTROL",
         kind::INJECT => "INJECT",
@@ -533,80 +591,7 @@ pub fn decode_payload(k: u16, payload: &[u8]) -> Result<Record, WireError> {
         kind: name,
     };
     let rec = match k {
-        kind::HELLO => {
-            if c.take(4)? != MAGIC {
-                return Err(WireError::BadMagic);
-            }
-            let version = c.u16()?;
-            if version != PROTOCOL_VERSION {
-                return Err(WireError::Version(version));
-            }
-            let _reserved = c.u16()?;
-            let time_ns = c.u64()?;
-            let name = c.string()?;
-            let jacks = c.u32()?;
-            let chmaps = c.u32()?;
-            let n = c.count("stream", 28)?;
-            let mut streams = Vec::with_capacity(n);
-            for _ in 0..n {
-                let id = c.u32()?;
-                let direction = match c.u8()? {
-                    0 => Direction::Output,
-                    1 => Direction::Input,
-                    _ => return Err(c.bad("stream direction")),
-                };
-                let channels_min = c.u8()?;
-                let channels_max = c.u8()?;
-                let _pad = c.u8()?;
-                let formats = c.u64()?;
-                let rates = c.u64()?;
-                streams.push(StreamDesc {
-                    id,
-                    direction,
-                    channels_min,
-                    channels_max,
-                    formats,
-                    rates,
-                });
-            }
-            let n = c.count("control", 54)?;
-            let mut controls = Vec::with_capacity(n);
-            for _ in 0..n {
-                let id = c.u32()?;
-                let index = c.u32()?;
-                let role = c.u32()?;
-                let ctype = c.u32()?;
-                let count = c.u32()?;
-                let min = c.u64()? as i64;
-                let max = c.u64()? as i64;
-                let step = c.u64()? as i64;
-                let db_min = c.u32()? as i32;
-                let db_step = c.u32()? as i32;
-                let name = c.string()?;
-                controls.push(ControlDesc {
-                    id,
-                    name,
-                    index,
-                    role,
-                    ctype,
-                    count,
-                    min,
-                    max,
-                    step,
-                    db_min,
-                    db_step,
-                });
-            }
-            Record::Hello(Hello {
-                version,
-                time_ns,
-                name,
-                jacks,
-                chmaps,
-                streams,
-                controls,
-            })
-        }
+        kind::HELLO => Record::Hello(decode_hello(&mut c)?),
         kind::PARAMS => {
             let stream = c.u32()?;
             let buffer_bytes = c.u32()?;
@@ -686,6 +671,28 @@ pub fn decode_payload(k: u16, payload: &[u8]) -> Result<Record, WireError> {
             connected: c.bool()?,
             time_ns: c.u64()?,
         },
+        kind::NOTICE => {
+            let time_ns = c.u64()?;
+            let level = match c.u8()? {
+                0 => NoticeLevel::Info,
+                1 => NoticeLevel::Warning,
+                2 => NoticeLevel::Error,
+                _ => return Err(c.bad("notice level")),
+            };
+            let n = c.u16()? as usize;
+            if n > MAX_NOTICE {
+                return Err(c.bad("notice text over the limit"));
+            }
+            let b = c.take(n)?;
+            let text = std::str::from_utf8(b)
+                .map(str::to_owned)
+                .map_err(|_| c.bad("notice text is not UTF-8"))?;
+            Record::Notice {
+                time_ns,
+                level,
+                text,
+            }
+        }
         kind::SUBSCRIBE => Record::Subscribe {
             flags: c.u32()?,
             streams: c.u64()?,
@@ -704,6 +711,82 @@ pub fn decode_payload(k: u16, payload: &[u8]) -> Result<Record, WireError> {
     };
     c.finish()?;
     Ok(rec)
+}
+
+/// The Hello payload: magic, version, the card's streams and controls.
+fn decode_hello(c: &mut Cursor<'_>) -> Result<Hello, WireError> {
+    if c.take(4)? != MAGIC {
+        return Err(WireError::BadMagic);
+    }
+    let version = c.u16()?;
+    if version != PROTOCOL_VERSION {
+        return Err(WireError::Version(version));
+    }
+    let _reserved = c.u16()?;
+    let time_ns = c.u64()?;
+    let name = c.string()?;
+    let jacks = c.u32()?;
+    let chmaps = c.u32()?;
+    let n = c.count("stream", HELLO_STREAM_LEN)?;
+    let mut streams = Vec::with_capacity(n);
+    for _ in 0..n {
+        let id = c.u32()?;
+        let direction = match c.u8()? {
+            0 => Direction::Output,
+            1 => Direction::Input,
+            _ => return Err(c.bad("stream direction")),
+        };
+        let channels_min = c.u8()?;
+        let channels_max = c.u8()?;
+        let _pad = c.u8()?;
+        let formats = c.u64()?;
+        let rates = c.u64()?;
+        streams.push(StreamDesc {
+            id,
+            direction,
+            channels_min,
+            channels_max,
+            formats,
+            rates,
+        });
+    }
+    let n = c.count("control", HELLO_CONTROL_MIN_LEN)?;
+    let mut controls = Vec::with_capacity(n);
+    for _ in 0..n {
+        let id = c.u32()?;
+        let index = c.u32()?;
+        let role = c.u32()?;
+        let ctype = c.u32()?;
+        let count = c.u32()?;
+        let min = c.u64()? as i64;
+        let max = c.u64()? as i64;
+        let step = c.u64()? as i64;
+        let db_min = c.u32()? as i32;
+        let db_step = c.u32()? as i32;
+        let name = c.string()?;
+        controls.push(ControlDesc {
+            id,
+            name,
+            index,
+            role,
+            ctype,
+            count,
+            min,
+            max,
+            step,
+            db_min,
+            db_step,
+        });
+    }
+    Ok(Hello {
+        version,
+        time_ns,
+        name,
+        jacks,
+        chmaps,
+        streams,
+        controls,
+    })
 }
 
 struct Cursor<'a> {

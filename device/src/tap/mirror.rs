@@ -40,7 +40,12 @@ pub(super) struct Mirror {
     streams: BTreeMap<u32, StreamMirror>,
     controls: BTreeMap<u32, Vec<i64>>,
     frontend: Option<Frame>,
+    /// NOTICE records since the last FRONTEND (they are about that frontend), newest last.
+    notices: Vec<Frame>,
 }
+
+/// NOTICE records kept for the snapshot; older ones are dropped first.
+const NOTICES_KEPT: usize = 8;
 
 impl Mirror {
     /// Takes in a published non-PCM record.
@@ -73,13 +78,22 @@ impl Mirror {
             Record::Control { id, values, .. } => {
                 self.controls.insert(*id, values.clone());
             }
-            Record::Frontend { .. } => self.frontend = Some(Arc::clone(frame)),
+            Record::Frontend { .. } => {
+                self.frontend = Some(Arc::clone(frame));
+                self.notices.clear();
+            }
+            Record::Notice { .. } => {
+                if self.notices.len() == NOTICES_KEPT {
+                    self.notices.remove(0);
+                }
+                self.notices.push(Arc::clone(frame));
+            }
             _ => {}
         }
     }
 
     /// The records that bring a new reader up to date, ending with SNAPSHOT_END:
-    /// the last FRONTEND record; per selected stream that has parameters, PARAMS, then
+    /// the last FRONTEND record and the NOTICEs since it; per selected stream that has parameters, PARAMS, then
     /// PREPARE if prepared, + START if running, + START and STOP if stopped; a CONTROL with
     /// origin Initial per control; SNAPSHOT_END.
     pub fn snapshot(&self, sub: &Subscription) -> Vec<Frame> {
@@ -87,6 +101,7 @@ impl Mirror {
         if let Some(f) = &self.frontend {
             out.push(Arc::clone(f));
         }
+        out.extend(self.notices.iter().map(Arc::clone));
         for (&id, s) in &self.streams {
             if !sub.selects(Some(id)) {
                 continue;

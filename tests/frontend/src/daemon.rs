@@ -58,6 +58,16 @@ impl Daemon {
     /// Starts dsproxy-device with `--socket` and `--tap` in a fresh directory plus `extra`
     /// arguments, and waits until both sockets exist.
     pub fn dsproxy(bin: impl AsRef<Path>, extra: &[&str]) -> Result<Daemon, DaemonError> {
+        Self::dsproxy_logging(bin, extra, None)
+    }
+
+    /// [`dsproxy`](Self::dsproxy) with `RUST_LOG` set to `log` (default: the caller's
+    /// RUST_LOG, else debug) — e.g. "info" for a test that makes thousands of connections.
+    pub fn dsproxy_logging(
+        bin: impl AsRef<Path>,
+        extra: &[&str],
+        log: Option<&str>,
+    ) -> Result<Daemon, DaemonError> {
         let dir = TempDir::new("dev")?;
         let socket = dir.path().join("vhost.sock");
         let tap = dir.path().join("tap.sock");
@@ -68,7 +78,7 @@ impl Daemon {
             tap.display().to_string(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
-        Self::spawn(bin.as_ref(), &args, dir, socket, tap.clone(), &[tap])
+        Self::spawn(bin.as_ref(), &args, dir, socket, tap.clone(), &[tap], log)
     }
 
     /// Starts rust-vmm's vhost-device-sound with the null backend.
@@ -82,7 +92,7 @@ impl Daemon {
             "null".into(),
         ];
         let tap = dir.path().join("no-tap");
-        Self::spawn(bin.as_ref(), &args, dir, socket, tap, &[])
+        Self::spawn(bin.as_ref(), &args, dir, socket, tap, &[], None)
     }
 
     fn spawn(
@@ -92,6 +102,7 @@ impl Daemon {
         socket: PathBuf,
         tap: PathBuf,
         more_paths: &[PathBuf],
+        log_level: Option<&str>,
     ) -> Result<Daemon, DaemonError> {
         let log = dir.path().join("daemon.log");
         let out = File::create(&log)?;
@@ -101,7 +112,9 @@ impl Daemon {
             .stdin(Stdio::null())
             .stdout(Stdio::from(out))
             .stderr(Stdio::from(err));
-        if std::env::var_os("RUST_LOG").is_none() {
+        if let Some(level) = log_level {
+            cmd.env("RUST_LOG", level);
+        } else if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "debug");
         }
         let child = cmd.spawn().map_err(|e| DaemonError::Spawn {
@@ -162,6 +175,55 @@ impl Daemon {
 
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Limits the daemon's open files (RLIMIT_NOFILE, soft and hard), as `ulimit -n` would.
+    pub fn limit_open_files(&self, n: u64) -> std::io::Result<()> {
+        let pid = self
+            .pid()
+            .ok_or_else(|| std::io::Error::other("daemon not running"))?;
+        let lim = libc::rlimit {
+            rlim_cur: n,
+            rlim_max: n,
+        };
+        // SAFETY: prlimit on our own child with a valid rlimit and no old-value pointer.
+        let r = unsafe {
+            libc::prlimit(
+                pid as libc::pid_t,
+                libc::RLIMIT_NOFILE,
+                &lim,
+                std::ptr::null_mut(),
+            )
+        };
+        if r != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// What each of the daemon's open fds refers to (`/proc/PID/fd` link targets).
+    pub fn open_fds(&self) -> std::io::Result<Vec<String>> {
+        let pid = self
+            .pid()
+            .ok_or_else(|| std::io::Error::other("daemon not running"))?;
+        let mut v = Vec::new();
+        for e in std::fs::read_dir(format!("/proc/{pid}/fd"))? {
+            let e = e?;
+            // An fd closed between the listing and the readlink is simply gone.
+            if let Ok(t) = std::fs::read_link(e.path()) {
+                v.push(t.display().to_string());
+            }
+        }
+        Ok(v)
+    }
+
+    /// The daemon's resident set size in KiB (VmRSS).
+    pub fn rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
     }
 
     /// What the daemon has logged so far.

@@ -511,11 +511,29 @@ impl SndFrontend {
         writable: Vec<Desc>,
         kind: ChainKind,
     ) -> Result<Token, FrontError> {
+        self.submit_shaped(queue, descs, allocs, writable, kind, false)
+    }
+
+    /// `submit_descs`, optionally with the chain's end looped back to its head.
+    fn submit_shaped(
+        &mut self,
+        queue: usize,
+        descs: &[Desc],
+        allocs: Vec<Alloc>,
+        writable: Vec<Desc>,
+        kind: ChainKind,
+        looped: bool,
+    ) -> Result<Token, FrontError> {
         let ring = self
             .rings
             .get_mut(queue)
             .ok_or_else(|| FrontError::Usage(format!("no queue {queue}")))?;
-        let head = match ring.add_chain(&self.ram, descs) {
+        let added = if looped {
+            ring.add_looped_chain(&self.ram, descs)
+        } else {
+            ring.add_chain(&self.ram, descs)
+        };
+        let head = match added {
             Ok(h) => h,
             Err(e) => {
                 for a in allocs {
@@ -565,6 +583,24 @@ impl SndFrontend {
     pub fn send_raw_descs(&mut self, queue: usize, descs: &[Desc]) -> Result<Token, FrontError> {
         let writable = descs.iter().filter(|d| d.writable).copied().collect();
         self.submit_descs(queue, descs, Vec::new(), writable, ChainKind::Raw)
+    }
+
+    /// Like [`send_raw_descs`](Self::send_raw_descs), but the last descriptor's NEXT points
+    /// back to the first: a chain with no end.
+    pub fn send_looped_descs(&mut self, queue: usize, descs: &[Desc]) -> Result<Token, FrontError> {
+        let writable = descs.iter().filter(|d| d.writable).copied().collect();
+        self.submit_shaped(queue, descs, Vec::new(), writable, ChainKind::Raw, true)
+    }
+
+    /// Makes a head index available that names no descriptor chain (any value, e.g. one past
+    /// the queue size), and kicks. Nothing is in flight for it.
+    pub fn publish_bogus_head(&mut self, queue: usize, head: u16) -> Result<(), FrontError> {
+        let ring = self
+            .rings
+            .get_mut(queue)
+            .ok_or_else(|| FrontError::Usage(format!("no queue {queue}")))?;
+        ring.publish_raw_head(&self.ram, head)?;
+        ring.kick()
     }
 
     /// Allocates guest memory for a caller that builds descriptors by hand.

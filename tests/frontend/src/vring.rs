@@ -167,6 +167,46 @@ impl DriverRing {
         Ok(head)
     }
 
+    /// Makes `head` available as is, whatever it names (negative tests: a head past the
+    /// queue size). Nothing is recorded as in flight. Does not kick.
+    pub fn publish_raw_head(&mut self, ram: &GuestRam, head: u16) -> Result<(), FrontError> {
+        let slot = self.next_avail % self.size;
+        ram.write(
+            GuestAddress(self.layout.avail.0 + 4 + 2 * slot as u64),
+            &head.to_le_bytes(),
+        )?;
+        self.next_avail = self.next_avail.wrapping_add(1);
+        ram.mem()
+            .store(
+                self.next_avail.to_le(),
+                GuestAddress(self.layout.avail.0 + 2),
+                Ordering::Release,
+            )
+            .map_err(|e| FrontError::Memory(e.to_string()))?;
+        Ok(())
+    }
+
+    /// Like [`add_chain`](Self::add_chain), but the last descriptor's NEXT points back to the
+    /// first: a chain that never ends (negative tests).
+    pub fn add_looped_chain(&mut self, ram: &GuestRam, descs: &[Desc]) -> Result<u16, FrontError> {
+        let head = self.add_chain(ram, descs)?;
+        let ids = self.chains[head as usize]
+            .clone()
+            .ok_or_else(|| FrontError::Protocol("chain just added is missing".into()))?;
+        let last = *ids.last().expect("add_chain refuses empty chains");
+        let at = GuestAddress(self.layout.desc.0 + DESC_LEN * last as u64 + 12);
+        let flags = u16::from_le_bytes(
+            ram.read(at, 2)?
+                .try_into()
+                .map_err(|_| FrontError::Protocol("short read".into()))?,
+        ) | VIRTQ_DESC_F_NEXT;
+        let mut raw = [0u8; 4];
+        raw[0..2].copy_from_slice(&flags.to_le_bytes());
+        raw[2..4].copy_from_slice(&head.to_le_bytes());
+        ram.write(at, &raw)?;
+        Ok(head)
+    }
+
     /// Notifies the device that buffers are available.
     pub fn kick(&self) -> Result<(), FrontError> {
         self.kick.write(1)?;
