@@ -1,38 +1,28 @@
-//! The main loop: attach, pump records into the session, tick, reattach, stop.
+//! The main loop: attach, pump the source's events into the session, tick, stop.
 //!
-//! Threads: one reads records from the current connection and passes them through a small
-//! bounded channel (so a slow disk or host device still pushes back on the socket); one
-//! waits for SIGINT/SIGTERM; the injector, if any. The main thread owns the session and
-//! every file.
+//! Threads: the source's (one reads records from the current connection and passes them
+//! through a small bounded channel, so a slow disk or host device still pushes back on the
+//! socket); one waits for SIGINT/SIGTERM; the injector, if any. The main thread owns the
+//! session and every file.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError, SyncSender};
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use dsproxy_wire::{ReadError, Record, RecordReader};
-
-use crate::cli::{Cli, Target};
-use crate::connection::{self, SubscribeOptions, TapStream};
+use crate::cli::Cli;
+use crate::connector::{AfterClose, Connector, PendingInject};
 use crate::console;
 use crate::error::ReaderError;
-use crate::inject::{InjectSource, Injector};
+use crate::inject::InjectSource;
 use crate::output::FileTarget;
 use crate::playback::{Playback, PlaybackOptions};
 use crate::session::{Flow, Session, SessionOptions, TICK};
 use crate::signals;
+use crate::source::tap::{SubscribeOptions, TapSource};
+use crate::source::{Event, Source, SourceEvent};
 
-/// Records in flight between the socket thread and the main loop.
+/// Events in flight between the source's threads and the main loop.
 const QUEUE_DEPTH: usize = 16;
-/// Between reattach attempts.
-const RETRY_EVERY: Duration = Duration::from_secs(1);
-
-enum Event {
-    Record(u64, Record),
-    /// The connection ended: cleanly (`None`) or not.
-    Closed(u64, Option<ReadError>),
-    Signal,
-}
 
 /// Runs the reader until a clean end (`Ok`) or an error.
 pub fn run(cli: Cli) -> Result<(), ReaderError> {
@@ -56,8 +46,11 @@ pub fn run(cli: Cli) -> Result<(), ReaderError> {
         base_created = !f.base().exists();
         f.check_writable()?;
     }
-    let inject_source = match &cli.inject {
-        Some(p) => Some(InjectSource::open(p, cli.inject_raw)?),
+    let pending_inject = match &cli.inject {
+        Some(p) => Some(PendingInject {
+            source: InjectSource::open(p, cli.inject_raw)?,
+            stream: cli.inject_stream,
+        }),
         None => None,
     };
 
@@ -92,33 +85,20 @@ pub fn run(cli: Cli) -> Result<(), ReaderError> {
             reopen_on_reset: cli.reopen,
         })
     });
-    let sub = SubscribeOptions {
-        // A --mixer-only run takes no audio, so it never holds the guest back.
-        live: cli.live || mixer_only,
-        no_pacing: cli.no_pacing,
-    };
+    let source: Box<dyn Source> = Box::new(TapSource {
+        target,
+        sub: SubscribeOptions {
+            // A --mixer-only run takes no audio, so it never holds the guest back.
+            live: cli.live || mixer_only,
+            no_pacing: cli.no_pacing,
+        },
+    });
 
-    // The first attach also decides the injector's stream.
-    let mut pending_source = inject_source;
-    let mut session = Session::new(opts, target.to_string(), playback, None);
-    let mut conn_id = 0u64;
-    let mut current: Option<TapStream> = None;
-    let mut retry_at: Option<Instant> = None;
-    let mut said_waiting = false;
-
-    match attach_once(&target, sub, &mut session, &mut pending_source, &cli) {
-        Ok(a) => {
-            current = Some(start_reader(a, &mut session, conn_id, &tx)?);
-        }
-        Err(e) if cli.reconnect && retryable(&e) => {
-            console::note(&format!("{e}; retrying every second (--reconnect)"));
-            said_waiting = true;
-            retry_at = Some(Instant::now() + RETRY_EVERY);
-        }
-        Err(e) => {
-            let _ = session.finish(false);
-            return Err(e);
-        }
+    let mut connector = Connector::new(source, cli.reconnect, tx, pending_inject);
+    let mut session = Session::new(opts, connector.target(), playback, None);
+    if let Err(e) = connector.start(&mut session) {
+        let _ = session.finish(false);
+        return Err(e);
     }
 
     let result = loop {
@@ -129,86 +109,30 @@ pub fn run(cli: Cli) -> Result<(), ReaderError> {
         if stop.load(Ordering::SeqCst) {
             break Ok(());
         }
-        match ev {
-            Ok(Event::Record(id, rec)) if id == conn_id && current.is_some() => {
-                match session.handle(rec) {
-                    Ok(Flow::Continue) => {}
-                    Ok(Flow::Done) => break Ok(()),
-                    Err(e) => break Err(e),
-                }
+        let flow = match ev {
+            Ok(Event::Source { conn, event }) if connector.is_current(conn) => {
+                on_event(event, &mut session, &mut connector, mixer_only)
             }
-            Ok(Event::Record(..)) => {}
-            Ok(Event::Closed(id, why)) if id == conn_id && current.is_some() => {
-                current = None;
-                if let Err(e) = session.detach() {
-                    break Err(e);
-                }
-                match why {
-                    None => {}
-                    Some(ReadError::Io(e)) => {
-                        log::info!("connection to {target} lost: {e}");
-                    }
-                    Some(ReadError::TruncatedStream) if cli.reconnect => {
-                        console::note(&format!(
-                            "connection to {target} closed in the middle of a record"
-                        ));
-                    }
-                    Some(e) => {
-                        break Err(ReaderError::Malformed {
-                            target: target.to_string(),
-                            source: e,
-                        })
-                    }
-                }
-                if !cli.reconnect {
-                    if mixer_only {
-                        if let Some(left) = session.mixer_unfinished() {
-                            break Err(ReaderError::Mixer(format!(
-                                "{target} went away before confirming {left}"
-                            )));
-                        }
-                    }
-                    log::info!("the device went away: done");
-                    break Ok(());
-                }
-                console::note(&format!("lost {target}; reattaching (--reconnect)"));
-                said_waiting = true;
-                retry_at = Some(Instant::now() + RETRY_EVERY);
-            }
-            Ok(Event::Closed(..)) => {}
-            Ok(Event::Signal) => break Ok(()),
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => break Ok(()),
+            Ok(Event::Source { .. }) => Ok(Flow::Continue),
+            Ok(Event::Signal) | Err(RecvTimeoutError::Disconnected) => Ok(Flow::Done),
+            Err(RecvTimeoutError::Timeout) => Ok(Flow::Continue),
+        };
+        let flow = match flow {
+            Ok(Flow::Continue) => session.maybe_tick(),
+            ended => ended,
+        };
+        match flow {
+            Ok(Flow::Continue) => {}
+            Ok(Flow::Done) => break Ok(()),
+            Err(e) => break Err(e),
         }
-        if let Err(e) = session.maybe_tick() {
+        if let Err(e) = connector.poll(&mut session) {
             break Err(e);
-        }
-        if let Some(at) = retry_at {
-            if Instant::now() >= at {
-                match attach_once(&target, sub, &mut session, &mut pending_source, &cli) {
-                    Ok(a) => {
-                        conn_id += 1;
-                        match start_reader(a, &mut session, conn_id, &tx) {
-                            Ok(c) => current = Some(c),
-                            Err(e) => break Err(e),
-                        }
-                        retry_at = None;
-                        if said_waiting {
-                            console::note(&format!("attached to {target}"));
-                            said_waiting = false;
-                        }
-                    }
-                    Err(e) if retryable(&e) => retry_at = Some(Instant::now() + RETRY_EVERY),
-                    Err(e) => break Err(e),
-                }
-            }
         }
     };
 
     let finished = session.finish(result.is_ok());
-    if let Some(c) = current {
-        c.shutdown();
-    }
+    connector.shutdown();
     // Files first, the device let go; then, unless Ctrl-C or SIGTERM asked to stop now, the
     // host device plays what is still queued for it (the guest finished that audio).
     if result.is_ok() && !stop.load(Ordering::SeqCst) {
@@ -217,92 +141,33 @@ pub fn run(cli: Cli) -> Result<(), ReaderError> {
     result.and(finished)
 }
 
-/// Connection problems are worth retrying with --reconnect; refusals of the options are not.
-fn retryable(e: &ReaderError) -> bool {
-    matches!(
-        e,
-        ReaderError::Connect { .. } | ReaderError::Handshake { .. }
-    )
-}
-
-fn attach_once(
-    target: &Target,
-    sub: SubscribeOptions,
+/// One event of the current connection.
+fn on_event(
+    event: SourceEvent,
     session: &mut Session,
-    pending_source: &mut Option<InjectSource>,
-    cli: &Cli,
-) -> Result<connection::Attached, ReaderError> {
-    let mut a = None;
-    connection::attach(target, sub, |hello| {
-        // The injector is created once, when the first card says which stream to feed.
-        if let Some(src) = pending_source.take() {
-            let stream = match cli.inject_stream.or_else(|| Session::first_input(hello)) {
-                Some(s) => s,
-                None => {
-                    return Err(ReaderError::Inject {
-                        path: src.path().to_path_buf(),
-                        why: "the card has no input stream to inject into".into(),
-                    })
-                }
-            };
-            let inj = Injector::spawn(src, stream).map_err(|e| ReaderError::Inject {
-                path: cli.inject.clone().unwrap_or_default(),
-                why: e.to_string(),
-            })?;
-            a = Some(inj);
+    connector: &mut Connector,
+    mixer_only: bool,
+) -> Result<Flow, ReaderError> {
+    match event {
+        SourceEvent::Record(rec) => session.handle(rec),
+        SourceEvent::Card(hello) => {
+            session.card_changed(&hello);
+            Ok(Flow::Continue)
         }
-        if let Some(inj) = a.take() {
-            session.set_injector(inj);
-        }
-        session.plan(hello)
-    })
-}
-
-fn start_reader(
-    a: connection::Attached,
-    session: &mut Session,
-    conn_id: u64,
-    tx: &SyncSender<Event>,
-) -> Result<TapStream, ReaderError> {
-    let connection::Attached {
-        hello,
-        reader,
-        control,
-    } = a;
-    let inject_handle = control.try_clone().ok();
-    session.log_hello(&hello);
-    session.attach(&hello, inject_handle);
-    spawn_reader(reader, conn_id, tx.clone()).map_err(|e| ReaderError::Connect {
-        target: "the tap".into(),
-        source: e,
-        hint: " (cannot start the socket thread)",
-    })?;
-    Ok(control)
-}
-
-fn spawn_reader(
-    mut reader: RecordReader<TapStream>,
-    id: u64,
-    tx: SyncSender<Event>,
-) -> std::io::Result<()> {
-    std::thread::Builder::new()
-        .name(format!("tap-{id}"))
-        .spawn(move || loop {
-            match reader.next_record() {
-                Ok(Some(rec)) => {
-                    if tx.send(Event::Record(id, rec)).is_err() {
-                        return;
+        SourceEvent::Closed(why) => match connector.closed(why, session)? {
+            AfterClose::Retry => Ok(Flow::Continue),
+            AfterClose::Done => {
+                if mixer_only {
+                    if let Some(left) = session.mixer_unfinished() {
+                        return Err(ReaderError::Mixer(format!(
+                            "{} went away before confirming {left}",
+                            connector.target()
+                        )));
                     }
                 }
-                Ok(None) => {
-                    let _ = tx.send(Event::Closed(id, None));
-                    return;
-                }
-                Err(e) => {
-                    let _ = tx.send(Event::Closed(id, Some(e)));
-                    return;
-                }
+                log::info!("the device went away: done");
+                Ok(Flow::Done)
             }
-        })
-        .map(|_| ())
+        },
+    }
 }

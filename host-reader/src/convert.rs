@@ -41,6 +41,12 @@ impl AudioShape {
     pub fn byte_rate(&self) -> Option<u64> {
         Some(self.frame_bytes()? as u64 * self.rate_hz as u64)
     }
+
+    /// How long `bytes` of this shape play, in nanoseconds (`None` without a byte rate).
+    pub fn bytes_to_ns(&self, bytes: u64) -> Option<u128> {
+        let br = self.byte_rate().filter(|&br| br > 0)?;
+        Some(bytes as u128 * 1_000_000_000 / br as u128)
+    }
 }
 
 impl std::fmt::Display for AudioShape {

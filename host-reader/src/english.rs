@@ -55,6 +55,19 @@ impl English {
         self.last.clear();
     }
 
+    /// The card gained streams or controls: learn them, forget nothing.
+    pub fn add_streams(&mut self, hello: &Hello, primary: Option<u32>) {
+        for c in &hello.controls {
+            self.controls.entry(c.id).or_insert_with(|| c.clone());
+        }
+        for s in &hello.streams {
+            self.directions.entry(s.id).or_insert(s.direction);
+        }
+        if self.primary.is_none() {
+            self.primary = primary;
+        }
+    }
+
     /// The lines for one record (none for most).
     pub fn lines(&mut self, rec: &Record) -> Vec<String> {
         match rec {

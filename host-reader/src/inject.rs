@@ -6,22 +6,22 @@
 //! by `--inject-raw`, or, without it, already in the stream's params (sent unchanged). A
 //! file whose shape matches the stream is sent bit for bit.
 //!
-//! The audio goes out in INJECT records of about one guest period, only while the input
-//! stream is prepared or running. A thread of its own writes them on the tap socket with
-//! blocking writes: the device stops reading INJECT records when its per-stream buffer is
-//! full, so the socket's flow control paces the file at the speed the guest reads.
+//! The audio goes to the source's [`Outlet`] in pieces of about one guest period, only while
+//! the input stream is prepared or running. A thread of its own writes them with blocking
+//! writes: the source takes no more while its buffer for the stream is full (the device
+//! stops reading INJECT records), so the file goes at the speed the guest reads.
 
 use std::fs::File;
-use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
-use dsproxy_wire::record::{Params, Record, MAX_PAYLOAD};
+use dsproxy_wire::record::Params;
 
-use crate::connection::TapStream;
 use crate::console;
 use crate::convert::{AudioShape, Converter};
 use crate::error::ReaderError;
+use crate::source::Outlet;
 use crate::wav;
 
 /// The file being injected, positioned at its audio.
@@ -114,11 +114,12 @@ fn chunk_bytes(period_bytes: u32, target: AudioShape, source: AudioShape) -> usi
 }
 
 enum Msg {
-    Attach(TapStream),
+    Attach(Box<dyn Outlet>),
     Detach,
-    /// A whole record for the device (SET_CONTROL), written between two INJECT records.
+    /// A whole record for the device (SET_CONTROL), written between two pieces of audio.
     Request(Vec<u8>),
     Stream {
+        stream: u32,
         params: Option<Params>,
         active: bool,
     },
@@ -126,27 +127,34 @@ enum Msg {
 
 /// The handle the session uses to steer the injecting thread.
 pub struct Injector {
-    stream: u32,
+    /// `None` until the card has an input stream (QEMU opens its input voices late).
+    stream: Option<u32>,
     tx: mpsc::Sender<Msg>,
 }
 
 impl Injector {
-    /// Starts the thread that injects `source` into input stream `stream`.
-    pub fn spawn(source: InjectSource, stream: u32) -> io::Result<Injector> {
+    /// Starts the thread that injects `source` into input stream `stream` (or, if `None`,
+    /// the one [`Injector::set_stream`] names later).
+    pub fn spawn(source: InjectSource, stream: Option<u32>) -> io::Result<Injector> {
         let (tx, rx) = mpsc::channel();
         std::thread::Builder::new()
             .name("inject".into())
-            .spawn(move || run(source, stream, rx))?;
+            .spawn(move || run(source, rx))?;
         Ok(Injector { stream, tx })
     }
 
     /// The input stream this injects into.
-    pub fn stream(&self) -> u32 {
+    pub fn stream(&self) -> Option<u32> {
         self.stream
     }
 
-    /// A (new) connection to write INJECT records on.
-    pub fn attach(&self, w: TapStream) {
+    /// Names the input stream, once the card has one.
+    pub fn set_stream(&mut self, stream: u32) {
+        self.stream = Some(stream);
+    }
+
+    /// A (new) connection to write on.
+    pub fn attach(&self, w: Box<dyn Outlet>) {
         let _ = self.tx.send(Msg::Attach(w));
     }
 
@@ -163,12 +171,18 @@ impl Injector {
 
     /// The input stream's params and whether it is prepared or running.
     pub fn update(&self, params: Option<Params>, active: bool) {
-        let _ = self.tx.send(Msg::Stream { params, active });
+        let Some(stream) = self.stream else { return };
+        let _ = self.tx.send(Msg::Stream {
+            stream,
+            params,
+            active,
+        });
     }
 }
 
-fn run(mut src: InjectSource, stream: u32, rx: mpsc::Receiver<Msg>) {
-    let mut writer: Option<TapStream> = None;
+fn run(mut src: InjectSource, rx: mpsc::Receiver<Msg>) {
+    let mut writer: Option<Box<dyn Outlet>> = None;
+    let mut stream = 0;
     let mut params: Option<Params> = None;
     let mut active = false;
     let mut conv: Option<Converter> = None;
@@ -176,7 +190,6 @@ fn run(mut src: InjectSource, stream: u32, rx: mpsc::Receiver<Msg>) {
     let mut sent: u64 = 0;
     let mut raw = Vec::new();
     let mut converted = Vec::new();
-    let mut frame = Vec::new();
     loop {
         let ready = active && writer.is_some() && conv.is_some() && src.remaining > 0;
         let msg = if ready {
@@ -197,16 +210,18 @@ fn run(mut src: InjectSource, stream: u32, rx: mpsc::Receiver<Msg>) {
                 Msg::Detach => writer = None,
                 Msg::Request(frame) => {
                     if let Some(w) = writer.as_mut() {
-                        if let Err(e) = w.write_all(&frame) {
+                        if let Err(e) = w.request(&frame) {
                             log::info!("sending a request: {e}");
                             writer = None;
                         }
                     }
                 }
                 Msg::Stream {
+                    stream: s,
                     params: p,
                     active: a,
                 } => {
+                    stream = s;
                     active = a;
                     if p != params {
                         params = p;
@@ -244,18 +259,9 @@ fn run(mut src: InjectSource, stream: u32, rx: mpsc::Receiver<Msg>) {
             src.remaining = 0;
             continue;
         }
-        let mut failed = false;
-        for piece in converted.chunks(MAX_PAYLOAD as usize - 4) {
-            frame.clear();
-            let rec = Record::Inject {
-                stream,
-                data: piece.to_vec(),
-            };
-            if rec.encode(&mut frame).is_err() || w.write_all(&frame).is_err() {
-                failed = true;
-                break;
-            }
-            sent += piece.len() as u64;
+        let failed = w.inject(stream, &converted).is_err();
+        if !failed {
+            sent += converted.len() as u64;
         }
         if failed {
             // The connection went away; a reconnection attaches a new one.

@@ -5,6 +5,9 @@
 //! and each new segment of a stream — after a format change, a reconnection, or the VM going
 //! away and coming back — gets `.segN` before the extension: `out.seg2.wav`,
 //! `out.1.seg3.wav`. Raw files (any other extension) are named the same way.
+//!
+//! `-f /dev/null` is the discard sink: every stream and segment goes there, nothing is
+//! written, and the bytes are counted as recorded (the reader's ceiling, for benchmarks).
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
@@ -12,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 use crate::convert::AudioShape;
 use crate::error::ReaderError;
+use crate::sink::{path_is_dev_null, WRITE_BUFFER};
 use crate::wav::{WavSpec, WavWriter};
 
 /// What `-f` asked for.
@@ -19,6 +23,8 @@ use crate::wav::{WavSpec, WavWriter};
 pub struct FileTarget {
     base: PathBuf,
     wav: bool,
+    /// The base is the null device: write nothing.
+    discard: bool,
 }
 
 impl FileTarget {
@@ -26,11 +32,21 @@ impl FileTarget {
         let wav = base
             .extension()
             .is_some_and(|e| e.eq_ignore_ascii_case("wav"));
-        FileTarget { base, wav }
+        let discard = path_is_dev_null(&base);
+        FileTarget {
+            base,
+            wav: wav && !discard,
+            discard,
+        }
     }
 
     pub fn is_wav(&self) -> bool {
         self.wav
+    }
+
+    /// `-f /dev/null`: every segment is taken and dropped.
+    pub fn is_discard(&self) -> bool {
+        self.discard
     }
 
     pub fn base(&self) -> &Path {
@@ -39,6 +55,9 @@ impl FileTarget {
 
     /// The file for segment `seg` (1-based) of the output stream at `index` (0 = main).
     pub fn path_for(&self, index: usize, seg: u32) -> PathBuf {
+        if self.discard {
+            return self.base.clone();
+        }
         let stem = self
             .base
             .file_stem()
@@ -83,6 +102,7 @@ impl FileTarget {
 enum Writer {
     Wav(WavWriter<BufWriter<File>>),
     Raw(BufWriter<File>),
+    Discard,
 }
 
 /// One open output file.
@@ -94,15 +114,23 @@ pub struct Segment {
 }
 
 impl Segment {
-    /// Creates (truncating) the file. A WAV segment needs the stream's shape; `stream` is
-    /// only for the error message.
+    /// Creates (truncating) the file `path` of `target`. A WAV segment needs the stream's
+    /// shape; `stream` is only for the error message.
     pub fn create(
         path: PathBuf,
-        wav: bool,
+        target: &FileTarget,
         shape: Option<AudioShape>,
         stream: u32,
     ) -> Result<Segment, ReaderError> {
-        let spec = if wav {
+        if target.is_discard() {
+            return Ok(Segment {
+                path,
+                shape,
+                writer: Writer::Discard,
+                bytes: 0,
+            });
+        }
+        let spec = if target.is_wav() {
             let shape = shape.ok_or_else(|| ReaderError::Wav {
                 stream,
                 path: path.display().to_string(),
@@ -119,7 +147,7 @@ impl Segment {
             None
         };
         let file = File::create(&path).map_err(|e| ReaderError::file(&path, e))?;
-        let buf = BufWriter::with_capacity(64 * 1024, file);
+        let buf = BufWriter::with_capacity(WRITE_BUFFER, file);
         let writer = match spec {
             Some(spec) => {
                 Writer::Wav(WavWriter::new(buf, spec).map_err(|e| ReaderError::file(&path, e))?)
@@ -143,6 +171,7 @@ impl Segment {
         match &mut self.writer {
             Writer::Wav(w) => w.write(data),
             Writer::Raw(w) => w.write_all(data),
+            Writer::Discard => Ok(()),
         }
         .map_err(|e| ReaderError::file(&self.path, e))?;
         self.bytes += data.len() as u64;
@@ -155,6 +184,7 @@ impl Segment {
         match &mut self.writer {
             Writer::Wav(w) => w.sync_if_due().and_then(|_| w.flush()),
             Writer::Raw(w) => w.flush(),
+            Writer::Discard => Ok(()),
         }
         .map_err(|e| ReaderError::file(&self.path, e))
     }
@@ -165,6 +195,7 @@ impl Segment {
         match &mut self.writer {
             Writer::Wav(w) => w.sync(),
             Writer::Raw(w) => w.flush(),
+            Writer::Discard => Ok(()),
         }
         .map_err(|e| ReaderError::file(&self.path, e))
     }
@@ -175,6 +206,7 @@ impl Segment {
         match self.writer {
             Writer::Wav(w) => w.finalize().and_then(|mut b| b.flush()),
             Writer::Raw(mut w) => w.flush(),
+            Writer::Discard => Ok(()),
         }
         .map_err(|e| ReaderError::file(&path, e))
     }
@@ -210,5 +242,17 @@ mod tests {
         );
         let t = FileTarget::new(std::env::temp_dir());
         assert!(t.check_writable().is_err());
+    }
+
+    #[test]
+    fn dev_null_discards_every_stream() {
+        let t = FileTarget::new("/dev/null".into());
+        assert!(t.is_discard() && !t.is_wav());
+        assert_eq!(t.path_for(2, 3), PathBuf::from("/dev/null"));
+        let mut seg = Segment::create(t.path_for(0, 1), &t, None, 0).unwrap();
+        seg.write(&[1; 100]).unwrap();
+        assert_eq!(seg.bytes(), 100);
+        seg.finish().unwrap();
+        assert!(!FileTarget::new("/tmp/x.wav".into()).is_discard());
     }
 }

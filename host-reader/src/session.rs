@@ -11,15 +11,11 @@
 //! - XRUNs are not filled: the file holds what the guest wrote, and an underrun is time in
 //!   which the guest wrote nothing.
 
-use std::collections::{BTreeMap, HashMap};
-use std::io::{self, BufWriter, Stdout, Write};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use dsproxy_wire::record::{
-    ControlDesc, ControlOrigin, Direction, Hello, Params, Record, StreamDesc,
-};
+use dsproxy_wire::record::{ControlDesc, ControlOrigin, Direction, Hello, Params, Record};
 
-use crate::connection::TapStream;
 use crate::console;
 use crate::convert::AudioShape;
 use crate::english::{self, English};
@@ -27,16 +23,15 @@ use crate::error::ReaderError;
 use crate::inject::Injector;
 use crate::mixer;
 use crate::mixer_set::{self, MixerArg, MixerRequests, MixerSet, Sent};
-use crate::output::{FileTarget, Segment};
+use crate::output::FileTarget;
 use crate::playback::Playback;
 use crate::rawlog;
+use crate::sink::{self, Bytes, Fill, Outputs};
+use crate::source::Outlet;
+use crate::stream::{Phase, StreamState};
 
 /// Housekeeping period (flushes, header patches, the running-time line).
 pub const TICK: Duration = Duration::from_millis(200);
-/// The most silence one gap may add: an hour of audio (or 1 GiB if the rate is unknown). A
-/// larger claim is a broken peer, not a gap.
-const MAX_FILL_SECONDS: u64 = 3600;
-const MAX_FILL_UNKNOWN: u64 = 1 << 30;
 
 /// What the session was asked to do.
 #[derive(Debug, Clone, Default)]
@@ -69,54 +64,6 @@ pub enum Flow {
     Done,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    Released,
-    Prepared,
-    Running,
-    Stopped,
-}
-
-struct StreamState {
-    desc: StreamDesc,
-    /// Place among the card's output streams (selects its "PCM Playback" controls).
-    out_index: Option<usize>,
-    /// Names its files: the output index, or 0 for the one `--stream` picked.
-    file_index: usize,
-    /// Audio of this stream goes to files.
-    recorded: bool,
-    params: Option<Params>,
-    phase: Phase,
-    /// The offset the next PCM should have; `None` when not known (after a snapshot).
-    expected: Option<u64>,
-    segment: Option<Segment>,
-    /// Audio bytes taken from this stream (all segments), and its duration.
-    total_bytes: u64,
-    ns_done: u128,
-    bytes_this_shape: u64,
-    warned_no_params: bool,
-}
-
-impl StreamState {
-    fn shape(&self) -> Option<AudioShape> {
-        self.params.as_ref().and_then(AudioShape::from_params)
-    }
-
-    fn duration_ns(&self) -> u128 {
-        let cur = match self.shape().and_then(|s| s.byte_rate()) {
-            Some(br) if br > 0 => self.bytes_this_shape as u128 * 1_000_000_000 / br as u128,
-            _ => 0,
-        };
-        self.ns_done + cur
-    }
-
-    /// The shape is changing: bank the duration so far.
-    fn bank_duration(&mut self) {
-        self.ns_done = self.duration_ns();
-        self.bytes_this_shape = 0;
-    }
-}
-
 /// The reader's state across records and reconnections.
 pub struct Session {
     opts: SessionOptions,
@@ -124,21 +71,18 @@ pub struct Session {
     streams: BTreeMap<u32, StreamState>,
     controls: BTreeMap<u32, (ControlDesc, Vec<i64>)>,
     english: Option<English>,
-    stdout: Option<BufWriter<Stdout>>,
+    outputs: Outputs,
     playback: Option<Playback>,
     injector: Option<Injector>,
     /// `--mixer` and where each stands.
     mixer: MixerRequests,
     /// Where SET_CONTROL records go when there is no injector (with one, they go through its
     /// thread, so they never cut into an INJECT record on the socket).
-    tap_writer: Option<TapStream>,
+    outlet: Option<Box<dyn Outlet>>,
     /// The stream `-s`, playback and the running-time line follow.
     main_stream: Option<u32>,
     /// SNAPSHOT_END seen on this connection.
     live: bool,
-    /// Segments opened so far, per output index (persists across reconnections).
-    seg_counters: HashMap<usize, u32>,
-    base_used: bool,
     /// A playback session (audio or a START on a recorded stream) happened: `--once` ends
     /// at its RELEASE.
     session_seen: bool,
@@ -152,33 +96,35 @@ impl Session {
         playback: Option<Playback>,
         injector: Option<Injector>,
     ) -> Session {
-        let stdout = opts
-            .stdout
-            .then(|| BufWriter::with_capacity(64 * 1024, io::stdout()));
+        let outputs = Outputs::new(
+            opts.files.clone(),
+            opts.base_created,
+            opts.stdout,
+            opts.english,
+        );
         let mixer = MixerRequests::new(opts.mixer.clone());
         Session {
             opts,
             target,
             mixer,
-            tap_writer: None,
+            outlet: None,
             streams: BTreeMap::new(),
             controls: BTreeMap::new(),
             english: None,
-            stdout,
+            outputs,
             playback,
             injector,
             main_stream: None,
             live: false,
-            seg_counters: HashMap::new(),
-            base_used: false,
             session_seen: false,
             last_tick: Instant::now(),
         }
     }
 
     /// Checks a card against the options (`--stream`, `--inject`, `--mixer`) and returns the
-    /// SUBSCRIBE stream mask.
-    pub fn plan(&mut self, hello: &Hello) -> Result<u64, ReaderError> {
+    /// SUBSCRIBE stream mask. A card that `grows` (QEMU's voices) may not have the streams
+    /// named yet: they are taken when they appear.
+    pub fn plan(&mut self, hello: &Hello, grows: bool) -> Result<u64, ReaderError> {
         let listing = || {
             hello
                 .streams
@@ -197,7 +143,7 @@ impl Session {
                 .join(", ")
         };
         let find = |id: u32| hello.streams.iter().find(|s| s.id == id);
-        if let Some(n) = self.opts.stream {
+        if let (Some(n), false) = (self.opts.stream, grows) {
             if find(n).map(|s| s.direction) != Some(Direction::Output) {
                 return Err(ReaderError::Usage(format!(
                     "--stream {n}: the card has no output stream {n} (its streams: {})",
@@ -205,11 +151,10 @@ impl Session {
                 )));
             }
         }
-        if let Some(inj) = &self.injector {
-            if find(inj.stream()).map(|s| s.direction) != Some(Direction::Input) {
+        if let (Some(i), false) = (self.injector.as_ref().and_then(|i| i.stream()), grows) {
+            if find(i).map(|s| s.direction) != Some(Direction::Input) {
                 return Err(ReaderError::Usage(format!(
-                    "--inject: the card has no input stream {} (its streams: {})",
-                    inj.stream(),
+                    "--inject: the card has no input stream {i} (its streams: {})",
                     listing()
                 )));
             }
@@ -217,14 +162,11 @@ impl Session {
         self.mixer.plan(hello).map_err(ReaderError::Usage)?;
         // One stream (plus the injected one) when --stream asks and the mask can say so.
         Ok(match self.opts.stream {
-            Some(n) if n < 64 => {
-                let inj = self.injector.as_ref().map(|i| i.stream());
-                match inj {
-                    Some(i) if i >= 64 => 0,
-                    Some(i) => (1u64 << n) | (1u64 << i),
-                    None => 1u64 << n,
-                }
-            }
+            Some(n) if n < 64 => match self.injector.as_ref().map(|i| i.stream()) {
+                Some(Some(i)) if i < 64 => (1u64 << n) | (1u64 << i),
+                Some(_) => 0,
+                None => 1u64 << n,
+            },
             _ => 0,
         })
     }
@@ -252,70 +194,85 @@ impl Session {
             .map(|s| s.id)
     }
 
-    /// A new connection: take the card's description. `control` writes on its socket.
-    pub fn attach(&mut self, hello: &Hello, control: Option<TapStream>) {
+    /// A new connection: take the card's description. `outlet` writes back to the source.
+    pub fn attach(&mut self, hello: &Hello, outlet: Option<Box<dyn Outlet>>) {
         self.live = false;
         self.streams.clear();
-        let mut out_index = 0;
+        self.controls.clear();
+        self.main_stream = None;
+        self.take_card(hello);
+        match &mut self.english {
+            Some(e) => e.set_hello(hello),
+            None if self.opts.english => self.english = Some(English::new(hello, self.main_stream)),
+            None => {}
+        }
+        match (&self.injector, outlet) {
+            (Some(inj), Some(c)) => {
+                inj.attach(c);
+                inj.update(None, false);
+                self.outlet = None;
+            }
+            (None, c) => self.outlet = c,
+            (Some(_), None) => self.outlet = None,
+        }
+    }
+
+    /// The card gained streams or controls (QEMU opened a voice): take the new ones, keep
+    /// everything known of the others.
+    pub fn card_changed(&mut self, hello: &Hello) {
+        if self.opts.records {
+            for l in rawlog::lines(&Record::Hello(hello.clone())) {
+                console::line(&format!("card now: {l}"));
+            }
+        }
+        self.take_card(hello);
+        if let Some(e) = &mut self.english {
+            e.add_streams(hello, self.main_stream);
+        }
+    }
+
+    /// Adds the streams and controls of `hello` the reader does not know yet.
+    fn take_card(&mut self, hello: &Hello) {
+        let mut out_index = self.streams.values().filter(|s| s.is_output()).count();
         for s in &hello.streams {
+            if self.streams.contains_key(&s.id) {
+                continue;
+            }
             let idx = (s.direction == Direction::Output).then(|| {
                 out_index += 1;
                 out_index - 1
             });
-            self.streams.insert(
-                s.id,
-                StreamState {
-                    desc: s.clone(),
-                    out_index: idx,
-                    file_index: idx.unwrap_or(0),
-                    recorded: false,
-                    params: None,
-                    phase: Phase::Released,
-                    expected: None,
-                    segment: None,
-                    total_bytes: 0,
-                    ns_done: 0,
-                    bytes_this_shape: 0,
-                    warned_no_params: false,
-                },
-            );
-        }
-        self.main_stream = self.opts.stream.or_else(|| {
-            hello
-                .streams
-                .iter()
-                .find(|s| s.direction == Direction::Output)
-                .map(|s| s.id)
-        });
-        // --stream N records N only, and N's files get the plain names.
-        let main = self.main_stream;
-        for st in self.streams.values_mut() {
+            let mut st = StreamState::new(s.clone(), idx);
+            // --stream N records N only, and N's files get the plain names.
             st.recorded = match self.opts.stream {
-                Some(n) => st.desc.id == n,
-                None => st.out_index.is_some(),
+                Some(n) => s.id == n,
+                None => st.is_output(),
             };
             if self.opts.stream.is_some() {
                 st.file_index = 0;
             }
+            self.streams.insert(s.id, st);
         }
-        self.controls = hello
-            .controls
-            .iter()
-            .map(|c| (c.id, (c.clone(), vec![c.min; c.count.min(128) as usize])))
-            .collect();
-        match &mut self.english {
-            Some(e) => e.set_hello(hello),
-            None if self.opts.english => self.english = Some(English::new(hello, main)),
-            None => {}
+        if self.main_stream.is_none() {
+            self.main_stream = self.opts.stream.or_else(|| {
+                hello
+                    .streams
+                    .iter()
+                    .find(|s| s.direction == Direction::Output)
+                    .map(|s| s.id)
+            });
         }
-        match (&self.injector, control) {
-            (Some(inj), Some(c)) => {
-                inj.attach(c);
-                inj.update(None, false);
-                self.tap_writer = None;
+        for c in &hello.controls {
+            self.controls
+                .entry(c.id)
+                .or_insert_with(|| (c.clone(), vec![c.min; c.count.min(128) as usize]));
+        }
+        if let Some(inj) = &mut self.injector {
+            if inj.stream().is_none() {
+                if let Some(i) = Self::first_input(hello) {
+                    inj.set_stream(i);
+                }
             }
-            (None, c) => self.tap_writer = c,
-            (Some(_), None) => self.tap_writer = None,
         }
     }
 
@@ -324,9 +281,9 @@ impl Session {
         if let Some(inj) = &self.injector {
             inj.detach();
         }
-        self.tap_writer = None;
+        self.outlet = None;
         self.mixer.connection_lost();
-        self.close_all_segments()
+        sink::close_all(self.streams.values_mut())
     }
 
     /// The `--mixer` requests not confirmed yet, as one line (`None` when all are done).
@@ -352,26 +309,7 @@ impl Session {
             Record::Control { id, values, .. } => self.mixer.on_control(*id, values),
             _ => None,
         };
-        if let Some(e) = &mut self.english {
-            match (&rec, &confirmed) {
-                (
-                    Record::Control {
-                        origin: ControlOrigin::Reader,
-                        values,
-                        ..
-                    },
-                    Some(set),
-                ) => console::line(&format!(
-                    "host: {}",
-                    english::control_line(&set.desc, values)
-                )),
-                _ => {
-                    for l in e.lines(&rec) {
-                        console::line(&l);
-                    }
-                }
-            }
-        }
+        self.log_english(&rec, confirmed.as_ref());
         let flow = match rec {
             Record::Hello(_) => return Err(self.protocol("a second HELLO")),
             Record::Subscribe { .. } | Record::SetControl { .. } | Record::Inject { .. } => {
@@ -380,73 +318,14 @@ impl Session {
                     rec.kind_name()
                 )))
             }
-            Record::SnapshotEnd => {
-                self.live = true;
-                self.send_mixer();
-                self.mixer_flow()
-            }
-            Record::Params(p) => {
-                self.on_params(p)?;
-                Flow::Continue
-            }
-            Record::Prepare { stream, .. } => {
-                let live = self.live;
-                if let Some(st) = self.stream_mut(stream, "PREPARE") {
-                    st.phase = Phase::Prepared;
-                    st.expected = live.then_some(0);
-                }
-                self.update_injector(stream);
-                Flow::Continue
-            }
-            Record::Start { stream, .. } => {
-                if let Some(st) = self.stream_mut(stream, "START") {
-                    st.phase = Phase::Running;
-                    if st.recorded {
-                        self.session_seen = true;
-                    }
-                }
-                self.update_injector(stream);
-                Flow::Continue
-            }
+            Record::SnapshotEnd => self.on_snapshot_end(),
+            Record::Params(p) => self.on_params(p)?,
+            Record::Prepare { stream, .. } => self.on_prepare(stream),
+            Record::Start { stream, .. } => self.on_start(stream),
             Record::Stop {
                 stream, drained, ..
-            } => {
-                if let Some(st) = self.stream_mut(stream, "STOP") {
-                    st.phase = Phase::Stopped;
-                    if !drained {
-                        // Whether discarded audio counts in later offsets is the device's
-                        // business: resynchronize on the next PCM instead of guessing.
-                        st.expected = None;
-                    }
-                    if let Some(seg) = st.segment.as_mut() {
-                        seg.sync()?;
-                    }
-                }
-                if !drained && Some(stream) == self.main_stream {
-                    if let Some(p) = &mut self.playback {
-                        p.reset();
-                    }
-                }
-                self.update_injector(stream);
-                Flow::Continue
-            }
-            Record::Release { stream, .. } => {
-                let mut end = false;
-                if let Some(st) = self.stream_mut(stream, "RELEASE") {
-                    st.phase = Phase::Released;
-                    st.expected = None;
-                    if let Some(seg) = st.segment.as_mut() {
-                        seg.sync()?;
-                    }
-                    end = st.recorded;
-                }
-                self.update_injector(stream);
-                if end && self.opts.once && self.session_seen {
-                    Flow::Done
-                } else {
-                    Flow::Continue
-                }
-            }
+            } => self.on_stop(stream, drained)?,
+            Record::Release { stream, .. } => self.on_release(stream)?,
             Record::Pcm {
                 stream,
                 offset,
@@ -459,47 +338,142 @@ impl Session {
                 bytes,
                 ..
             } => self.on_gap(stream, offset, bytes)?,
-            Record::Control { id, values, .. } => {
-                match self.controls.get_mut(&id) {
-                    Some((_, v)) => *v = values,
-                    None => log::warn!("CONTROL for control {id}, which the card did not list"),
-                }
-                if let Some(set) = &confirmed {
-                    log::info!("--mixer {}: confirmed by the device", set.arg);
-                }
-                self.mixer_flow()
-            }
+            Record::Control { id, values, .. } => self.on_control(id, values, confirmed),
             Record::Xrun { .. } => Flow::Continue,
             Record::Notice { level, text, .. } => {
                 // Always shown, whatever the log options: it says why the guest has no sound.
                 console::note(&format!("device {}: {text}", level.name()));
                 Flow::Continue
             }
-            Record::Frontend { connected, .. } => {
-                if connected {
-                    Flow::Continue
-                } else {
-                    // The VM is gone: its streams with it. Files are finalized; a new VM's
-                    // audio goes to new segments.
-                    self.close_all_segments()?;
-                    for st in self.streams.values_mut() {
-                        st.phase = Phase::Released;
-                        st.expected = None;
-                        st.params = None;
-                    }
-                    if let Some(i) = self.injector.as_ref() {
-                        i.update(None, false);
-                    }
-                    if self.opts.once && self.session_seen {
-                        Flow::Done
-                    } else {
-                        Flow::Continue
-                    }
+            Record::Frontend { connected, .. } => self.on_frontend(connected)?,
+        };
+        let tick = self.maybe_tick()?;
+        Ok(if flow == Flow::Done { flow } else { tick })
+    }
+
+    /// `-e`: the record's lines, or for a reader's change that confirms our `--mixer`, a
+    /// `host:` line.
+    fn log_english(&mut self, rec: &Record, confirmed: Option<&MixerSet>) {
+        let Some(e) = &mut self.english else { return };
+        match (rec, confirmed) {
+            (
+                Record::Control {
+                    origin: ControlOrigin::Reader,
+                    values,
+                    ..
+                },
+                Some(set),
+            ) => console::line(&format!(
+                "host: {}",
+                english::control_line(&set.desc, values)
+            )),
+            _ => {
+                for l in e.lines(rec) {
+                    console::line(&l);
                 }
             }
-        };
-        self.maybe_tick()?;
-        Ok(flow)
+        }
+    }
+
+    /// The snapshot is over: the reader knows every control, so `--mixer` can be sent.
+    fn on_snapshot_end(&mut self) -> Flow {
+        self.live = true;
+        self.send_mixer();
+        self.mixer_flow()
+    }
+
+    fn on_prepare(&mut self, stream: u32) -> Flow {
+        let live = self.live;
+        if let Some(st) = self.stream_mut(stream, "PREPARE") {
+            st.phase = Phase::Prepared;
+            st.expected = live.then_some(0);
+        }
+        self.update_injector(stream);
+        Flow::Continue
+    }
+
+    fn on_start(&mut self, stream: u32) -> Flow {
+        if let Some(st) = self.stream_mut(stream, "START") {
+            st.phase = Phase::Running;
+            if st.recorded {
+                self.session_seen = true;
+            }
+        }
+        self.update_injector(stream);
+        Flow::Continue
+    }
+
+    fn on_stop(&mut self, stream: u32, drained: bool) -> Result<Flow, ReaderError> {
+        if let Some(st) = self.stream_mut(stream, "STOP") {
+            st.phase = Phase::Stopped;
+            if !drained {
+                // Whether discarded audio counts in later offsets is the device's
+                // business: resynchronize on the next PCM instead of guessing.
+                st.expected = None;
+            }
+            if let Some(seg) = st.segment.as_mut() {
+                seg.sync()?;
+            }
+        }
+        if !drained && Some(stream) == self.main_stream {
+            if let Some(p) = &mut self.playback {
+                p.reset();
+            }
+        }
+        self.update_injector(stream);
+        Ok(Flow::Continue)
+    }
+
+    /// The guest closed the stream: `--once` ends here once a playback session was seen.
+    fn on_release(&mut self, stream: u32) -> Result<Flow, ReaderError> {
+        let mut end = false;
+        if let Some(st) = self.stream_mut(stream, "RELEASE") {
+            st.phase = Phase::Released;
+            st.expected = None;
+            if let Some(seg) = st.segment.as_mut() {
+                seg.sync()?;
+            }
+            end = st.recorded;
+        }
+        self.update_injector(stream);
+        Ok(if end && self.opts.once && self.session_seen {
+            Flow::Done
+        } else {
+            Flow::Continue
+        })
+    }
+
+    fn on_control(&mut self, id: u32, values: Vec<i64>, confirmed: Option<MixerSet>) -> Flow {
+        match self.controls.get_mut(&id) {
+            Some((_, v)) => *v = values,
+            None => log::warn!("CONTROL for control {id}, which the card did not list"),
+        }
+        if let Some(set) = &confirmed {
+            log::info!("--mixer {}: confirmed by the device", set.arg);
+        }
+        self.mixer_flow()
+    }
+
+    /// The VM came or went. When it goes, its streams go with it: files are finalized, and
+    /// a new VM's audio goes to new segments.
+    fn on_frontend(&mut self, connected: bool) -> Result<Flow, ReaderError> {
+        if connected {
+            return Ok(Flow::Continue);
+        }
+        sink::close_all(self.streams.values_mut())?;
+        for st in self.streams.values_mut() {
+            st.phase = Phase::Released;
+            st.expected = None;
+            st.params = None;
+        }
+        if let Some(i) = self.injector.as_ref() {
+            i.update(None, false);
+        }
+        Ok(if self.opts.once && self.session_seen {
+            Flow::Done
+        } else {
+            Flow::Continue
+        })
     }
 
     /// Sends the `--mixer` changes not sent yet (the snapshot has just told the reader every
@@ -537,10 +511,10 @@ impl Session {
         };
         if let Some(inj) = &self.injector {
             inj.request(bytes);
-        } else if let Some(w) = self.tap_writer.as_mut() {
+        } else if let Some(w) = self.outlet.as_mut() {
             // A failed write means the connection is going; the reader thread reports it and
             // the request is sent again after a reconnection.
-            if let Err(e) = w.write_all(&bytes) {
+            if let Err(e) = w.request(&bytes) {
                 log::info!("sending {}: {e}", rec.kind_name());
             }
         }
@@ -593,75 +567,60 @@ impl Session {
         st
     }
 
-    fn on_params(&mut self, p: Params) -> Result<(), ReaderError> {
-        let Some(st) = self.stream_mut(p.stream, "PARAMS") else {
-            return Ok(());
+    /// New params. A change of shape closes the stream's file; the next audio opens the
+    /// next segment.
+    fn on_params(&mut self, p: Params) -> Result<Flow, ReaderError> {
+        let Some(st) = self.streams.get_mut(&p.stream) else {
+            log::warn!(
+                "PARAMS for stream {}, which the card did not list; ignored",
+                p.stream
+            );
+            return Ok(Flow::Continue);
         };
-        let old_shape = st.shape();
         let new_shape = AudioShape::from_params(&p);
-        if old_shape != new_shape {
-            st.bank_duration();
-        }
-        st.params = Some(p);
-        let reshape = st
-            .segment
-            .as_ref()
-            .is_some_and(|seg| seg.bytes() > 0 && seg.shape != new_shape);
-        if reshape {
-            if let Some(seg) = st.segment.take() {
-                let path = seg.path.clone();
-                seg.finish()?;
-                if self.opts.english {
-                    console::line(&format!(
-                        "-- format changed: {} closed, the next audio starts a new segment",
-                        path.display()
-                    ));
+        st.set_params(p);
+        if let Some(seg) = &st.segment {
+            if seg.shape != new_shape {
+                if seg.bytes() > 0 {
+                    self.outputs.reshape(st)?;
+                } else {
+                    // An empty segment can simply be re-created with the new shape.
+                    st.segment = None;
                 }
-            }
-        } else if let Some(seg) = st.segment.as_mut() {
-            // An empty segment can simply be re-created with the new shape.
-            if seg.shape != new_shape && seg.bytes() == 0 {
-                st.segment = None;
             }
         }
         self.update_injector(p.stream);
-        Ok(())
+        Ok(Flow::Continue)
     }
 
     fn update_injector(&self, stream: u32) {
         let Some(inj) = &self.injector else { return };
-        if inj.stream() != stream {
+        if inj.stream() != Some(stream) {
             return;
         }
         if let Some(st) = self.streams.get(&stream) {
-            inj.update(
-                st.params,
-                matches!(st.phase, Phase::Prepared | Phase::Running),
-            );
+            inj.update(st.params, st.is_active());
         }
     }
 
-    /// The most silence a gap in `st` may add.
-    fn fill_limit(st: &StreamState) -> u64 {
-        st.shape()
-            .and_then(|s| s.byte_rate())
-            .map(|br| br * MAX_FILL_SECONDS)
-            .unwrap_or(MAX_FILL_UNKNOWN)
+    /// Whether `stream`'s audio goes anywhere (files, or stdout and playback as the main
+    /// stream).
+    fn wanted(&self, st: &StreamState) -> bool {
+        st.is_output() && (st.recorded || Some(st.id()) == self.main_stream)
     }
 
     fn on_pcm(&mut self, stream: u32, offset: u64, data: &[u8]) -> Result<Flow, ReaderError> {
-        let Some(st) = self.streams.get_mut(&stream) else {
+        let Some(st) = self.streams.get(&stream) else {
             log::warn!("PCM for stream {stream}, which the card did not list; ignored");
             return Ok(Flow::Continue);
         };
-        if st.desc.direction != Direction::Output {
-            // What the guest captured: the injected audio coming back. Not recorded.
+        // Input PCM is what the guest captured (the injected audio coming back): not recorded.
+        if !self.wanted(st) {
             return Ok(Flow::Continue);
         }
-        let is_main = Some(stream) == self.main_stream;
-        if !st.recorded && !is_main {
+        let Some(st) = self.streams.get_mut(&stream) else {
             return Ok(Flow::Continue);
-        }
+        };
         if st.recorded {
             self.session_seen = true;
         }
@@ -688,32 +647,27 @@ impl Session {
                 stream,
                 offset - fill,
                 fill,
-                st.shape()
-                    .and_then(|s| s.byte_rate())
-                    .map(|br| (fill as u128 * 1_000_000_000 / br.max(1) as u128) as u64),
+                st.bytes_to_ns(fill).map(|ns| ns as u64),
             ));
-            let flow = self.write_fill(stream, offset - fill, fill)?;
-            if flow == Flow::Done {
-                return Ok(flow);
+            if self.write_fill(stream, offset - fill, fill)? == Flow::Done {
+                return Ok(Flow::Done);
             }
         }
         self.write_audio(stream, data)
     }
 
     fn on_gap(&mut self, stream: u32, offset: u64, bytes: u64) -> Result<Flow, ReaderError> {
-        let Some(st) = self.streams.get_mut(&stream) else {
+        let Some(st) = self.streams.get(&stream) else {
             log::warn!("GAP for stream {stream}, which the card did not list; ignored");
             return Ok(Flow::Continue);
         };
-        if st.desc.direction != Direction::Output
-            || (!st.recorded && Some(stream) != self.main_stream)
-        {
+        if !self.wanted(st) {
             return Ok(Flow::Continue);
         }
-        let dur = st
-            .shape()
-            .and_then(|s| s.byte_rate())
-            .map(|br| (bytes as u128 * 1_000_000_000 / br.max(1) as u128) as u64);
+        let Some(st) = self.streams.get_mut(&stream) else {
+            return Ok(Flow::Continue);
+        };
+        let dur = st.bytes_to_ns(bytes).map(|ns| ns as u64);
         console::line(&english::gap_line(stream, offset, bytes, dur));
         // The gap's audio is missing up to offset + bytes; anything before that already
         // written is not filled twice.
@@ -723,50 +677,24 @@ impl Session {
         self.write_fill(stream, from, end - from)
     }
 
-    /// Writes `n` bytes of silence for `stream` (files and stdout, not playback), as if they
-    /// were the stream's bytes from offset `at`: exactly `n` bytes, so everything after keeps
-    /// its frame alignment, in the format's own silence (0x80 for U8, 0x8000 for U16, 0xff
-    /// for mu-law…), starting at the right byte of the sample.
+    /// Writes silence for `n` missing bytes of `stream` from offset `at` (files and stdout,
+    /// not playback).
     fn write_fill(&mut self, stream: u32, at: u64, n: u64) -> Result<Flow, ReaderError> {
-        let Some(st) = self.streams.get_mut(&stream) else {
+        let Some(st) = self.streams.get(&stream) else {
             return Ok(Flow::Continue);
         };
-        let limit = Self::fill_limit(st);
-        let n = if n > limit {
-            console::note(&format!(
-                "stream {stream}: a gap of {n} bytes is implausible; filling only {limit}"
-            ));
-            limit
-        } else {
-            n
-        };
-        if n == 0 {
+        let fill = Fill::new(stream, st.shape(), at, n);
+        if fill.is_empty() {
             return Ok(Flow::Continue);
         }
-        let sample = st
-            .shape()
-            .map(|s| silence_sample(s.format))
-            .unwrap_or_else(|| vec![0]);
-        let phase = (at % sample.len() as u64) as usize;
-        let mut chunk: Vec<u8> = sample
-            .iter()
-            .cycle()
-            .skip(phase)
-            .take(FILL_CHUNK.min(n as usize))
-            .copied()
-            .collect();
-        // Whole samples per chunk, so each chunk continues where the last one ended.
-        if n as usize > FILL_CHUNK {
-            chunk.truncate(FILL_CHUNK - FILL_CHUNK % sample.len());
-        }
-        self.write_bytes(stream, |sink| sink.fill(n, &chunk))
+        self.write_bytes(stream, Bytes::Silence(&fill))
     }
 
     fn write_audio(&mut self, stream: u32, data: &[u8]) -> Result<Flow, ReaderError> {
         if data.is_empty() {
             return Ok(Flow::Continue);
         }
-        let flow = self.write_bytes(stream, |sink| sink.write(data))?;
+        let flow = self.write_bytes(stream, Bytes::Audio(data))?;
         if Some(stream) == self.main_stream && flow == Flow::Continue {
             let gains = self.gains_for(stream);
             if let (Some(p), Some(shape)) = (
@@ -779,90 +707,20 @@ impl Session {
         Ok(flow)
     }
 
-    /// Writes to the stream's file (opening a segment if needed) and, for the main stream,
-    /// to stdout.
-    fn write_bytes(
-        &mut self,
-        stream: u32,
-        op: impl Fn(&mut dyn Sink) -> io::Result<()>,
-    ) -> Result<Flow, ReaderError> {
+    /// Writes to the stream's file and, for the main stream, to stdout; counts what was
+    /// taken.
+    fn write_bytes(&mut self, stream: u32, bytes: Bytes<'_>) -> Result<Flow, ReaderError> {
+        let is_main = Some(stream) == self.main_stream;
         let Some(st) = self.streams.get_mut(&stream) else {
             return Ok(Flow::Continue);
         };
-        let before = st.segment.as_ref().map(|s| s.bytes());
-        if st.recorded {
-            if let Some(files) = &self.opts.files {
-                if st.segment.is_none() {
-                    if files.is_wav() && st.params.is_none() {
-                        if !st.warned_no_params {
-                            console::note(&format!(
-                                "stream {stream}: audio before its parameters; dropped"
-                            ));
-                            st.warned_no_params = true;
-                        }
-                        return Ok(Flow::Continue);
-                    }
-                    let index = st.file_index;
-                    let seg_no = self.seg_counters.entry(index).or_insert(0);
-                    *seg_no += 1;
-                    let path = files.path_for(index, *seg_no);
-                    if path == files.base() {
-                        self.base_used = true;
-                    }
-                    let seg = Segment::create(path, files.is_wav(), st.shape(), stream)?;
-                    if self.opts.english {
-                        console::line(&format!(
-                            "-- recording stream {stream} to {}{}",
-                            seg.path.display(),
-                            st.shape().map(|s| format!(" ({s})")).unwrap_or_default()
-                        ));
-                    }
-                    st.segment = Some(seg);
-                }
-                if let Some(seg) = st.segment.as_mut() {
-                    op(&mut SegmentSink(seg)).map_err(|e| match e.downcast() {
-                        Ok(re) => re,
-                        Err(e) => ReaderError::file(&seg.path, e),
-                    })?;
-                }
-            }
-        }
-        let added = match (before, st.segment.as_ref()) {
-            (Some(b), Some(s)) => s.bytes() - b,
-            (None, Some(s)) => s.bytes(),
-            _ => 0,
-        };
-        let mut flow = Flow::Continue;
-        if Some(stream) == self.main_stream {
-            if let Some(out) = self.stdout.as_mut() {
-                let mut sink = StdoutSink { out, written: 0 };
-                let res = op(&mut sink).and_then(|_| sink.out.flush());
-                let written = sink.written;
-                match res {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
-                        log::info!("stdout closed: ending");
-                        self.stdout = None;
-                        flow = Flow::Done;
-                    }
-                    Err(e) => return Err(ReaderError::Stdout(e)),
-                }
-                if added == 0 {
-                    self.count(stream, written);
-                }
-            }
-        }
-        if added > 0 {
-            self.count(stream, added);
-        }
-        Ok(flow)
-    }
-
-    fn count(&mut self, stream: u32, n: u64) {
-        if let Some(st) = self.streams.get_mut(&stream) {
-            st.total_bytes += n;
-            st.bytes_this_shape += n;
-        }
+        let done = self.outputs.write(st, is_main, bytes)?;
+        st.count(done.taken);
+        Ok(if done.stdout_closed {
+            Flow::Done
+        } else {
+            Flow::Continue
+        })
     }
 
     fn gains_for(&self, stream: u32) -> Vec<f32> {
@@ -877,38 +735,18 @@ impl Session {
         )
     }
 
-    fn close_all_segments(&mut self) -> Result<(), ReaderError> {
-        let mut first_err = None;
-        for st in self.streams.values_mut() {
-            if let Some(seg) = st.segment.take() {
-                let path = seg.path.clone();
-                let bytes = seg.bytes();
-                match seg.finish() {
-                    Ok(()) => log::info!("{}: {bytes} bytes", path.display()),
-                    Err(e) => {
-                        first_err.get_or_insert(e);
-                    }
-                }
-            }
-        }
-        match first_err {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
-    }
-
     /// [`Session::tick`] if a tick period has passed since the last one.
-    pub fn maybe_tick(&mut self) -> Result<(), ReaderError> {
+    pub fn maybe_tick(&mut self) -> Result<Flow, ReaderError> {
         self.check_mixer_timeouts()?;
         if self.last_tick.elapsed() >= TICK {
-            self.tick()?;
+            return self.tick();
         }
-        Ok(())
+        Ok(Flow::Continue)
     }
 
-    /// Periodic housekeeping: flush files, patch WAV headers when due, redraw the
-    /// running-time line.
-    pub fn tick(&mut self) -> Result<(), ReaderError> {
+    /// Periodic housekeeping: flush files and stdout, patch WAV headers when due, redraw the
+    /// running-time line. `Done` when stdout was closed.
+    pub fn tick(&mut self) -> Result<Flow, ReaderError> {
         self.last_tick = Instant::now();
         if let Some(p) = self.playback.as_mut() {
             p.tick();
@@ -918,6 +756,7 @@ impl Session {
                 seg.tick()?;
             }
         }
+        let stdout_open = self.outputs.flush_stdout()?;
         if self.opts.progress {
             let shown = self
                 .main_stream
@@ -936,7 +775,11 @@ impl Session {
                 ));
             }
         }
-        Ok(())
+        Ok(if stdout_open {
+            Flow::Continue
+        } else {
+            Flow::Done
+        })
     }
 
     /// A clean end that was not an interruption: let host playback play what it has queued.
@@ -954,71 +797,13 @@ impl Session {
             let _ = self.tick();
         }
         console::finish_progress();
-        let res = self.close_all_segments();
-        if let Some(out) = self.stdout.as_mut() {
-            let _ = out.flush();
-        }
-        if let Some(files) = &self.opts.files {
-            if !self.base_used && self.opts.base_created {
-                let _ = std::fs::remove_file(files.base());
-                if clean {
-                    console::note(&format!(
-                        "no audio was recorded; {} not written",
-                        files.base().display()
-                    ));
-                }
-            }
-        }
+        let res = sink::close_all(self.streams.values_mut());
+        self.outputs.finish(clean);
         res
     }
-}
 
-/// Bytes of silence written per call while filling a gap.
-const FILL_CHUNK: usize = 8192;
-
-/// One sample of silence in `format`.
-fn silence_sample(format: dsproxy_wire::PcmFormat) -> Vec<u8> {
-    let mut v = Vec::new();
-    if crate::convert::encode(format, &[0.0], &mut v).is_err() || v.is_empty() {
-        v = vec![format.silence_byte()];
-    }
-    v
-}
-
-/// Something audio bytes can be written to: a segment file or stdout.
-trait Sink {
-    fn write(&mut self, data: &[u8]) -> io::Result<()>;
-
-    /// Writes `n` bytes by repeating `chunk` (which holds whole samples, starting at the
-    /// right phase) and cutting the last repetition short.
-    fn fill(&mut self, n: u64, chunk: &[u8]) -> io::Result<()> {
-        let mut left = n;
-        while left > 0 {
-            let k = left.min(chunk.len() as u64) as usize;
-            self.write(&chunk[..k])?;
-            left -= k as u64;
-        }
-        Ok(())
-    }
-}
-
-struct SegmentSink<'a>(&'a mut Segment);
-
-impl Sink for SegmentSink<'_> {
-    fn write(&mut self, data: &[u8]) -> io::Result<()> {
-        self.0.write(data).map_err(io::Error::other)
-    }
-}
-
-struct StdoutSink<'a> {
-    out: &'a mut BufWriter<Stdout>,
-    written: u64,
-}
-
-impl Sink for StdoutSink<'_> {
-    fn write(&mut self, data: &[u8]) -> io::Result<()> {
-        self.out.write_all(data)?;
-        self.written += data.len() as u64;
-        Ok(())
+    /// The streams as the reader knows them (for reports at the end of a capture).
+    pub fn streams(&self) -> impl Iterator<Item = &StreamState> {
+        self.streams.values()
     }
 }

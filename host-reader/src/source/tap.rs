@@ -1,14 +1,16 @@
-//! Attaching to the device's tap: connect over a unix socket or TCP, read its HELLO, send
-//! SUBSCRIBE, and hand back a record reader for the rest of the conversation.
+//! The device's tap as a source: connect over a unix socket or TCP, read its HELLO, send
+//! SUBSCRIBE, then read records on a thread of their own. `--mixer` requests and `--inject`
+//! audio go back on the same socket as records.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
-use dsproxy_wire::record::{Hello, Record, SUB_LIVE, SUB_NO_PACING};
+use dsproxy_wire::record::{Hello, Record, MAX_PAYLOAD, SUB_LIVE, SUB_NO_PACING};
 use dsproxy_wire::{ReadError, RecordReader, WireError};
 
+use super::{Attached, Closed, Link, Outbox, Outlet, Plan, Source, SourceEvent};
 use crate::cli::Target;
 use crate::error::ReaderError;
 
@@ -72,6 +74,107 @@ impl Write for TapStream {
     }
 }
 
+impl Outlet for TapStream {
+    fn request(&mut self, frame: &[u8]) -> io::Result<()> {
+        self.write_all(frame)
+    }
+
+    /// INJECT records of at most one payload each. The device stops reading them while its
+    /// buffer for the stream is full, so the socket's flow control paces the writer.
+    fn inject(&mut self, stream: u32, data: &[u8]) -> io::Result<()> {
+        let mut frame = Vec::new();
+        for piece in data.chunks(MAX_PAYLOAD as usize - 4) {
+            frame.clear();
+            Record::Inject {
+                stream,
+                data: piece.to_vec(),
+            }
+            .encode(&mut frame)
+            .map_err(io::Error::other)?;
+            self.write_all(&frame)?;
+        }
+        Ok(())
+    }
+}
+
+impl Link for TapStream {
+    fn shutdown(&self) {
+        TapStream::shutdown(self)
+    }
+}
+
+/// The tap of a dsproxy-device.
+pub struct TapSource {
+    pub target: Target,
+    pub sub: SubscribeOptions,
+}
+
+impl Source for TapSource {
+    fn target(&self) -> String {
+        self.target.to_string()
+    }
+
+    fn attach(&mut self, plan: &mut Plan<'_>, outbox: Outbox) -> Result<Attached, ReaderError> {
+        let Subscribed {
+            hello,
+            reader,
+            control,
+        } = subscribe(&self.target, self.sub, plan)?;
+        let outlet = control.try_clone().map_err(|e| ReaderError::Handshake {
+            target: self.target(),
+            why: e.to_string(),
+        })?;
+        spawn_reader(reader, outbox, self.target()).map_err(|e| ReaderError::Connect {
+            target: "the tap".into(),
+            source: e,
+            hint: " (cannot start the socket thread)",
+        })?;
+        Ok(Attached {
+            hello,
+            outlet: Some(Box::new(outlet)),
+            link: Box::new(control),
+        })
+    }
+
+    fn retryable(&self, e: &ReaderError) -> bool {
+        matches!(
+            e,
+            ReaderError::Connect { .. } | ReaderError::Handshake { .. }
+        )
+    }
+}
+
+/// Reads records until the connection ends, passing them to the main loop.
+fn spawn_reader(
+    mut reader: RecordReader<TapStream>,
+    outbox: Outbox,
+    target: String,
+) -> io::Result<()> {
+    std::thread::Builder::new()
+        .name("tap".into())
+        .spawn(move || loop {
+            let (event, last) = match reader.next_record() {
+                Ok(Some(rec)) => (SourceEvent::Record(rec), false),
+                Ok(None) => (SourceEvent::Closed(Closed::Gone(None)), true),
+                Err(ReadError::Io(e)) => {
+                    (SourceEvent::Closed(Closed::Gone(Some(e.to_string()))), true)
+                }
+                Err(ReadError::TruncatedStream) => (SourceEvent::Closed(Closed::Truncated), true),
+                Err(e) => (
+                    SourceEvent::Closed(Closed::Broken(ReaderError::Malformed {
+                        target: target.clone(),
+                        source: e,
+                    })),
+                    true,
+                ),
+            };
+            if !outbox.send(event) || last {
+                return;
+            }
+        })
+        .map(|_| ())
+}
+
 /// What to ask of the device.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SubscribeOptions {
@@ -86,7 +189,7 @@ impl SubscribeOptions {
 }
 
 /// An attached, subscribed tap.
-pub struct Attached {
+pub struct Subscribed {
     pub hello: Hello,
     /// Reads the records that follow.
     pub reader: RecordReader<TapStream>,
@@ -133,11 +236,11 @@ pub fn connect(target: &Target) -> Result<TapStream, ReaderError> {
 
 /// Connects, reads HELLO and subscribes to `streams` (a stream mask; 0 = all). `choose`
 /// sees the HELLO first and returns the stream mask, or refuses the card.
-pub fn attach(
+pub fn subscribe(
     target: &Target,
     opts: SubscribeOptions,
-    choose: impl FnOnce(&Hello) -> Result<u64, ReaderError>,
-) -> Result<Attached, ReaderError> {
+    choose: &mut Plan<'_>,
+) -> Result<Subscribed, ReaderError> {
     let stream = connect(target)?;
     let handshake = |why: String| ReaderError::Handshake {
         target: target.to_string(),
@@ -184,7 +287,7 @@ pub fn attach(
     let mut w = control.try_clone().map_err(|e| handshake(e.to_string()))?;
     w.write_all(&sub)
         .map_err(|e| handshake(format!("sending SUBSCRIBE: {e}")))?;
-    Ok(Attached {
+    Ok(Subscribed {
         hello,
         reader,
         control,
@@ -208,10 +311,10 @@ mod tests {
     #[test]
     fn missing_socket_is_a_clear_error() {
         let p = tmp_sock("missing");
-        let e = attach(
+        let e = subscribe(
             &Target::Unix(p.clone()),
             SubscribeOptions::default(),
-            |_| Ok(0),
+            &mut |_| Ok(0),
         )
         .err()
         .unwrap();
@@ -228,10 +331,10 @@ mod tests {
             let (mut s, _) = l.accept().unwrap();
             s.write_all(b"HTTP/1.1 200 OK\r\n\r\n").unwrap();
         });
-        let e = attach(
+        let e = subscribe(
             &Target::Unix(p.clone()),
             SubscribeOptions::default(),
-            |_| Ok(0),
+            &mut |_| Ok(0),
         )
         .err()
         .unwrap();
@@ -247,7 +350,7 @@ mod tests {
         let t = std::thread::spawn(move || {
             let (mut s, _) = l.accept().unwrap();
             let hello = Record::Hello(Hello {
-                version: 1,
+                version: dsproxy_wire::record::PROTOCOL_VERSION,
                 time_ns: 0,
                 name: "x".into(),
                 jacks: 0,
@@ -262,7 +365,7 @@ mod tests {
             live: true,
             no_pacing: true,
         };
-        let a = attach(&Target::Unix(p.clone()), opts, |h| {
+        let a = subscribe(&Target::Unix(p.clone()), opts, &mut |h| {
             assert_eq!(h.name, "x");
             Ok(0b101)
         })

@@ -1,0 +1,122 @@
+//! Where the reader's records come from.
+//!
+//! Two sources feed the one session and its sinks: the device's tap ([`tap`]), and QEMU's
+//! own emulated cards over QEMU's D-Bus audio. Each hands the main loop the card's
+//! description (a [`Hello`]) and then [`SourceEvent`]s in the tap's record vocabulary, so
+//! files, stdout, the `-e`/`-i` logs, host playback and `--once` work the same whichever
+//! source the audio came from. What a source takes back — `--mixer` requests and `--inject`
+//! audio — goes through its [`Outlet`].
+
+pub mod tap;
+
+use std::io;
+use std::sync::mpsc::SyncSender;
+
+use dsproxy_wire::record::{Hello, Record};
+
+use crate::error::ReaderError;
+
+/// What a source tells the main loop.
+#[derive(Debug)]
+pub enum SourceEvent {
+    /// One record.
+    Record(Record),
+    /// The card gained streams or controls after attaching (QEMU opened a new voice): its
+    /// whole description now.
+    Card(Hello),
+    /// The connection ended.
+    Closed(Closed),
+}
+
+/// How a connection ended.
+#[derive(Debug)]
+pub enum Closed {
+    /// The peer closed it between records, or it was lost (`Some(why)`, worth a log line):
+    /// the device or VM went away.
+    Gone(Option<String>),
+    /// Cut in the middle of a record: lost with `--reconnect`, an error otherwise.
+    Truncated,
+    /// The peer sent something that is not the protocol: always an error.
+    Broken(ReaderError),
+}
+
+/// What the main loop waits on: the sources' events and the signal thread.
+#[derive(Debug)]
+pub enum Event {
+    /// An event of connection number `conn`.
+    Source { conn: u64, event: SourceEvent },
+    /// SIGINT or SIGTERM.
+    Signal,
+}
+
+/// Where one connection's events go: the main loop's channel, tagged with the connection's
+/// number so late events of an old connection can be told apart.
+#[derive(Clone)]
+pub struct Outbox {
+    conn: u64,
+    tx: SyncSender<Event>,
+}
+
+impl Outbox {
+    pub fn new(conn: u64, tx: SyncSender<Event>) -> Outbox {
+        Outbox { conn, tx }
+    }
+
+    /// Sends one event, waiting while the main loop is behind (so a slow disk pushes back
+    /// on the source). `false` when the main loop is gone.
+    pub fn send(&self, event: SourceEvent) -> bool {
+        self.tx
+            .send(Event::Source {
+                conn: self.conn,
+                event,
+            })
+            .is_ok()
+    }
+}
+
+/// Writes back to a source: `--mixer` requests and `--inject` audio. Blocking: a source
+/// with no room makes the writer wait, which is how injected audio is paced.
+pub trait Outlet: Send {
+    /// An encoded request record (SET_CONTROL).
+    fn request(&mut self, frame: &[u8]) -> io::Result<()>;
+    /// Audio for input stream `stream`, for the guest to read.
+    fn inject(&mut self, stream: u32, data: &[u8]) -> io::Result<()>;
+}
+
+/// A live connection, for ending it.
+pub trait Link: Send {
+    /// Ends the connection: threads blocked on it return.
+    fn shutdown(&self);
+}
+
+/// A connection just made.
+pub struct Attached {
+    pub hello: Hello,
+    /// Writes to the source; `None` when it takes nothing back.
+    pub outlet: Option<Box<dyn Outlet>>,
+    pub link: Box<dyn Link>,
+}
+
+/// Checks a card against the options and returns the streams to subscribe to (a stream
+/// mask; 0 = all).
+pub type Plan<'a> = dyn FnMut(&Hello) -> Result<u64, ReaderError> + 'a;
+
+/// A place records come from.
+pub trait Source {
+    /// The source as messages name it (a socket path, `host:port`, a QMP socket).
+    fn target(&self) -> String;
+
+    /// Whether the card can gain streams after attaching (QEMU opens voices as the guest
+    /// uses its cards), so options naming a stream cannot all be checked at attach time.
+    fn card_grows(&self) -> bool {
+        false
+    }
+
+    /// Connects, reads the card's description, lets `plan` check it, and starts a thread
+    /// that delivers the connection's events to `outbox`.
+    fn attach(&mut self, plan: &mut Plan<'_>, outbox: Outbox) -> Result<Attached, ReaderError>;
+
+    /// Whether an attach failure is worth retrying with `--reconnect` (the peer is not
+    /// there yet), as opposed to a refusal of the options.
+    fn retryable(&self, e: &ReaderError) -> bool;
+}
