@@ -140,7 +140,13 @@ fn record_log_shows_every_record() {
     let f = r.finish();
     assert!(f.status.success(), "{}", f.stderr);
     let lines: Vec<&str> = f.stderr.lines().collect();
-    assert!(lines[0].starts_with("HELLO version=1 "), "{lines:?}");
+    assert!(
+        lines[0].starts_with(&format!(
+            "HELLO version={} ",
+            dsproxy_wire::record::PROTOCOL_VERSION
+        )),
+        "{lines:?}"
+    );
     assert!(lines.contains(&"SNAPSHOT_END"));
     assert!(lines.contains(
         &"PARAMS stream=0 buffer=16384 period=4096 features=0x0 channels=2 format=S16_LE \

@@ -350,7 +350,7 @@ mod tests {
         let t = std::thread::spawn(move || {
             let (mut s, _) = l.accept().unwrap();
             let hello = Record::Hello(Hello {
-                version: 1,
+                version: dsproxy_wire::record::PROTOCOL_VERSION,
                 time_ns: 0,
                 name: "x".into(),
                 jacks: 0,
