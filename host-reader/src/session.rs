@@ -3,8 +3,9 @@
 //!
 //! Rules the files follow:
 //! - A stream's file is opened when its first audio arrives (a WAV header needs the params).
-//! - A change of format, rate or channel count closes the file; the next audio opens the
-//!   next segment. So do losing the device and the VM going away.
+//! - Audio in another format, rate or channel count than the file's closes the file and
+//!   opens the next segment (params that change and change back with no audio between keep
+//!   the file). Losing the device and the VM going away close the file too.
 //! - A GAP (audio this reader did not get, in `--live` mode) is written as silence of the
 //!   gap's length, so the file keeps its timing, and is logged on stderr. A jump in PCM
 //!   offsets without a GAP record is treated the same way.
@@ -399,8 +400,33 @@ impl Session {
                 self.session_seen = true;
             }
         }
+        self.follow_capture(stream);
         self.update_injector(stream);
         Flow::Continue
+    }
+
+    /// Without `--inject-stream`, the injected audio goes to the capture the guest starts
+    /// when the one it was going to is idle: a card with several inputs (AC97's line in and
+    /// microphone are two of QEMU's voices) is recorded from whichever the guest opened.
+    fn follow_capture(&mut self, stream: u32) {
+        let starts_input = self.streams.get(&stream).is_some_and(|st| !st.is_output());
+        let Some(inj) = &mut self.injector else {
+            return;
+        };
+        if !starts_input || inj.is_pinned() || inj.stream() == Some(stream) {
+            return;
+        }
+        let current_idle = inj
+            .stream()
+            .and_then(|s| self.streams.get(&s))
+            .is_none_or(|st| !st.is_active());
+        if current_idle {
+            if let Some(old) = inj.stream() {
+                inj.update(None, false);
+                log::info!("--inject: now into input stream {stream} (stream {old} is idle)");
+            }
+            inj.set_stream(stream);
+        }
     }
 
     fn on_stop(&mut self, stream: u32, drained: bool) -> Result<Flow, ReaderError> {
@@ -567,8 +593,10 @@ impl Session {
         st
     }
 
-    /// New params. A change of shape closes the stream's file; the next audio opens the
-    /// next segment.
+    /// New params. A change of shape ends the stream's file once audio comes in the new
+    /// shape (the next segment starts with it); params that change and change back before
+    /// any audio — an OSS program's defaults at open, which QEMU's emulated cards pass on —
+    /// keep the file.
     fn on_params(&mut self, p: Params) -> Result<Flow, ReaderError> {
         let Some(st) = self.streams.get_mut(&p.stream) else {
             log::warn!(
@@ -579,15 +607,13 @@ impl Session {
         };
         let new_shape = AudioShape::from_params(&p);
         st.set_params(p);
-        if let Some(seg) = &st.segment {
-            if seg.shape != new_shape {
-                if seg.bytes() > 0 {
-                    self.outputs.reshape(st)?;
-                } else {
-                    // An empty segment can simply be re-created with the new shape.
-                    st.segment = None;
-                }
-            }
+        if st
+            .segment
+            .as_ref()
+            .is_some_and(|seg| seg.shape != new_shape && seg.bytes() == 0)
+        {
+            // An empty segment can simply be re-created with the new shape.
+            st.segment = None;
         }
         self.update_injector(p.stream);
         Ok(Flow::Continue)

@@ -237,6 +237,13 @@ impl Outputs {
         let mut done = Written::default();
         let mut to_file = 0;
         if let (true, Some(files)) = (st.recorded, &self.files) {
+            if st
+                .segment
+                .as_ref()
+                .is_some_and(|seg| seg.shape != st.shape())
+            {
+                self.reshape(st)?;
+            }
             if st.segment.is_none() {
                 if files.is_wav() && st.params.is_none() {
                     if !st.warned_no_params {
@@ -298,9 +305,9 @@ impl Outputs {
         Ok(done)
     }
 
-    /// Closes a stream's file because its format changed (the next audio opens the next
+    /// Closes a stream's file because audio came in another format (it goes to the next
     /// segment).
-    pub fn reshape(&self, st: &mut StreamState) -> Result<(), ReaderError> {
+    fn reshape(&self, st: &mut StreamState) -> Result<(), ReaderError> {
         if let Some(seg) = st.segment.take() {
             let path = seg.path.clone();
             seg.finish()?;

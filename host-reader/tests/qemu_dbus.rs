@@ -643,3 +643,46 @@ fn options_that_do_not_apply_to_qemu_are_refused() {
         assert_eq!(f.stderr.lines().count(), 1, "{}", f.stderr);
     }
 }
+
+/// The D-Bus path's own ceiling, for `scripts/bench`: the fake QEMU sends 60 s of 48 kHz S16
+/// stereo in QEMU's 480-frame Writes as fast as the reader takes them, into `-f /dev/null`
+/// and into a WAV file. Prints audio seconds captured per wall second. Not a pass/fail
+/// timing: `cargo test --release -p dsproxy-host-reader --test qemu_dbus -- --ignored
+/// --nocapture dbus_ceiling`.
+#[test]
+#[ignore]
+fn dbus_ceiling() {
+    const SECONDS: usize = 60;
+    let chunk = noise(12, 1920);
+    for (label, target) in [("discard", "/dev/null"), ("file", "")] {
+        let mut out = vec![Step::Init(1, 48000, 2), Step::Enable(1, true)];
+        out.extend((0..SECONDS * 100).map(|_| Step::Write(1, chunk.clone())));
+        out.push(Step::Enable(1, false));
+        let mut q = FakeQemu::start(
+            "ceiling",
+            Script {
+                out,
+                ..Script::default()
+            },
+        );
+        let file = q.dir.join("out.wav");
+        let target = if target.is_empty() {
+            s(&file).to_string()
+        } else {
+            target.to_string()
+        };
+        let t0 = Instant::now();
+        let r = Reader::spawn(&["--qmp", q.qmp(), "-x", "-f", &target]);
+        q.join();
+        let f = r.finish();
+        let wall = t0.elapsed().as_secs_f64();
+        assert!(f.status.success(), "{}", f.stderr);
+        if label == "file" {
+            assert_eq!(wav_data(&file).len(), SECONDS * 192_000);
+        }
+        println!(
+            "dbus ceiling ({label}): {SECONDS} s of 48 kHz S16 stereo in {wall:.2} s wall = {:.0} audio s per wall s",
+            SECONDS as f64 / wall
+        );
+    }
+}

@@ -1436,6 +1436,9 @@ class EmulatedContext:
 
     def __init__(self, wall):
         self.wall, self.timings, self.work, self.repo = wall, TIMINGS, WORK, REPO
+        # For the D-Bus boots: dsproxy-host-reader --qmp, run like the tap boots' readers.
+        self.reader, self.host_record, self.proc = Built.reader, HOST_RECORD, Proc
+        self.write_wav = write_wav
         self.check, self.note, self.tail = R.check, note, tail
         self.run_logged, self.guest_script = run_logged, guest_script
 
@@ -1448,6 +1451,9 @@ class EmulatedContext:
         if not Built.progs:
             return Built.why.get("progs", "test programs missing")
         return None
+
+    def reader_unavailable(self):
+        return None if Built.reader else Built.why.get("reader", "dsproxy-host-reader missing")
 
     def build_image(self, cdir, flavor, scripts, name):
         """An image with the boot scripts in /e2e/ (the ac97/hda module sets are in every

@@ -1,14 +1,18 @@
-//! `--inject` into QEMU's capture voices: the injector fills a queue, QEMU's
-//! `AudioInListener.Read` calls empty it.
+//! `--inject` into QEMU's capture voices: the injector fills a queue for its input stream,
+//! QEMU's `AudioInListener.Read` calls empty it. A card's other capture voices (AC97 has a
+//! microphone besides its line in) read silence.
 //!
 //! QEMU calls Read synchronously from its main loop, so an answer never waits: it is what
 //! the queue holds, padded with silence when the queue runs dry (before the first injected
 //! audio, and after the file ends), as a microphone would give. QEMU's D-Bus backend does
 //! not pace capture itself (its rate limit in `dbus_read` is commented out), so the reader
 //! does: a voice gets at most its rate's worth of bytes since it was enabled, plus
-//! [`HEADROOM`]; the guest's capture then runs at real time by the host's clock.
+//! [`HEADROOM`]; the guest's capture then runs at real time by the host's clock. Time is
+//! counted in steps of [`STEP`]: QEMU's card models (AC97's `read_audio`) call Read in a loop
+//! until it returns nothing, holding QEMU's lock — answered by the microsecond, that loop
+//! would spin for a whole buffer descriptor and starve the guest of its interrupts.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -18,11 +22,12 @@ use crate::source::Outlet;
 
 /// How far ahead of real time a capture voice may read (QEMU asks a little ahead).
 pub const HEADROOM: Duration = Duration::from_millis(20);
+/// The granularity of the capture clock.
+pub const STEP: Duration = Duration::from_millis(5);
 /// How much injected audio the queue holds ahead of QEMU's reads.
 const QUEUE_SECONDS: f64 = 0.5;
 
 struct Voice {
-    stream: u32,
     frame: usize,
     byte_rate: u64,
     silence: Vec<u8>,
@@ -32,8 +37,11 @@ struct Voice {
 
 #[derive(Default)]
 struct State {
-    voice: Option<Voice>,
+    /// The capture voices by stream.
+    voices: HashMap<u32, Voice>,
+    /// Injected audio, for `queue_stream`.
     queue: VecDeque<u8>,
+    queue_stream: Option<u32>,
     closed: bool,
 }
 
@@ -49,16 +57,18 @@ impl CaptureQueue {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Input stream `stream` now has this shape: what is queued for an older shape goes.
+    /// Input stream `stream` now has this shape (`None`: its voice is gone); what is queued
+    /// for it in an older shape goes.
     pub fn configure(&self, stream: u32, shape: Option<AudioShape>) {
         let mut st = self.lock();
-        st.queue.clear();
-        st.voice = shape.and_then(|s| {
+        if st.queue_stream == Some(stream) {
+            st.queue.clear();
+        }
+        let voice = shape.and_then(|s| {
             let frame = s.frame_bytes()?;
             let mut silence = Vec::new();
             crate::convert::encode(s.format, &vec![0.0; s.channels as usize], &mut silence).ok()?;
             Some(Voice {
-                stream,
                 frame,
                 byte_rate: s.byte_rate()?,
                 silence,
@@ -66,13 +76,17 @@ impl CaptureQueue {
                 given: 0,
             })
         });
+        match voice {
+            Some(v) => st.voices.insert(stream, v),
+            None => st.voices.remove(&stream),
+        };
         self.room.notify_all();
     }
 
     /// The guest started (or stopped) capturing.
     pub fn set_enabled(&self, stream: u32, on: bool) {
         let mut st = self.lock();
-        if let Some(v) = st.voice.as_mut().filter(|v| v.stream == stream) {
+        if let Some(v) = st.voices.get_mut(&stream) {
             v.enabled_at = on.then(Instant::now);
             v.given = 0;
         }
@@ -86,19 +100,30 @@ impl CaptureQueue {
 
     fn read_at(&self, stream: u32, size: usize, now: Instant) -> Vec<u8> {
         let mut st = self.lock();
-        let State { voice, queue, .. } = &mut *st;
-        let Some(v) = voice.as_mut().filter(|v| v.stream == stream) else {
+        let State {
+            voices,
+            queue,
+            queue_stream,
+            ..
+        } = &mut *st;
+        let Some(v) = voices.get_mut(&stream) else {
             return Vec::new();
         };
-        let since = v
+        let ours = *queue_stream == Some(stream);
+        let elapsed = v
             .enabled_at
-            .map_or(Duration::ZERO, |t| now.saturating_duration_since(t))
-            + HEADROOM;
+            .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
+        let steps = (elapsed.as_nanos() / STEP.as_nanos()) as u32;
+        let since = STEP * steps + HEADROOM;
         let due = (since.as_nanos() * v.byte_rate as u128 / 1_000_000_000) as u64;
         let allowed = due.saturating_sub(v.given) as usize;
         let n = size.min(allowed);
         let n = n - n % v.frame.max(1);
-        let mut out: Vec<u8> = queue.drain(..n.min(queue.len())).collect();
+        let mut out: Vec<u8> = if ours {
+            queue.drain(..n.min(queue.len())).collect()
+        } else {
+            Vec::new()
+        };
         while out.len() < n {
             let k = (n - out.len()).min(v.silence.len());
             out.extend_from_slice(&v.silence[..k]);
@@ -122,9 +147,13 @@ impl CaptureQueue {
             if st.closed {
                 return Err(io::Error::new(io::ErrorKind::BrokenPipe, "QEMU went away"));
             }
-            let cap = match st.voice.as_ref().filter(|v| v.stream == stream) {
+            if st.queue_stream != Some(stream) {
+                st.queue.clear();
+                st.queue_stream = Some(stream);
+            }
+            let cap = match st.voices.get(&stream) {
                 Some(v) => (v.byte_rate as f64 * QUEUE_SECONDS) as usize,
-                // The voice changed under the injector: drop this piece.
+                // The voice went away under the injector: drop this piece.
                 None => return Ok(()),
             };
             if st.queue.is_empty() || st.queue.len() + data.len() <= cap {
@@ -174,22 +203,36 @@ mod tests {
         let q = CaptureQueue::default();
         q.configure(1, shape(PcmFormat::S16, 48000));
         let t0 = Instant::now();
-        q.lock().voice.as_mut().unwrap().enabled_at = Some(t0);
+        q.lock().voices.get_mut(&1).unwrap().enabled_at = Some(t0);
         q.push(1, &[7; 100]).unwrap();
         // At t0 only the headroom is due: 20 ms = 960 frames = 3840 bytes.
         let got = q.read_at(1, 100_000, t0);
         assert_eq!(got.len(), 3840);
         assert_eq!(&got[..100], &[7; 100]);
         assert!(got[100..].iter().all(|&b| b == 0));
-        // Nothing more until time passes; then exactly the time's worth, whole frames.
+        // Nothing more until time passes — not even after 4 ms, less than a step, so QEMU's
+        // read loops end; then exactly the time's worth, whole frames.
         assert!(q.read_at(1, 100_000, t0).is_empty());
+        assert!(q
+            .read_at(1, 100_000, t0 + Duration::from_millis(4))
+            .is_empty());
         let got = q.read_at(1, 100_000, t0 + Duration::from_millis(10));
         assert_eq!(got.len(), 1920);
         // QEMU's own limit wins when smaller; odd sizes are cut to frames.
         let got = q.read_at(1, 7, t0 + Duration::from_secs(1));
         assert_eq!(got.len(), 4);
-        // Another stream, or none configured: nothing.
+        // A stream with no voice: nothing. Another capture voice: silence, paced the same.
         assert!(q.read_at(2, 100, t0 + Duration::from_secs(1)).is_empty());
+        q.configure(2, shape(PcmFormat::S16, 48000));
+        q.lock().voices.get_mut(&2).unwrap().enabled_at = Some(t0);
+        q.push(1, &[5; 8]).unwrap();
+        let got = q.read_at(2, 100, t0 + Duration::from_secs(1));
+        assert_eq!(got, vec![0; 100]);
+        assert_eq!(
+            q.lock().queue.len(),
+            8,
+            "the injected stream's audio stays for it"
+        );
     }
 
     #[test]

@@ -118,8 +118,10 @@ struct Slot {
     offset: u64,
     volume: Option<Vec<i64>>,
     muted: Option<bool>,
-    /// Said that this voice cannot be recorded.
-    refused: bool,
+    /// Why this voice cannot be recorded, until it is said (at its first enable or audio:
+    /// a card's driver probes rates at load that nothing ever plays at).
+    refused: Option<String>,
+    refusal_said: bool,
 }
 
 /// QEMU's voices as streams, and the events each listener call becomes.
@@ -205,7 +207,7 @@ impl VoiceCard {
         };
         match info.params(stream) {
             Ok(p) => {
-                slot.refused = false;
+                slot.refused = None;
                 if slot.params != Some(p) || slot.released {
                     slot.params = Some(p);
                     slot.released = false;
@@ -213,16 +215,22 @@ impl VoiceCard {
                 }
             }
             Err(why) => {
-                if !slot.refused {
-                    crate::console::note(&format!(
-                        "QEMU voice in stream {stream}: {why}; its audio is not recorded"
-                    ));
-                    slot.refused = true;
-                }
+                slot.refused = Some(why);
+                slot.refusal_said = false;
                 slot.params = None;
             }
         }
         out
+    }
+
+    /// Says once why a voice that is being used cannot be recorded.
+    fn say_refusal(stream: u32, slot: &mut Slot) {
+        if let (Some(why), false) = (&slot.refused, slot.refusal_said) {
+            crate::console::note(&format!(
+                "QEMU voice in stream {stream}: {why}; its audio is not recorded"
+            ));
+            slot.refusal_said = true;
+        }
     }
 
     fn add_stream(&mut self, direction: Direction, info: &PcmInfo) -> u32 {
@@ -275,7 +283,8 @@ impl VoiceCard {
                 offset: 0,
                 volume: None,
                 muted: None,
-                refused: false,
+                refused: None,
+                refusal_said: false,
             },
         );
         id
@@ -316,6 +325,9 @@ impl VoiceCard {
         let Some(slot) = self.slots.get_mut(&stream) else {
             return out;
         };
+        if on {
+            Self::say_refusal(stream, slot);
+        }
         if on && !slot.enabled {
             if slot.released {
                 if let Some(p) = slot.params {
@@ -390,6 +402,7 @@ impl VoiceCard {
             return Vec::new();
         };
         if slot.params.is_none() {
+            Self::say_refusal(stream, slot);
             return Vec::new();
         }
         let offset = slot.offset;

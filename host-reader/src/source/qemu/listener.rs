@@ -228,7 +228,14 @@ async fn handle(conn: &zbus::Connection, msg: &Message, direction: Direction, sh
         }
         (i, "Fini") if i == ours => {
             match body.deserialize::<u64>() {
-                Ok(id) => shared.apply(|c| c.fini(direction, id)),
+                Ok(id) => shared.apply(|c| {
+                    if let (Direction::Input, Some(q), Some(s)) =
+                        (direction, &shared.capture, c.stream_of(direction, id))
+                    {
+                        q.configure(s, None);
+                    }
+                    c.fini(direction, id)
+                }),
                 Err(e) => bad(e),
             }
             reply_empty(conn, msg, wants_reply).await
@@ -265,10 +272,15 @@ async fn handle(conn: &zbus::Connection, msg: &Message, direction: Direction, sh
             let data = match body.deserialize::<(u64, u64)>() {
                 Ok((id, size)) => {
                     let stream = shared.card().stream_of(direction, id);
-                    match (stream, &shared.capture) {
+                    let data = match (stream, &shared.capture) {
                         (Some(s), Some(q)) => q.read(s, size.min(1 << 24) as usize),
                         _ => Vec::new(),
-                    }
+                    };
+                    log::trace!(
+                        "Read voice {id:#x} (stream {stream:?}): {size} bytes asked, {} given",
+                        data.len()
+                    );
+                    data
                 }
                 Err(e) => {
                     bad(e);
