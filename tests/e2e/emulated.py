@@ -14,7 +14,8 @@ Combinations (E2E_ONLY names):
     6.12-hda    -machine q35, -device intel-hda + hda-duplex (mixer=off), snd-hda-intel with
                 snd-hda-codec-generic loaded first (see images/README.md: the HDA probe)
     6.12-ich9   -machine q35, -device ich9-intel-hda + hda-duplex (mixer=off)
-    6.12-virtio -machine q35, -device virtio-sound-pci, the stock virtio_snd (dbus boot only)
+    6.12-virtio -machine q35, -device virtio-sound-pci, the stock virtio_snd (dbus boot only;
+                its output through QEMU's mixing engine at 48 kHz, see COMBOS)
 Boots (E2E_BOOTS names):
     wav         48 kHz S16 stereo: 1 s then 200 ms of silence in the same stream (bit-exact),
                 5 s + 200 ms that must take 5.2 s +- 5 % and come out bit-exact, then 1 s with
@@ -40,7 +41,14 @@ COMBOS = {
     "6.12-ac97": {"flavor": "6.12", "card": "ac97", "machine": "pc"},
     "6.12-hda": {"flavor": "6.12", "card": "intel-hda", "machine": "q35"},
     "6.12-ich9": {"flavor": "6.12", "card": "ich9-intel-hda", "machine": "q35"},
-    "6.12-virtio": {"flavor": "6.12", "card": "virtio-sound", "machine": "q35"},
+    # QEMU 10.0.2's virtio-sound-pci on the dbus backend with out.mixing-engine=off plays
+    # ahead of real time and drops audio (measured: 5.2 s played in 1.86 s, 31 % of it
+    # arriving; the none backend keeps time): its output goes through the mixing engine at the
+    # guest's 48 kHz S16 stereo instead, which passes that format through unchanged and
+    # resamples any other.
+    "6.12-virtio": {"flavor": "6.12", "card": "virtio-sound", "machine": "q35",
+                    "dbus_opts": "out.frequency=48000,out.channels=2,out.format=s16,"
+                                 "in.mixing-engine=off", "out_mixed": True},
 }
 BOOTS = ["wav", "wav44", "dbus"]
 # Which boots each combination runs (ich9 is the same guest driver as intel-hda: one wav boot).
@@ -232,10 +240,12 @@ def run_dbus_boot(ctx, combo):
     prefix = f"{combo} dbus"
     bdir = os.path.join(ctx.work, combo, "dbus")
     os.makedirs(bdir, exist_ok=True)
+    mixed = c.get("out_mixed", False)
     names = ["the reader attaches through QMP and the guest plays and records every step",
              "48 kHz: out.wav bit-exact (1 s, then 5.2 s)",
              "paced-5s: 5.2 s of audio take 5.2 s +- 5 %",
-             "44.1 kHz: the format change starts out.seg2.wav, bit-exact",
+             "44.1 kHz: QEMU's mixing engine resamples it into out.wav at 48 kHz (measured)"
+             if mixed else "44.1 kHz: the format change starts out.seg2.wav, bit-exact",
              "-e names each voice format in OSS words",
              "--inject: the guest records the injected audio bit-exact",
              "the reader ends cleanly with its files finalized"]
@@ -268,7 +278,7 @@ def run_dbus_boot(ctx, combo):
     t0 = time.monotonic()
     cmd = [os.path.join(ctx.repo, "scripts", "guest-run.sh"), "--flavor", c["flavor"],
            "--initramfs", image, "--machine", c["machine"], "--snd", c["card"], f"dbus:{qmp}",
-           "--audiodev-opts", "out.mixing-engine=off,in.mixing-engine=off",
+           "--audiodev-opts", c.get("dbus_opts", "out.mixing-engine=off,in.mixing-engine=off"),
            "--run", "sh /e2e/dbus.sh", "--quiet", "--log", console, "--timeout", "240"]
     rc = ctx.run_logged(cmd, os.path.join(bdir, "guest-run.log"))
     wall = time.monotonic() - t0
@@ -287,8 +297,10 @@ def run_dbus_boot(ctx, combo):
              for s in steps]
     seg1, seg2 = os.path.join(bdir, "out.wav"), os.path.join(bdir, "out.seg2.wav")
     audio_s = 0.0
-    for path, rate, idx, name in ((seg1, 48000, [0, 1], names[1]),
-                                  (seg2, 44100, [2], names[3])):
+    files = [(seg1, 48000, [0, 1], names[1])]
+    if not mixed:
+        files.append((seg2, 44100, [2], names[3]))
+    for path, rate, idx, name in files:
         if not os.path.exists(path):
             ck.check(name, False, f"no {path}; reader: {ctx.tail(reader_log, 10)}")
             continue
@@ -301,6 +313,13 @@ def run_dbus_boot(ctx, combo):
         parts, rest = split_capture(data, [wants[i] for i in idx])
         exact = len(parts) == len(idx) and all(got == len(wants[i]) for (lead, got), i in zip(parts, idx))
         silent = all(b == 0 for b in rest)
+        if mixed and exact:
+            # The 44.1 kHz step follows in the same file, resampled: about 1 s of sound.
+            sound = sum(1 for i in range(0, len(rest) - 3, 4) if rest[i:i + 4] != b"\0\0\0\0")
+            ck.check(names[3], not os.path.exists(seg2) and 0.95 <= sound / 48000 <= 1.05,
+                     f"{sound / 48000:.3f} s of sound at 48 kHz after the 48 kHz steps "
+                     f"(the guest played 1.000 s at 44.1 kHz); not bit-exact by design")
+            silent = True
         detail = "; ".join(f"{steps[i].name}: {got} of {len(wants[i])} bytes exact after "
                            f"{lead} bytes of silence" for (lead, got), i in zip(parts, idx))
         ck.check(name, exact and silent, f"{detail}; then {len(rest)} bytes"
@@ -316,9 +335,11 @@ def run_dbus_boot(ctx, combo):
     if not os.path.exists(seg1):
         ck.check(names[2], False, "no capture to time")
     english = [ln for ln in rlog.splitlines() if ln.startswith("SNDCTL_DSP_")]
-    want_lines = ["SNDCTL_DSP_SPEED    => 48000", "SNDCTL_DSP_SPEED    => 44100",
-                  "SNDCTL_DSP_SETFMT   => AFMT_S16_LE", "SNDCTL_DSP_CHANNELS => 2",
-                  "SNDCTL_DSP_SYNC"]
+    # Through the mixing engine the listener sees the mix's format only.
+    want_lines = ["SNDCTL_DSP_SPEED    => 48000", "SNDCTL_DSP_SETFMT   => AFMT_S16_LE",
+                  "SNDCTL_DSP_CHANNELS => 2", "SNDCTL_DSP_SYNC"]
+    if not mixed:
+        want_lines.append("SNDCTL_DSP_SPEED    => 44100")
     missing = [w for w in want_lines if not any(ln.startswith(w) for ln in english)]
     ck.check(names[4], not missing, f"missing {missing}" if missing else
              f"{len(english)} SNDCTL_DSP_ lines")
