@@ -41,8 +41,9 @@ pub struct Cli {
     /// needs -audiodev dbus,id=snd0,out.mixing-engine=off -display dbus,p2p=yes,audiodev=snd0
     /// -qmp unix:PATH,server=on,wait=off. With out.mixing-engine=off each voice comes in the
     /// guest's own format, bit-exact; with QEMU's default (on) the reader gets QEMU's mix,
-    /// resampled to the audiodev's out.* format. QEMU paces these cards itself: -d and --live
-    /// do not apply, and --mixer has no way in
+    /// resampled to the audiodev's out.* format (virtio-sound-pci needs that, with out.*
+    /// equal to the guest's format: with the engine off QEMU 10 drops its audio). QEMU paces
+    /// these cards itself: -d and --live do not apply, and --mixer has no way in
     #[arg(
         long = "qmp",
         value_name = "PATH",
@@ -77,7 +78,8 @@ pub struct Cli {
     pub reopen: bool,
 
     /// Disable pacing: ask the device to release the guest's buffers as fast as the reader
-    /// takes them (faster-than-real-time capture; best with -x)
+    /// takes them (faster-than-real-time capture; best with -x). dsproxy-device only: QEMU
+    /// paces its own cards (--qmp)
     #[arg(short = 'd', long = "no-pacing")]
     pub no_pacing: bool,
 

@@ -25,8 +25,9 @@ sockets) and fresh readers:
                Needs sox, libsox-fmt-oss, mpg123, lame, vorbis-tools (scripts/setup-host.sh)
 and once, at the end:
     demo       scripts/demo.sh (the README's main command) leaves a bit-exact out.wav
-QEMU's own emulated cards (the stand-in for Windows guests: AC97, Intel HDA, ich9 HDA) have
-combinations and boots of their own, 6.12-ac97/6.12-hda/6.12-ich9 and wav/wav44: see
+QEMU's own emulated cards (the stand-in for Windows guests: AC97, Intel HDA, ich9 HDA,
+virtio-sound-pci) have combinations and boots of their own, 6.12-ac97/6.12-hda/6.12-ich9/
+6.12-virtio and wav/wav44 (QEMU's wav backend) and dbus (dsproxy-host-reader --qmp): see
 tests/e2e/emulated.py.
 Every check prints one PASS or FAIL line; the last line is "N passed, M failed". A missing
 component (device not built, module missing...) makes the checks that need it FAIL.
