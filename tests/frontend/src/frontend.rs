@@ -54,6 +54,10 @@ pub struct FrontendOpts {
     pub indirect: bool,
     /// How the driver encodes status codes, PCM headers and PCM_INFO requests.
     pub dialect: Dialect,
+    /// Bytes of config space read (GET_CONFIG), as QEMU's device sizes it: with
+    /// `controls=on` 16 whatever the driver negotiates. None: 16 when VIRTIO_SND_F_CTLS was
+    /// negotiated, else 12.
+    pub config_len: Option<usize>,
     /// How long a control request may take before the driver gives up. Linux gives up
     /// after about a second.
     pub ctl_timeout: Duration,
@@ -79,6 +83,7 @@ impl Default for FrontendOpts {
             want_indirect: false,
             indirect: false,
             dialect: Dialect::Spec,
+            config_len: None,
             ctl_timeout: Duration::from_secs(2),
             desc_split: 4096,
             event_buffers: 16,
@@ -335,11 +340,13 @@ impl SndFrontend {
         }
         vu.set_features(acked)?;
 
-        let cfg_len = if acked & VIRTIO_SND_F_CTLS != 0 {
-            CONFIG_LEN
-        } else {
-            CONFIG_LEN_NO_CTLS
-        };
+        let cfg_len = opts
+            .config_len
+            .unwrap_or(if acked & VIRTIO_SND_F_CTLS != 0 {
+                CONFIG_LEN
+            } else {
+                CONFIG_LEN_NO_CTLS
+            });
         let zero = vec![0u8; cfg_len];
         let (_, cfg) = vu.get_config(0, cfg_len as u32, VhostUserConfigFlags::empty(), &zero)?;
         let config = SndConfig::parse(&cfg);
@@ -401,11 +408,11 @@ impl SndFrontend {
 
     /// Reads the configuration space again (GET_CONFIG).
     pub fn read_config(&mut self) -> Result<SndConfig, FrontError> {
-        let len = if self.ctls() {
+        let len = self.opts.config_len.unwrap_or(if self.ctls() {
             CONFIG_LEN
         } else {
             CONFIG_LEN_NO_CTLS
-        };
+        });
         let zero = vec![0u8; len];
         let (_, cfg) = self
             .vu

@@ -50,6 +50,9 @@ pub fn opts() -> FrontendOpts {
         want_indirect: true,
         indirect: true,
         dialect: Dialect::Aero,
+        // QEMU's vhost-user-snd-pci with controls=on (the README's line) reads 16 bytes of
+        // config whatever the driver negotiates.
+        config_len: Some(CONFIG_LEN),
         event_buffers: 0,
         ..FrontendOpts::default()
     }

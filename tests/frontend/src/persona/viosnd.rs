@@ -37,6 +37,9 @@ pub fn opts() -> FrontendOpts {
         want_indirect: false,
         indirect: false,
         dialect: Dialect::Spec,
+        // QEMU's vhost-user-snd-pci with controls=on (the README's line) reads 16 bytes of
+        // config whatever the driver negotiates.
+        config_len: Some(CONFIG_LEN),
         ctl_timeout: CTL_TIMEOUT,
         // Posted by the persona, which fails as the driver does if they do not fit.
         event_buffers: 0,
