@@ -109,6 +109,30 @@ for m in "${stock_modules[@]}"; do
   fi
 done
 
+# QEMU's own emulated cards (what Windows guests drive: the end-to-end suite's stand-in for
+# them), each a set of its own, in load order. HDA: the controller driver probes the codecs
+# at load and binds each to a codec driver then; with no modprobe in the guest it cannot ask
+# for one, so the generic codec driver (what QEMU's hda-duplex/hda-output need) goes in first.
+declare -A emulated_sets=(
+  [ac97]="soundcore snd snd-timer snd-pcm ac97_bus snd-ac97-codec snd-intel8x0 snd-mixer-oss snd-pcm-oss"
+  [hda]="soundcore snd snd-timer snd-pcm snd-hwdep snd-hda-core snd-hda-codec snd-hda-codec-generic snd-intel-sdw-acpi snd-intel-dspcfg snd-hda-intel snd-mixer-oss snd-pcm-oss"
+)
+declare -A emulated_lists=() emulated_missing=()
+for es in "${!emulated_sets[@]}"; do
+  declare -A seen_set=()
+  set_list=(); set_missing=()
+  for m in ${emulated_sets[$es]}; do
+    if p="$(mod_path "$m")"; then
+      [ -n "$p" ] && add_with_deps set_list seen_set "$p"
+    else
+      set_missing+=("$m")
+    fi
+  done
+  emulated_lists[$es]="${set_list[*]}"
+  emulated_missing[$es]="${set_missing[*]}"
+  unset seen_set
+done
+
 ours_list=(); ours_missing=(); ours_extra=()
 # Our module is a virtio driver: the virtio PCI transport must be there too. 6.12 builds it
 # in; 6.1 ships it as a module (virtio_pci + virtio_pci_{modern,legacy}_dev), which nothing
@@ -219,6 +243,10 @@ manifest="$(
   sha256sum "${BASH_SOURCE[0]}" "$repo_root/images/init.sh" "$busybox_bin" | awk '{print $1}'
   for p in "${stock_list[@]}"; do echo "stock $p $(sha256sum <"$moddir/$p" | cut -c1-64)"; done
   echo "stock-missing ${stock_missing[*]}"
+  for es in $(printf '%s\n' "${!emulated_sets[@]}" | LC_ALL=C sort); do
+    for p in ${emulated_lists[$es]}; do echo "$es $p $(sha256sum <"$moddir/$p" | cut -c1-64)"; done
+    echo "$es-missing ${emulated_missing[$es]}"
+  done
   for p in "${ours_list[@]}"; do echo "ours-dep $p $(sha256sum <"$moddir/$p" | cut -c1-64)"; done
   for ko in "${ours_extra[@]}"; do echo "ours $(basename "$ko") $(sha256sum <"$ko" | cut -c1-64)"; done
   for p in "$progs_out"/guest/* "${progs[@]}"; do
@@ -273,6 +301,14 @@ else
   for p in "${ours_list[@]}"; do install_module "$moddir/$p" >>"$stage/etc/dsproxy/modules.ours"; done
   for ko in "${ours_extra[@]}"; do install_module "$ko" >>"$stage/etc/dsproxy/modules.ours"; done
   if [ ${#stock_missing[@]} -gt 0 ]; then echo "${stock_missing[*]}" >"$stage/etc/dsproxy/missing.stock"; fi
+  for es in "${!emulated_sets[@]}"; do
+    : >"$stage/etc/dsproxy/modules.$es"
+    for p in ${emulated_lists[$es]}; do
+      # A module already installed by another set is the same file: install_module rewrites it.
+      install_module "$moddir/$p" >>"$stage/etc/dsproxy/modules.$es"
+    done
+    if [ -n "${emulated_missing[$es]}" ]; then echo "${emulated_missing[$es]}" >"$stage/etc/dsproxy/missing.$es"; fi
+  done
   if [ ${#ours_extra[@]} -eq 0 ]; then echo "(no --module given)" >"$stage/etc/dsproxy/missing.ours"; fi
 
   for p in "$progs_out"/guest/* "${progs[@]}"; do

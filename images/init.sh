@@ -5,6 +5,9 @@
 #   dsproxy.driver=stock|ours|none   module set to load (default none):
 #       stock: soundcore snd snd-timer snd-pcm virtio_snd snd-mixer-oss snd-pcm-oss (+ deps)
 #       ours:  the module(s) given to build-initramfs.sh --module (+ their deps)
+#       ac97:  snd-intel8x0 (QEMU's -device AC97) + snd-mixer-oss snd-pcm-oss (+ deps)
+#       hda:   snd-hda-codec-generic snd-hda-intel (QEMU's intel-hda/ich9-intel-hda with
+#              hda-duplex or hda-output) + snd-mixer-oss snd-pcm-oss (+ deps)
 #   dsproxy.run="/bin/prog args"     command to run (via sh -c); without it: a shell on the console
 #   dsproxy.wait_ms=N                how long to wait for /dev/dsp after loading (default 5000)
 #   dsproxy.dmesg=1                  print the whole kernel log after the program
@@ -94,7 +97,7 @@ module_params() {
 }
 
 case "$DRIVER" in
-stock | ours)
+stock | ours | ac97 | hda)
 	list=/etc/dsproxy/modules.$DRIVER
 	if [ ! -s "$list" ]; then
 		say "error: this image has no '$DRIVER' module set (see /etc/dsproxy/missing.$DRIVER)"
@@ -126,7 +129,7 @@ stock | ours)
 	;;
 none) ;;
 *)
-	say "error: unknown dsproxy.driver=$DRIVER (stock, ours, none)"
+	say "error: unknown dsproxy.driver=$DRIVER (stock, ours, ac97, hda, none)"
 	finish $SETUP_FAILED
 	;;
 esac

@@ -12,10 +12,23 @@
 #   --snd builtin-wav FILE     QEMU's own virtio-sound-pci writing FILE (-audiodev wav)
 #   --snd vhost-user SOCKET    vhost-user-snd-pci connected to a backend listening on SOCKET
 #   --snd none                 no sound device (default)
-#   --wav-params RATE:CH:FMT   builtin-wav output format (default 48000:2:s16; QEMU resamples
-#                              when it differs from the guest's stream)
+#   --snd CARD AUDIODEV        one of QEMU's own emulated cards (what Windows guests drive):
+#                              CARD intel-hda (+ hda-duplex), ich9-intel-hda (+ hda-duplex),
+#                              ac97, virtio-sound (virtio-sound-pci); AUDIODEV wav:FILE
+#                              (QEMU's wav backend writes FILE); builtin-wav FILE is
+#                              virtio-sound wav:FILE
+#   --wav-params RATE:CH:FMT   wav output format (default 48000:2:s16; QEMU resamples when it
+#                              differs from the guest's stream)
+#   --audiodev-opts OPTS       more -audiodev options (e.g. out.mixing-engine=off)
+#   --hda-codec duplex|output|micro  the codec on intel-hda/ich9-intel-hda (default duplex)
+#   --hda-mixer on|off         the codec's emulated amplifiers (default off: QEMU then applies no
+#                              volume, so what the guest plays reaches the audiodev unscaled)
+#   --hda-timer on|off         the codec's use-timer (default off; QEMU's default on moves the
+#                              audio through an 8 KiB buffer on a timer, and drops a whole
+#                              buffer when the host falls behind, and its tail at stream stop)
 #   --controls on|off          vhost-user-snd-pci controls= (default on)
-#   --driver stock|ours|none   dsproxy.driver= (default: stock with a sound device, else none)
+#   --driver stock|ours|ac97|hda|none  dsproxy.driver= (default: the card's: stock for the
+#                              virtio ones, ac97, hda; none without a sound device)
 #   --run "CMD ARGS"           dsproxy.run= (the program to run; required unless --interactive)
 #   --append "K=V ..."         extra kernel command line (e.g. dsproxy_oss.debug=1)
 #   --timeout SEC              kill the guest after SEC seconds (default 120) -> exit 124
@@ -24,6 +37,7 @@
 #   --verbose                  kernel messages on the console (no quiet/loglevel)
 #   --accel auto|tcg|kvm       default auto: KVM only if a cached probe boot succeeded
 #   --smp N                    guest CPUs (default 1)
+#   --machine q35|pc           QEMU machine (default q35; pc is the i440FX of XP/7-era guests)
 #   --interactive              console on this terminal, no timeout (shell if no --run)
 # Exit status: the guest program's status; 124 timeout; 125 guest setup failed (module load,
 # missing module set); 126 QEMU failed, was killed, or the guest died without an exit marker;
@@ -41,7 +55,7 @@ EXIT_QEMU=126
 
 log() { echo "guest-run: $*" >&2; }
 die() { echo "guest-run: error: $*" >&2; exit 2; }
-usage() { sed -n '2,36p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,46p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 flavor=6.12
 initramfs=""
@@ -49,6 +63,11 @@ image_args=()
 snd=none
 snd_target=""
 wav_params="48000:2:s16"
+audiodev=""
+audiodev_opts=""
+hda_codec=duplex
+hda_mixer=off
+hda_timer=off
 controls=on
 driver=""
 run=""
@@ -59,6 +78,7 @@ quiet=0
 verbose=0
 accel="${DSPROXY_ACCEL:-auto}"
 smp=1
+machine=q35
 interactive=0
 extra_qemu=()
 
@@ -71,11 +91,17 @@ while [ $# -gt 0 ]; do
       [ $# -ge 2 ] || usage
       snd="$2"
       case "$snd" in
-        builtin-wav|vhost-user) [ $# -ge 3 ] || usage; snd_target="$3"; shift 3 ;;
+        builtin-wav) [ $# -ge 3 ] || usage; snd=virtio-sound; audiodev="wav:$3"; shift 3 ;;
+        vhost-user) [ $# -ge 3 ] || usage; snd_target="$3"; shift 3 ;;
+        intel-hda|ich9-intel-hda|ac97|virtio-sound) [ $# -ge 3 ] || usage; audiodev="$3"; shift 3 ;;
         none) shift 2 ;;
-        *) die "--snd: unknown kind '$snd' (builtin-wav FILE, vhost-user SOCKET, none)" ;;
+        *) die "--snd: unknown kind '$snd' (intel-hda, ich9-intel-hda, ac97, virtio-sound AUDIODEV; builtin-wav FILE; vhost-user SOCKET; none)" ;;
       esac ;;
     --wav-params) wav_params="${2:?}"; shift 2 ;;
+    --audiodev-opts) audiodev_opts="${2?}"; shift 2 ;;
+    --hda-codec) hda_codec="${2:?}"; shift 2 ;;
+    --hda-mixer) hda_mixer="${2:?}"; shift 2 ;;
+    --hda-timer) hda_timer="${2:?}"; shift 2 ;;
     --controls) controls="${2:?}"; shift 2 ;;
     --driver) driver="${2:?}"; shift 2 ;;
     --run) run="${2?}"; shift 2 ;;
@@ -86,6 +112,7 @@ while [ $# -gt 0 ]; do
     --verbose) verbose=1; shift ;;
     --accel) accel="${2:?}"; shift 2 ;;
     --smp) smp="${2:?}"; shift 2 ;;
+    --machine) machine="${2:?}"; shift 2 ;;
     --interactive) interactive=1; shift ;;
     -h|--help) usage ;;
     --) shift; extra_qemu=("$@"); break ;;
@@ -96,10 +123,21 @@ done
 case "$flavor" in 6.1|6.12) ;; *) die "--flavor: '$flavor' (6.1, 6.12)" ;; esac
 case "$controls" in on|off) ;; *) die "--controls: on or off" ;; esac
 case "$accel" in auto|tcg|kvm) ;; *) die "--accel: auto, tcg or kvm" ;; esac
+case "$machine" in q35|pc) ;; *) die "--machine: q35 or pc" ;; esac
 [[ "$timeout_s" =~ ^[0-9]+$ ]] && [ "$timeout_s" -gt 0 ] || die "--timeout: a positive number of seconds"
 [[ "$smp" =~ ^[0-9]+$ ]] && [ "$smp" -gt 0 ] || die "--smp: a positive number"
-[ -n "$driver" ] || { if [ "$snd" = none ]; then driver=none; else driver=stock; fi; }
-case "$driver" in stock|ours|none) ;; *) die "--driver: stock, ours or none" ;; esac
+case "$hda_codec" in duplex|output|micro) ;; *) die "--hda-codec: duplex, output or micro" ;; esac
+case "$hda_mixer" in on|off) ;; *) die "--hda-mixer: on or off" ;; esac
+case "$hda_timer" in on|off) ;; *) die "--hda-timer: on or off" ;; esac
+if [ -z "$driver" ]; then
+  case "$snd" in
+    none) driver=none ;;
+    intel-hda|ich9-intel-hda) driver=hda ;;
+    ac97) driver=ac97 ;;
+    *) driver=stock ;;
+  esac
+fi
+case "$driver" in stock|ours|ac97|hda|none) ;; *) die "--driver: stock, ours, ac97, hda or none" ;; esac
 [ -n "$run" ] || [ "$interactive" -eq 1 ] || die "--run is required (or --interactive)"
 case "$run" in *'"'*) die "--run must not contain double quotes (the kernel command line cannot carry them); use single quotes" ;; esac
 command -v qemu-system-x86_64 >/dev/null || die "qemu-system-x86_64 not found (run scripts/setup-host.sh)"
@@ -129,21 +167,40 @@ mem=256M
 qemu_args=(
   -m "$mem" -smp "$smp"
   # vhost-user backends map guest memory: it must be a shareable memfd.
-  -object "memory-backend-memfd,id=mem,size=$mem,share=on" -machine "q35,memory-backend=mem"
+  -object "memory-backend-memfd,id=mem,size=$mem,share=on" -machine "$machine,memory-backend=mem"
   -nodefaults -no-user-config -display none -monitor none -no-reboot
   -kernel "$kernel" -initrd "$initramfs"
 )
 
+# ---- QEMU's own cards: the -audiodev (id snd0) the card plays into --------------------------
+# AUDIODEV is KIND:ARGS; each kind adds its -audiodev (and whatever else it needs) here.
+audiodev_args() {
+  local spec="$1" opts=""
+  [ -z "$audiodev_opts" ] || opts=",$audiodev_opts"
+  case "$spec" in
+    wav:?*)
+      local path="${spec#wav:}" wav_rate wav_ch wav_fmt
+      IFS=: read -r wav_rate wav_ch wav_fmt <<<"$wav_params"
+      [[ "$wav_rate" =~ ^[0-9]+$ && "$wav_ch" =~ ^[0-9]+$ && -n "$wav_fmt" ]] ||
+        die "--wav-params: RATE:CHANNELS:FORMAT, e.g. 48000:2:s16"
+      case "$path" in *,*) die "wav:$path: the path must not contain a comma (QEMU's option syntax)" ;; esac
+      mkdir -p "$(dirname "$path")"
+      qemu_args+=(-audiodev "wav,id=snd0,path=$path,out.frequency=$wav_rate,out.channels=$wav_ch,out.format=$wav_fmt$opts")
+      ;;
+    *) die "audiodev '$spec': expected wav:FILE" ;;
+  esac
+}
+
 case "$snd" in
-  builtin-wav)
-    IFS=: read -r wav_rate wav_ch wav_fmt <<<"$wav_params"
-    [[ "$wav_rate" =~ ^[0-9]+$ && "$wav_ch" =~ ^[0-9]+$ && -n "$wav_fmt" ]] ||
-      die "--wav-params: RATE:CHANNELS:FORMAT, e.g. 48000:2:s16"
-    mkdir -p "$(dirname "$snd_target")"
-    qemu_args+=(
-      -audiodev "wav,id=snd0,path=$snd_target,out.frequency=$wav_rate,out.channels=$wav_ch,out.format=$wav_fmt"
-      -device virtio-sound-pci,audiodev=snd0
-    ) ;;
+  intel-hda|ich9-intel-hda)
+    audiodev_args "$audiodev"
+    qemu_args+=(-device "$snd,id=hda0" -device "hda-$hda_codec,bus=hda0.0,audiodev=snd0,mixer=$hda_mixer,use-timer=$hda_timer") ;;
+  ac97)
+    audiodev_args "$audiodev"
+    qemu_args+=(-device AC97,audiodev=snd0) ;;
+  virtio-sound)
+    audiodev_args "$audiodev"
+    qemu_args+=(-device virtio-sound-pci,audiodev=snd0) ;;
   vhost-user)
     [ -S "$snd_target" ] || die "--snd vhost-user $snd_target: no listening socket there (start dsproxy-device first)"
     qemu_args+=(

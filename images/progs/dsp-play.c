@@ -26,6 +26,9 @@ static void usage(FILE *f)
 		"  -c, --channels N      SNDCTL_DSP_CHANNELS (default 2)\n"
 		"  -m, --ms N            play N milliseconds of signal (default 1000)\n"
 		"  -b, --bytes N         play exactly N bytes instead\n"
+		"  -T, --tail-ms N       then N ms of silence in the same stream (not part of the\n"
+		"                        signal: a card that drops what it still buffers when the\n"
+		"                        stream stops then loses silence, not signal)\n"
 		"  -t, --tune            play a short melody (dsp-tune.h) instead of the test signal;\n"
 		"                        its length is the tune's unless --bytes is given\n"
 		"  -F, --frag 0xMMMMSSSS SNDCTL_DSP_SETFRAGMENT argument (default: not set)\n"
@@ -142,21 +145,22 @@ int main(int argc, char **argv)
 		{ "nonblock", no_argument, 0, 'n' },	 { "sync", no_argument, 0, 's' },
 		{ "strict", no_argument, 0, 'S' },	 { "stdout", no_argument, 0, 'o' },
 		{ "verbose", no_argument, 0, 'v' },	 { "help", no_argument, 0, 'h' },
-		{ "tune", no_argument, 0, 't' },	 { 0, 0, 0, 0 }
+		{ "tune", no_argument, 0, 't' },	 { "tail-ms", required_argument, 0, 'T' },
+		{ 0, 0, 0, 0 }
 	};
 	const char *device = "/dev/dsp";
 	struct oss_params want = { &oss_formats[1], 2, 48000 }, got;
-	unsigned long ms = 1000, bytes = 0, frag = 0, write_size = 4096, v;
+	unsigned long ms = 1000, bytes = 0, frag = 0, write_size = 4096, tail_ms = 0, v;
 	int have_bytes = 0, nonblock = 0, sync = 0, strict = 0, to_stdout = 0, verbose = 0;
 	int tune = 0;
 	int opt, fd, status = 0;
 	unsigned char *buf;
-	size_t len, frame_bytes;
-	double t_open, t_first_write, t_written, t_synced, t_closed;
+	size_t len, tail_len = 0, frame_bytes;
+	double t_open = 0, t_first_write, t_written, t_synced, t_closed;
 	int blksize = 0;
 	audio_buf_info space;
 
-	while ((opt = getopt_long(argc, argv, "d:r:f:c:m:b:F:w:nsSovht", opts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "d:r:f:c:m:b:F:w:T:nsSovht", opts, NULL)) != -1) {
 		if (oss_params_option(opt, optarg, &want, "dsp-play") == 0)
 			continue;
 		switch (opt) {
@@ -176,6 +180,12 @@ int main(int argc, char **argv)
 				return EXIT_USAGE;
 			}
 			have_bytes = 1;
+			break;
+		case 'T':
+			if (parse_ulong(optarg, 60000, &tail_ms)) {
+				fprintf(stderr, "dsp-play: bad --tail-ms '%s'\n", optarg);
+				return EXIT_USAGE;
+			}
 			break;
 		case 'F':
 			if (parse_ulong(optarg, 0x7fffffff, &frag) || frag == 0) {
@@ -270,12 +280,14 @@ int main(int argc, char **argv)
 		len = dsp_tune_frames(got.rate) * frame_bytes;
 	else
 		len = (size_t)((unsigned long long)got.rate * ms / 1000) * frame_bytes;
-	if (len > MAX_BYTES) {
+	if (!to_stdout)
+		tail_len = (size_t)((unsigned long long)got.rate * tail_ms / 1000) * frame_bytes;
+	if (len > MAX_BYTES || tail_len > MAX_BYTES - len) {
 		fprintf(stderr, "dsp-play: %zu bytes is more than the %lu this program buffers\n", len,
 			MAX_BYTES);
 		return EXIT_USAGE;
 	}
-	buf = malloc(len ? len : 1);
+	buf = malloc(len + tail_len ? len + tail_len : 1);
 	if (!buf) {
 		fprintf(stderr, "dsp-play: out of memory for %zu bytes\n", len);
 		return EXIT_DEVICE;
@@ -284,6 +296,7 @@ int main(int argc, char **argv)
 		dsp_tune_fill(buf, len, got.format->bytes_per_sample, got.channels, got.rate);
 	else
 		dsp_signal_fill(buf, len, got.format->bytes_per_sample, got.channels);
+	memset(buf + len, got.format->afmt == AFMT_U8 ? 0x80 : 0, tail_len);
 
 	if (to_stdout) {
 		/* The host copy: only the bytes, nothing else on stdout. */
@@ -293,6 +306,10 @@ int main(int argc, char **argv)
 	printf(PREFIX ": playing bytes=%zu audio_ms=%.1f fnv1a64=%016llx\n", len,
 	       (double)len * 1000.0 / ((double)frame_bytes * got.rate),
 	       (unsigned long long)fnv1a64_update(FNV1A64_INIT, buf, len));
+	if (tail_len)
+		printf(PREFIX ": then silence bytes=%zu audio_ms=%.1f\n", tail_len,
+		       (double)tail_len * 1000.0 / ((double)frame_bytes * got.rate));
+	len += tail_len;
 	t_first_write = now_ms();
 	if (nonblock) {
 		struct nonblock_stats st = { 0 };

@@ -25,6 +25,9 @@ sockets) and fresh readers:
                Needs sox, libsox-fmt-oss, mpg123, lame, vorbis-tools (scripts/setup-host.sh)
 and once, at the end:
     demo       scripts/demo.sh (the README's main command) leaves a bit-exact out.wav
+QEMU's own emulated cards (the stand-in for Windows guests: AC97, Intel HDA, ich9 HDA) have
+combinations and boots of their own, 6.12-ac97/6.12-hda/6.12-ich9 and wav/wav44: see
+tests/e2e/emulated.py.
 Every check prints one PASS or FAIL line; the last line is "N passed, M failed". A missing
 component (device not built, module missing...) makes the checks that need it FAIL.
 
@@ -51,6 +54,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import emulated  # noqa: E402
 import tap as tapmod  # noqa: E402
 import wavfile  # noqa: E402
 
@@ -136,9 +140,9 @@ class Built:
     why = {}  # component -> reason it is missing
 
 
-def build(combos):
+def build(combos, extra_flavors=()):
     no_build = os.environ.get("E2E_NO_BUILD") == "1"
-    flavors = sorted({COMBOS[c]["flavor"] for c in combos})
+    flavors = sorted({COMBOS[c]["flavor"] for c in combos} | set(extra_flavors))
     ours_flavors = sorted({COMBOS[c]["flavor"] for c in combos if COMBOS[c]["driver"] == "ours"})
     t0 = time.monotonic()
 
@@ -1427,18 +1431,62 @@ def run_demo():
             f"{exact.group(0)[6:] if exact else 'no verdict line'} ({time.monotonic() - t0:.0f} s)")
 
 
+class EmulatedContext:
+    """What tests/e2e/emulated.py uses of this suite (it needs no dsproxy-device)."""
+
+    def __init__(self, wall):
+        self.wall, self.timings, self.work, self.repo = wall, TIMINGS, WORK, REPO
+        self.check, self.note, self.tail = R.check, note, tail
+        self.run_logged, self.guest_script = run_logged, guest_script
+
+    def checks(self, prefix, names):
+        return Checks(prefix, names)
+
+    def unavailable(self, flavor):
+        if not Built.kernels.get(flavor):
+            return Built.why.get(f"kernel-{flavor}", f"kernel {flavor} not fetched")
+        if not Built.progs:
+            return Built.why.get("progs", "test programs missing")
+        return None
+
+    def build_image(self, cdir, flavor, scripts, name):
+        """An image with the boot scripts in /e2e/ (the ac97/hda module sets are in every
+        image; guest-run.sh picks the set from the card)."""
+        args = [os.path.join(REPO, "images", "build-initramfs.sh"), flavor,
+                os.path.join(cdir, f"{name}.cpio.gz")]
+        for script, text in scripts.items():
+            path = os.path.join(cdir, "guest", f"{script}.sh")
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "w") as f:
+                f.write(text)
+            args += ["--file", f"{path}=/e2e/{script}.sh"]
+        log = os.path.join(cdir, f"build-{name}.log")
+        rc = run_logged(args, log)
+        if rc != 0:
+            return None, f"build-initramfs failed: {log}\n{tail(log)}"
+        return os.path.join(cdir, f"{name}.cpio.gz"), None
+
+    def expected(self, args):
+        return expected_bytes([HOST_PLAY, "--stdout"] + list(args))
+
+
 def main():
     only = [c for c in os.environ.get("E2E_ONLY", "").split(",") if c]
     for c in only:
-        if c not in COMBOS:
-            print(f"e2e: unknown combination {c!r} in E2E_ONLY (known: {', '.join(COMBOS)})", file=sys.stderr)
+        if c not in COMBOS and c not in emulated.COMBOS:
+            print(f"e2e: unknown combination {c!r} in E2E_ONLY (known: {', '.join(list(COMBOS) + list(emulated.COMBOS))})", file=sys.stderr)
             return 2
-    boots = [b for b in os.environ.get("E2E_BOOTS", "").split(",") if b] or BOOTS
+    boots = [b for b in os.environ.get("E2E_BOOTS", "").split(",") if b] or BOOTS + emulated.BOOTS
     for b in boots:
-        if b not in BOOTS:
-            print(f"e2e: unknown boot {b!r} in E2E_BOOTS (known: {', '.join(BOOTS)})", file=sys.stderr)
+        if b not in BOOTS and b not in emulated.BOOTS:
+            print(f"e2e: unknown boot {b!r} in E2E_BOOTS (known: {', '.join(BOOTS + emulated.BOOTS)})", file=sys.stderr)
             return 2
-    combos = only or list(COMBOS)
+    emu_combos = [c for c in (only or list(emulated.COMBOS)) if c in emulated.COMBOS]
+    emu_boots = [b for b in boots if b in emulated.BOOTS]
+    if not emu_boots:
+        emu_combos = []
+    boots = [b for b in boots if b in BOOTS]
+    combos = [c for c in (only or list(COMBOS)) if c in COMBOS]
     t0 = time.monotonic()
     os.makedirs(WORK, exist_ok=True)
     # One run at a time: runs share build/e2e/ and the machine's two cores (timing checks).
@@ -1448,15 +1496,15 @@ def main():
     except BlockingIOError:
         note("another end-to-end run holds build/e2e/.lock; waiting for it")
         fcntl.flock(lock, fcntl.LOCK_EX)
-    for c in combos:
+    for c in combos + emu_combos:
         shutil.rmtree(os.path.join(WORK, c), ignore_errors=True)
-    note(f"combinations: {' '.join(combos)}; boots: {' '.join(boots)}; logs in {WORK}")
-    build(combos)
+    note(f"combinations: {' '.join(combos + emu_combos)}; boots: {' '.join(boots + emu_boots)}; logs in {WORK}")
+    build(combos, [emulated.COMBOS[c]["flavor"] for c in emu_combos])
 
     wall = {}
     per_combo = [b for b in boots if b != "demo"]
     apps_prep_err = None
-    if "apps" in per_combo:
+    if "apps" in per_combo and combos:
         t_prep = time.monotonic()
         apps_prep_err = prepare_apps()
         note(f"apps: inputs {'not ready: ' + apps_prep_err if apps_prep_err else 'ready'} "
@@ -1503,6 +1551,9 @@ def main():
                 traceback.print_exc()
                 R.check(f"{combo} {kind}: suite error", False, repr(e))
             wall[f"{combo} {kind}"] = time.monotonic() - tb
+
+    # QEMU's own emulated cards (the stand-in for Windows guests): tests/e2e/emulated.py.
+    emulated.run(EmulatedContext(wall), emu_combos, emu_boots)
 
     if "demo" in boots:
         tb = time.monotonic()
