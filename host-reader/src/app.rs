@@ -26,6 +26,10 @@ const QUEUE_DEPTH: usize = 16;
 
 /// Runs the reader until a clean end (`Ok`) or an error.
 pub fn run(cli: Cli) -> Result<(), ReaderError> {
+    cli.verdict.validate().map_err(ReaderError::Usage)?;
+    if !cli.verdict.check.is_empty() {
+        return verdict_result(crate::verdict::check::run(&cli.verdict)?);
+    }
     let target = cli.target().map_err(ReaderError::Usage)?;
     if cli.no_play
         && cli.file.is_none()
@@ -139,6 +143,16 @@ pub fn run(cli: Cli) -> Result<(), ReaderError> {
         session.play_out();
     }
     result.and(finished)
+}
+
+/// A verdict as the run's result: a mismatch exits with its own status.
+fn verdict_result(outcome: crate::verdict::judge::Outcome) -> Result<(), ReaderError> {
+    match outcome {
+        crate::verdict::judge::Outcome::Mismatch => Err(ReaderError::Mismatch(
+            "the capture is not what was expected".into(),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// One event of the current connection.

@@ -47,6 +47,8 @@ pub struct SilentSpan {
 /// One file's figures.
 #[derive(Serialize)]
 pub struct Analysis {
+    /// The file (the report names it once, beside the stream).
+    #[serde(skip)]
     pub file: String,
     pub format: String,
     pub rate: u32,

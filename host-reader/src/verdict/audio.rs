@@ -27,7 +27,13 @@ pub struct AudioFile {
 
 impl std::fmt::Debug for AudioFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "AudioFile({}, {}, {} frames)", self.path.display(), self.shape, self.frames)
+        write!(
+            f,
+            "AudioFile({}, {}, {} frames)",
+            self.path.display(),
+            self.shape,
+            self.frames
+        )
     }
 }
 
@@ -36,7 +42,11 @@ impl AudioFile {
     /// `--raw-format` gives).
     pub fn open(path: &Path, raw: Option<AudioShape>) -> Result<AudioFile, VerdictError> {
         let file = File::open(path).map_err(|e| VerdictError::io(path, e))?;
-        AudioFile::from_source(path, Box::new(BufReader::with_capacity(256 * 1024, file)), raw)
+        AudioFile::from_source(
+            path,
+            Box::new(BufReader::with_capacity(256 * 1024, file)),
+            raw,
+        )
     }
 
     /// Like [`AudioFile::open`], from any seekable source (`path` only names it).
@@ -133,8 +143,9 @@ impl AudioFile {
             return Ok(());
         }
         buf.resize(n * self.frame_bytes, 0);
-        self.src
-            .seek(SeekFrom::Start(self.data_offset + start * self.frame_bytes as u64))?;
+        self.src.seek(SeekFrom::Start(
+            self.data_offset + start * self.frame_bytes as u64,
+        ))?;
         self.src.read_exact(buf)
     }
 
@@ -236,18 +247,25 @@ mod tests {
         assert_eq!(f.shape, s16(8000, 2));
         let (mut raw, mut out) = (Vec::new(), Vec::new());
         f.read_f64(1, 10, &mut raw, &mut out).unwrap();
-        assert_eq!(out, vec![-2.0 / 32768.0, 32767.0 / 32768.0, -1.0, 5.0 / 32768.0]);
+        assert_eq!(
+            out,
+            vec![-2.0 / 32768.0, 32767.0 / 32768.0, -1.0, 5.0 / 32768.0]
+        );
         assert_eq!(f.show_value(out[1]), "32767");
         let planes = f.load_planar().unwrap();
-        assert_eq!(planes[1], vec![1.0 / 32768.0, 32767.0 / 32768.0, 5.0 / 32768.0]);
+        assert_eq!(
+            planes[1],
+            vec![1.0 / 32768.0, 32767.0 / 32768.0, 5.0 / 32768.0]
+        );
     }
 
     #[test]
     fn raw_needs_a_shape_and_a_broken_wav_is_refused() {
         let raw = vec![0u8; 10];
-        let e = AudioFile::from_source(Path::new("a.pcm"), Box::new(Cursor::new(raw.clone())), None)
-            .unwrap_err()
-            .to_string();
+        let e =
+            AudioFile::from_source(Path::new("a.pcm"), Box::new(Cursor::new(raw.clone())), None)
+                .unwrap_err()
+                .to_string();
         assert!(e.contains("--raw-format"), "{e}");
         let f = AudioFile::from_source(
             Path::new("a.pcm"),

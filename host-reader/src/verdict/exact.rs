@@ -328,7 +328,7 @@ mod tests {
         let sig = tone_i16(48000, 1, 1000.0, 0.5, 4800);
         let mut cap = vec![0i16; 480];
         cap.extend_from_slice(&sig);
-        cap.extend(std::iter::repeat(0).take(1024));
+        cap.extend(std::iter::repeat_n(0, 1024));
         let r = run(&cap, &sig, 1, false);
         assert!(r.matched(), "{r:?}");
         assert_eq!(r.capture_lead, 480);
@@ -407,7 +407,13 @@ mod tests {
 
     #[test]
     fn u8_silence_is_0x80() {
-        let mut g = file_bytes("gold.wav", PcmFormat::U8, 8000, 1, &[0x80, 0x90, 0x70, 0x80]);
+        let mut g = file_bytes(
+            "gold.wav",
+            PcmFormat::U8,
+            8000,
+            1,
+            &[0x80, 0x90, 0x70, 0x80],
+        );
         let mut c = file_bytes(
             "cap.wav",
             PcmFormat::U8,
@@ -428,6 +434,9 @@ mod tests {
         let at = (CHUNK_FRAMES + 5) * 2;
         cap[at] ^= 0x100;
         assert!(run(&sig, &sig, 2, false).matched());
-        assert_eq!(run(&cap, &sig, 2, false).mismatch.unwrap().frame, CHUNK_FRAMES as u64 + 5);
+        assert_eq!(
+            run(&cap, &sig, 2, false).mismatch.unwrap().frame,
+            CHUNK_FRAMES as u64 + 5
+        );
     }
 }

@@ -185,7 +185,8 @@ pub fn judge(
 ) -> Result<Judgement, VerdictError> {
     let mut capture_checks = Vec::new();
     if files.is_empty() && exp.any() {
-        let silence_only = exp.silence && exp.goldens.is_empty() && exp.tone.is_none() && !exp.sound;
+        let silence_only =
+            exp.silence && exp.goldens.is_empty() && exp.tone.is_none() && !exp.sound;
         capture_checks.push(CheckResult {
             name: "audio was recorded".into(),
             passed: silence_only,
@@ -214,7 +215,12 @@ pub fn judge(
                 files.len(),
                 names(files.iter().map(|f| f.path.display().to_string()).collect()),
                 exp.goldens.len(),
-                names(exp.goldens.iter().map(|g| g.display().to_string()).collect())
+                names(
+                    exp.goldens
+                        .iter()
+                        .map(|g| g.display().to_string())
+                        .collect()
+                )
             ),
             mismatch: None,
             details: serde_json::Value::Null,
@@ -610,7 +616,13 @@ mod tests {
 
     #[test]
     fn tone_specs() {
-        assert_eq!(parse_tone("440"), Ok(ToneSpec { hz: 440.0, dbfs: None }));
+        assert_eq!(
+            parse_tone("440"),
+            Ok(ToneSpec {
+                hz: 440.0,
+                dbfs: None
+            })
+        );
         assert_eq!(
             parse_tone("1000@-6"),
             Ok(ToneSpec {
@@ -636,14 +648,22 @@ mod tests {
         };
         let j = judge(vec![FileToJudge::plain(&c)], &exp, false).unwrap();
         assert_eq!(j.outcome, Outcome::Match, "{}", j.line);
-        assert!(j.line.starts_with("MATCH: ") && j.line.contains("bit-exact"), "{}", j.line);
+        assert!(
+            j.line.starts_with("MATCH: ") && j.line.contains("bit-exact"),
+            "{}",
+            j.line
+        );
         assert!(j.files[0].analysis.is_none());
         let mut bad = sig.clone();
         bad[2001] = bad[2001].wrapping_add(3);
         let c2 = write(&d, "bad.wav", 48000, 2, &bad);
         let j = judge(vec![FileToJudge::plain(&c2)], &exp, true).unwrap();
         assert_eq!(j.outcome, Outcome::Mismatch);
-        assert!(j.line.contains("frame 1000") && j.line.contains("channel 2"), "{}", j.line);
+        assert!(
+            j.line.contains("frame 1000") && j.line.contains("channel 2"),
+            "{}",
+            j.line
+        );
         assert!(j.files[0].analysis.is_some());
         assert_eq!(j.files[0].first_mismatch().unwrap().frame, 1000);
     }
@@ -653,8 +673,14 @@ mod tests {
         let d = tmp("pairs");
         let a = tone_i16(8000, 1, 440.0, 0.5, 800);
         let b = tone_i16(8000, 1, 880.0, 0.5, 800);
-        let (ga, gb) = (write(&d, "ga.wav", 8000, 1, &a), write(&d, "gb.wav", 8000, 1, &b));
-        let (ca, cb) = (write(&d, "ca.wav", 8000, 1, &a), write(&d, "cb.wav", 8000, 1, &b));
+        let (ga, gb) = (
+            write(&d, "ga.wav", 8000, 1, &a),
+            write(&d, "gb.wav", 8000, 1, &b),
+        );
+        let (ca, cb) = (
+            write(&d, "ca.wav", 8000, 1, &a),
+            write(&d, "cb.wav", 8000, 1, &b),
+        );
         let exp = Expectations {
             goldens: vec![ga.clone(), gb.clone()],
             ..Default::default()
@@ -662,10 +688,17 @@ mod tests {
         let files = vec![FileToJudge::plain(&ca), FileToJudge::plain(&cb)];
         assert_eq!(judge(files, &exp, false).unwrap().outcome, Outcome::Match);
         let files = vec![FileToJudge::plain(&cb), FileToJudge::plain(&ca)];
-        assert_eq!(judge(files, &exp, false).unwrap().outcome, Outcome::Mismatch);
+        assert_eq!(
+            judge(files, &exp, false).unwrap().outcome,
+            Outcome::Mismatch
+        );
         let j = judge(vec![FileToJudge::plain(&ca)], &exp, false).unwrap();
         assert_eq!(j.outcome, Outcome::Mismatch);
-        assert!(j.line.contains("1 file(s)") && j.line.contains("2 golden"), "{}", j.line);
+        assert!(
+            j.line.contains("1 file(s)") && j.line.contains("2 golden"),
+            "{}",
+            j.line
+        );
     }
 
     #[test]
@@ -686,9 +719,14 @@ mod tests {
             sound: true,
             ..Default::default()
         };
-        assert_eq!(judge(vec![], &exp, false).unwrap().outcome, Outcome::Mismatch);
         assert_eq!(
-            judge(vec![], &Expectations::default(), false).unwrap().outcome,
+            judge(vec![], &exp, false).unwrap().outcome,
+            Outcome::Mismatch
+        );
+        assert_eq!(
+            judge(vec![], &Expectations::default(), false)
+                .unwrap()
+                .outcome,
             Outcome::None
         );
     }
@@ -710,7 +748,12 @@ mod tests {
         assert!(j.line.contains("-6.0 dBFS, not -12.0 dBFS"), "{}", j.line);
         let j = run(tone(440.0, None));
         assert_eq!(j.outcome, Outcome::Mismatch);
-        assert!(j.line.contains("strongest frequency is 1000.0 Hz, not 440.0 Hz"), "{}", j.line);
+        assert!(
+            j.line
+                .contains("strongest frequency is 1000.0 Hz, not 440.0 Hz"),
+            "{}",
+            j.line
+        );
         let sound = Expectations {
             sound: true,
             ..Default::default()

@@ -17,6 +17,7 @@
 //! - [`check`]: `--check FILE…`, the same on existing files.
 
 pub mod analysis;
+pub mod args;
 pub mod audio;
 pub mod check;
 pub mod exact;
@@ -97,8 +98,8 @@ impl std::fmt::Display for Mismatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} at {:.6} s (frame {}): {}",
-            self.file, self.time_s, self.frame, self.why
+            "at {:.6} s (frame {}): {}",
+            self.time_s, self.frame, self.why
         )
     }
 }
@@ -182,7 +183,9 @@ pub(crate) mod tests_support {
 
     /// A deterministic pseudo-random sequence in [-amp, amp).
     pub fn noise(seed: u64, n: usize, amp: f64) -> Vec<f64> {
-        let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let mut s = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (0..n)
             .map(|_| {
                 s = s

@@ -43,11 +43,7 @@ fn register_font() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         // The bytes are DejaVu Sans itself: parsing them cannot fail.
-        let _ = plotters::style::register_font(
-            FONT,
-            FontStyle::Normal,
-            dejavu::sans::regular(),
-        );
+        let _ = plotters::style::register_font(FONT, FontStyle::Normal, dejavu::sans::regular());
     });
 }
 
@@ -130,10 +126,7 @@ pub fn plot_file(
                         } else {
                             (lo, hi)
                         };
-                        Rectangle::new(
-                            [(x0, lo as f64), (x0 + step, hi as f64)],
-                            WAVE.filled(),
-                        )
+                        Rectangle::new([(x0, lo as f64), (x0 + step, hi as f64)], WAVE.filled())
                     },
                 ))
                 .map_err(err)?;
@@ -189,7 +182,13 @@ pub fn plot_judged(
     out: &Path,
 ) -> Result<(), VerdictError> {
     let mut f = AudioFile::open(&j.file.path, raw)?;
-    plot_file(&mut f, &j.file.marks, j.first_mismatch(), Some(verdict), out)
+    plot_file(
+        &mut f,
+        &j.file.marks,
+        j.first_mismatch(),
+        Some(verdict),
+        out,
+    )
 }
 
 fn draw_title(
@@ -250,10 +249,11 @@ fn draw_legend(
     Ok(())
 }
 
-type Chart<'a, 'b> = ChartContext<'a, BitMapBackend<'b>, Cartesian2d<
-    plotters::coord::types::RangedCoordf64,
-    plotters::coord::types::RangedCoordf64,
->>;
+type Chart<'a, 'b> = ChartContext<
+    'a,
+    BitMapBackend<'b>,
+    Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+>;
 
 fn draw_marks(
     chart: &mut Chart<'_, '_>,
@@ -285,11 +285,20 @@ fn draw_marks(
                 )))
                 .map_err(err)?;
         }
-        let style = ShapeStyle::from(&color).stroke_width(if m.kind == MarkKind::Gap { 2 } else { 1 });
+        let style =
+            ShapeStyle::from(&color).stroke_width(if m.kind == MarkKind::Gap { 2 } else { 1 });
         chart
-            .draw_series(std::iter::once(PathElement::new(vec![(t, y0), (t, y1)], style)))
+            .draw_series(std::iter::once(PathElement::new(
+                vec![(t, y0), (t, y1)],
+                style,
+            )))
             .map_err(err)?;
-        if labels && matches!(m.kind, MarkKind::Gap | MarkKind::Params | MarkKind::SegmentStart) {
+        if labels
+            && matches!(
+                m.kind,
+                MarkKind::Gap | MarkKind::Params | MarkKind::SegmentStart
+            )
+        {
             let dx = (chart.x_range().end - chart.x_range().start) * 0.003;
             chart
                 .draw_series(std::iter::once(Text::new(
@@ -327,17 +336,25 @@ fn draw_mismatch(
         // Inside the pane, on the side of the line with room.
         let (x0, x1) = (chart.x_range().start, chart.x_range().end);
         let left = t > x0 + (x1 - x0) * 0.6;
-        let style = (FONT, 14).into_font().color(&MISMATCH).pos(plotters::style::text_anchor::Pos::new(
-            if left {
-                plotters::style::text_anchor::HPos::Right
-            } else {
-                plotters::style::text_anchor::HPos::Left
-            },
-            plotters::style::text_anchor::VPos::Top,
-        ));
+        let style =
+            (FONT, 14)
+                .into_font()
+                .color(&MISMATCH)
+                .pos(plotters::style::text_anchor::Pos::new(
+                    if left {
+                        plotters::style::text_anchor::HPos::Right
+                    } else {
+                        plotters::style::text_anchor::HPos::Left
+                    },
+                    plotters::style::text_anchor::VPos::Top,
+                ));
         let dx = (x1 - x0) * 0.004 * if left { -1.0 } else { 1.0 };
         chart
-            .draw_series(std::iter::once(Text::new(text, (t + dx, y1 - (y1 - y0) * 0.04), style)))
+            .draw_series(std::iter::once(Text::new(
+                text,
+                (t + dx, y1 - (y1 - y0) * 0.04),
+                style,
+            )))
             .map_err(err)?;
     }
     Ok(())
@@ -371,7 +388,9 @@ fn envelope_of(f: &mut AudioFile, cols: usize) -> Result<Vec<Vec<(f32, f32)>>, V
 /// its time, row 0 is Nyquist.
 fn spectrogram(f: &mut AudioFile, w: usize, h: usize) -> Result<Vec<u8>, VerdictError> {
     let ch = f.channels();
-    let n = (f.rate() as usize / 24).next_power_of_two().clamp(256, 8192);
+    let n = (f.rate() as usize / 24)
+        .next_power_of_two()
+        .clamp(256, 8192);
     let mut stft = Stft::new(n);
     let bins = n / 2 + 1;
     let frames = f.frames();
@@ -384,7 +403,10 @@ fn spectrogram(f: &mut AudioFile, w: usize, h: usize) -> Result<Vec<u8>, Verdict
         let start = center.saturating_sub(n as u64 / 2);
         f.read_f64(start, n, &mut raw, &mut dec)?;
         mono.clear();
-        mono.extend(dec.chunks_exact(ch).map(|fr| (fr.iter().sum::<f64>() / ch as f64) as f32));
+        mono.extend(
+            dec.chunks_exact(ch)
+                .map(|fr| (fr.iter().sum::<f64>() / ch as f64) as f32),
+        );
         if mono.iter().all(|&v| v == 0.0) {
             cols.push(None);
             continue;
@@ -397,7 +419,11 @@ fn spectrogram(f: &mut AudioFile, w: usize, h: usize) -> Result<Vec<u8>, Verdict
             let b0 = ((h - 1 - y) as f64 / h as f64 * (bins - 1) as f64) as usize;
             let b1 = (((h - y) as f64 / h as f64 * (bins - 1) as f64) as usize).max(b0 + 1);
             let m = p[b0..b1.min(bins)].iter().cloned().fold(0.0, f64::max);
-            *c = if m > 0.0 { 10.0 * m.log10() } else { f64::NEG_INFINITY };
+            *c = if m > 0.0 {
+                10.0 * m.log10()
+            } else {
+                f64::NEG_INFINITY
+            };
             top = top.max(*c);
         }
         cols.push(Some(col));
@@ -474,7 +500,10 @@ mod tests {
         let r = dec.read_info().unwrap();
         let info = r.info();
         assert_eq!(info.width, WIDTH);
-        assert_eq!(info.height, TITLE_H + LEGEND_H + 2 * 150 + SPECTROGRAM_H + AXIS_H);
+        assert_eq!(
+            info.height,
+            TITLE_H + LEGEND_H + 2 * 150 + SPECTROGRAM_H + AXIS_H
+        );
     }
 
     #[test]
@@ -483,6 +512,8 @@ mod tests {
         let mut f = file_s16("e.wav", 8000, 1, &s);
         let env = envelope_of(&mut f, 100).unwrap();
         assert_eq!(env[0].len(), 100);
-        assert!(env[0].iter().all(|(lo, hi)| lo <= hi && *hi > 0.9 && *lo < -0.9));
+        assert!(env[0]
+            .iter()
+            .all(|(lo, hi)| lo <= hi && *hi > 0.9 && *lo < -0.9));
     }
 }

@@ -36,7 +36,10 @@ impl Events {
         let list: Vec<Mark> = marks.iter().filter(|m| m.kind == kind).cloned().collect();
         Events {
             count: list.len(),
-            total_s: list.iter().filter_map(|m| m.duration_s).sum(),
+            total_s: list
+                .iter()
+                .filter_map(|m| m.duration_s)
+                .fold(0.0, |a, b| a + b),
             list,
         }
     }
@@ -148,7 +151,10 @@ pub fn junit(j: &Judgement) -> String {
             xml_escape(&c.name)
         );
         if c.passed {
-            x += &format!("      <system-out>{}</system-out>\n", xml_escape(&c.summary));
+            x += &format!(
+                "      <system-out>{}</system-out>\n",
+                xml_escape(&c.summary)
+            );
         } else {
             x += &format!(
                 "      <failure message=\"{}\" type=\"mismatch\">{}</failure>\n",
@@ -244,6 +250,9 @@ mod tests {
         assert!(x.contains("tests=\"2\" failures=\"1\""), "{x}");
         assert_eq!(x.matches("<testcase ").count(), 2);
         assert_eq!(x.matches("<failure ").count(), 1);
-        assert_eq!(xml_escape("a<b & \"c\"\u{1}"), "a&lt;b &amp; &quot;c&quot; ");
+        assert_eq!(
+            xml_escape("a<b & \"c\"\u{1}"),
+            "a&lt;b &amp; &quot;c&quot; "
+        );
     }
 }

@@ -318,7 +318,12 @@ mod tests {
 
     #[test]
     fn dominant_frequency_of_a_tone_within_a_fiftieth_of_a_hertz() {
-        for (rate, hz) in [(48000, 440.0), (44100, 1000.0), (8000, 1234.5), (48000, 15000.0)] {
+        for (rate, hz) in [
+            (48000, 440.0),
+            (44100, 1000.0),
+            (8000, 1234.5),
+            (48000, 15000.0),
+        ] {
             let mut w = Welch::new(rate, 2);
             w.push(&tone(rate, 2, hz, 0.5, rate as usize));
             w.finish();

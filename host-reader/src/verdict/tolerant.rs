@@ -172,16 +172,18 @@ pub fn compare(
     if res.residual_db <= tol {
         return Ok(res);
     }
-    res.mismatch = Some(first_bad_block(capture, golden, &cap, &aligned, &gains, &res, delay));
+    res.mismatch = Some(first_bad_block(
+        capture, golden, &cap, &aligned, &gains, &res, delay,
+    ));
     Ok(res)
 }
 
+/// A golden converted for comparison: its channels, and the rate and channel count it was
+/// converted from (when it was).
+type Converted = (Vec<Vec<f32>>, Option<u32>, Option<u16>);
+
 /// The golden, converted to the capture's channel count and rate.
-fn golden_as(
-    golden: &mut AudioFile,
-    rate: u32,
-    ch: usize,
-) -> Result<(Vec<Vec<f32>>, Option<u32>, Option<u16>), VerdictError> {
+fn golden_as(golden: &mut AudioFile, rate: u32, ch: usize) -> Result<Converted, VerdictError> {
     let planes = golden.load_planar()?;
     let g_ch = planes.len();
     let frames = planes[0].len();
@@ -214,8 +216,7 @@ fn golden_as(
             FixedSync::Input,
         )
         .map_err(|e| fail(e.to_string()))?;
-        let input =
-            InterleavedSlice::new(&remixed, ch, frames).map_err(|e| fail(e.to_string()))?;
+        let input = InterleavedSlice::new(&remixed, ch, frames).map_err(|e| fail(e.to_string()))?;
         rs.process_all(&input, frames, None)
             .map_err(|e| fail(e.to_string()))?
             .take_data()
@@ -375,9 +376,8 @@ fn first_bad_block(
                 m.capture_value = Some(capture.show_value(cap[c][worst_at] as f64));
                 m.golden_value = Some(capture.show_value(want));
                 let gf = worst_at as f64 - delay;
-                m.golden_frame = (gf >= 0.0).then(|| {
-                    (gf * golden.rate() as f64 / rate).round() as u64
-                });
+                m.golden_frame =
+                    (gf >= 0.0).then(|| (gf * golden.rate() as f64 / rate).round() as u64);
                 return m;
             }
         }
@@ -390,7 +390,11 @@ fn first_bad_block(
         format!(
             "{} has sound outside the capture ({} {}); {summary}",
             golden.name(),
-            if at == 0 { "before its start" } else { "after its end" },
+            if at == 0 {
+                "before its start"
+            } else {
+                "after its end"
+            },
             super::secs(at, capture.rate())
         ),
     )
@@ -411,7 +415,11 @@ mod tests {
         let a = tone(rate, ch, 440.0, 0.3, n);
         let b = tone(rate, ch, 1234.5, 0.2, n);
         let z = noise(3, n * ch as usize, 0.05);
-        a.iter().zip(&b).zip(&z).map(|((x, y), w)| x + y + w).collect()
+        a.iter()
+            .zip(&b)
+            .zip(&z)
+            .map(|((x, y), w)| x + y + w)
+            .collect()
     }
 
     #[test]
@@ -436,8 +444,15 @@ mod tests {
         let mut cf = file_f32("cap.wav", 48000, 1, &f32s(&c));
         let mut gf = file_f32("gold.wav", 48000, 1, &f32s(&g));
         let r = compare(&mut cf, &mut gf, 40.0).unwrap();
-        let m = r.mismatch.clone().expect("-26 dB of noise must FAIL a 40 dB tolerance");
-        assert!(r.residual_db > -30.0 && r.residual_db < -20.0, "{}", r.residual_db);
+        let m = r
+            .mismatch
+            .clone()
+            .expect("-26 dB of noise must FAIL a 40 dB tolerance");
+        assert!(
+            r.residual_db > -30.0 && r.residual_db < -20.0,
+            "{}",
+            r.residual_db
+        );
         assert_eq!(m.channel, Some(1));
         assert!(m.why.contains("tolerance -40.0 dB"), "{}", m.why);
         let mut cf = file_f32("cap.wav", 48000, 1, &f32s(&c));
@@ -465,7 +480,11 @@ mod tests {
         let mut cf = file_f32("cap.wav", 48000, 1, &f32s(&g[..24000]));
         let mut gf = file_f32("gold.wav", 48000, 1, &f32s(&g));
         let r = compare(&mut cf, &mut gf, 20.0).unwrap();
-        assert!(r.residual_db > -4.0, "half the golden is missing: {}", r.residual_db);
+        assert!(
+            r.residual_db > -4.0,
+            "half the golden is missing: {}",
+            r.residual_db
+        );
         assert!(!r.matched());
     }
 
@@ -520,7 +539,11 @@ mod tests {
         let mut gf = file_f32("gold.wav", rate, 1, &f32s(&tones));
         let r = compare(&mut cf, &mut gf, 40.0).unwrap();
         assert!(r.matched(), "{r:?}");
-        assert!((r.offset_s * rate as f64 - 0.5).abs() < 0.1, "{}", r.offset_s * 48000.0);
+        assert!(
+            (r.offset_s * rate as f64 - 0.5).abs() < 0.1,
+            "{}",
+            r.offset_s * 48000.0
+        );
     }
 
     #[test]
