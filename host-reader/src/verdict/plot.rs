@@ -364,15 +364,14 @@ fn draw_mismatch(
 /// with no frames has min > max).
 fn envelope_of(f: &mut AudioFile, cols: usize) -> Result<Vec<Vec<(f32, f32)>>, VerdictError> {
     let ch = f.channels();
-    let frames = f.frames().max(1);
+    let per_frame = cols as f64 / f.frames().max(1) as f64;
     let mut env = vec![vec![(f32::MAX, f32::MIN); cols]; ch];
     let (mut raw, mut dec) = (Vec::new(), Vec::new());
     let mut at = 0u64;
     while at < f.frames() {
         f.read_f64(at, CHUNK_FRAMES, &mut raw, &mut dec)?;
         for (i, frame) in dec.chunks_exact(ch).enumerate() {
-            let col = (((at + i as u64) as u128 * cols as u128) / frames as u128) as usize;
-            let col = col.min(cols - 1);
+            let col = (((at + i as u64) as f64 * per_frame) as usize).min(cols - 1);
             for (c, &v) in frame.iter().enumerate() {
                 let e = &mut env[c][col];
                 e.0 = e.0.min(v as f32);
