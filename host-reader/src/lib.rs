@@ -26,6 +26,7 @@ pub mod session;
 pub mod signals;
 pub mod sink;
 pub mod source;
+pub mod status;
 pub mod stream;
 pub mod verdict;
 pub mod wav;
