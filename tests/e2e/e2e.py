@@ -1630,7 +1630,7 @@ def run_docs():
 
 def run_demo():
     """The README's main command, as a user runs it, in a scratch directory."""
-    name = "demo: scripts/demo.sh leaves a bit-exact out.wav"
+    name = "demo: scripts/demo.sh leaves a bit-exact out.wav and out.png, and ends with the verdict"
     d = os.path.join(WORK, "demo")
     shutil.rmtree(d, ignore_errors=True)
     os.makedirs(d)
@@ -1642,8 +1642,15 @@ def run_demo():
         text = f.read()
     out = os.path.join(d, "out.wav")
     info = wavfile.parse_wav(out) if os.path.exists(out) else None
-    exact = re.search(r"demo: bit-exact: .*", text)
+    last = [ln for ln in text.splitlines() if ln.strip()][-1:] or [""]
+    exact = re.fullmatch(r"demo: verdict: MATCH: .*bit-exact.*", last[0].replace("\x1b[1m", "").replace("\x1b[0m", ""))
     problems = []
+    try:
+        with open(os.path.join(d, "out.png"), "rb") as f:
+            if f.read(8) != b"\x89PNG\r\n\x1a\n":
+                problems.append("out.png is not a PNG")
+    except OSError:
+        problems.append("no out.png beside out.wav")
     if rc != 0:
         problems.append(f"exit {rc}")
     if info is None:
@@ -1657,7 +1664,8 @@ def run_demo():
             problems.append(diff)
     R.check(name, not problems and exact is not None,
             "; ".join(problems) + f"; {log}\n{tail(log, 20)}" if problems else
-            f"{exact.group(0)[6:] if exact else 'no verdict line'} ({time.monotonic() - t0:.0f} s)")
+            f"{exact.group(0)[6:] if exact else 'the last line is not the MATCH verdict: ' + last[0]} "
+            f"({time.monotonic() - t0:.0f} s)")
 
 
 class EmulatedContext:
