@@ -72,7 +72,8 @@ pub struct Cli {
     #[arg(long, value_name = "N")]
     pub stream: Option<u32>,
 
-    /// Exit after the first playback session ends (the guest closes the device)
+    /// Exit once the guest, having played, keeps the device closed for --idle seconds, or
+    /// the VM goes away
     #[arg(long)]
     pub once: bool,
 
@@ -110,6 +111,9 @@ pub struct Cli {
     /// [default: the default output device]
     #[arg(long, value_name = "ID")]
     pub device: Option<String>,
+
+    #[command(flatten)]
+    pub watch: crate::watch::WatchArgs,
 
     #[command(flatten)]
     pub verdict: crate::verdict::args::VerdictArgs,

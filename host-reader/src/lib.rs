@@ -29,4 +29,5 @@ pub mod source;
 pub mod status;
 pub mod stream;
 pub mod verdict;
+pub mod watch;
 pub mod wav;

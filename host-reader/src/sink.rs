@@ -142,6 +142,11 @@ impl Fill {
         self.bytes == 0
     }
 
+    /// Bytes of silence.
+    pub fn len(&self) -> u64 {
+        self.bytes
+    }
+
     /// Writes the silence by repeating the chunk and cutting the last repetition short.
     fn write_to(&self, sink: &mut dyn Sink) -> io::Result<()> {
         let mut left = self.bytes;
