@@ -3,8 +3,9 @@
 //!
 //! Rules the files follow:
 //! - A stream's file is opened when its first audio arrives (a WAV header needs the params).
-//! - A change of format, rate or channel count closes the file; the next audio opens the
-//!   next segment. So do losing the device and the VM going away.
+//! - Audio in another format, rate or channel count closes the file and opens the next
+//!   segment (parameters alone do not: a program reopening the device passes through the
+//!   driver's defaults). Losing the device and the VM going away close the file too.
 //! - A GAP (audio this reader did not get, in `--live` mode) is written as silence of the
 //!   gap's length, so the file keeps its timing, and is logged on stderr. A jump in PCM
 //!   offsets without a GAP record is treated the same way.
@@ -17,7 +18,6 @@ use std::time::{Duration, Instant};
 use dsproxy_wire::record::{ControlDesc, ControlOrigin, Direction, Hello, Params, Record};
 
 use crate::console;
-use crate::convert::AudioShape;
 use crate::english::{self, English};
 use crate::error::ReaderError;
 use crate::inject::Injector;
@@ -571,8 +571,10 @@ impl Session {
         st
     }
 
-    /// New params. A change of shape closes the stream's file; the next audio opens the
-    /// next segment.
+    /// New params. The file is not closed here but when audio of another shape arrives
+    /// ([`Outputs::write`]): a program that closes and reopens the device (mpg321, mplayer)
+    /// goes through the driver's default format on the way back to its own, without playing
+    /// a sample in it.
     fn on_params(&mut self, p: Params) -> Result<Flow, ReaderError> {
         let Some(st) = self.streams.get_mut(&p.stream) else {
             log::warn!(
@@ -581,18 +583,7 @@ impl Session {
             );
             return Ok(Flow::Continue);
         };
-        let new_shape = AudioShape::from_params(&p);
         st.set_params(p);
-        if let Some(seg) = &st.segment {
-            if seg.shape != new_shape {
-                if seg.bytes() > 0 {
-                    self.outputs.reshape(st)?;
-                } else {
-                    // An empty segment can simply be re-created with the new shape.
-                    st.segment = None;
-                }
-            }
-        }
         self.update_injector(p.stream);
         Ok(Flow::Continue)
     }

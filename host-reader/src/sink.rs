@@ -241,6 +241,10 @@ impl Outputs {
     ) -> Result<Written, ReaderError> {
         let mut done = Written::default();
         let mut to_file = 0;
+        if st.segment.as_ref().is_some_and(|seg| seg.shape != st.shape()) {
+            // Audio in a new format: the file of the old one is complete.
+            self.reshape(st)?;
+        }
         if let (true, Some(files)) = (st.recorded, &self.files) {
             if st.segment.is_none() {
                 if files.is_wav() && st.params.is_none() {
