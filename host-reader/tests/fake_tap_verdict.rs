@@ -78,6 +78,10 @@ fn once_keeps_recording_across_a_reopen_and_ends_after_the_idle_time() {
         "--once ended at the first close: {}",
         r.stderr_so_far()
     );
+    // snd-pcm-oss on the way back: the OSS defaults first, then the program's own format.
+    c.send(&params(0, PcmFormat::U8, 8000, 1, 4096));
+    c.send(&params(0, PcmFormat::S16, 8000, 1, 4096));
+    c.send(&params(0, PcmFormat::S16, 48000, 2, 4096));
     c.send_all(&playback(0, &b, 4096));
     let closed = Instant::now();
     let f = r.finish();
