@@ -241,7 +241,11 @@ impl Outputs {
     ) -> Result<Written, ReaderError> {
         let mut done = Written::default();
         let mut to_file = 0;
-        if st.segment.as_ref().is_some_and(|seg| seg.shape != st.shape()) {
+        if st
+            .segment
+            .as_ref()
+            .is_some_and(|seg| seg.shape != st.shape())
+        {
             // Audio in a new format: the file of the old one is complete.
             self.reshape(st)?;
         }
