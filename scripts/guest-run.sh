@@ -24,6 +24,9 @@
 #   --hda-codec duplex|output|micro  the codec on intel-hda/ich9-intel-hda (default duplex)
 #   --hda-mixer on|off         the codec's emulated amplifiers (default off: QEMU then applies no
 #                              volume, so what the guest plays reaches the audiodev unscaled)
+#   --hda-timer on|off         the codec's use-timer (default off; QEMU's default on moves the
+#                              audio through an 8 KiB buffer on a timer, and drops a whole
+#                              buffer when the host falls behind, and its tail at stream stop)
 #   --controls on|off          vhost-user-snd-pci controls= (default on)
 #   --driver stock|ours|ac97|hda|none  dsproxy.driver= (default: the card's: stock for the
 #                              virtio ones, ac97, hda; none without a sound device)
@@ -53,7 +56,7 @@ EXIT_QEMU=126
 
 log() { echo "guest-run: $*" >&2; }
 die() { echo "guest-run: error: $*" >&2; exit 2; }
-usage() { sed -n '2,44p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,47p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 flavor=6.12
 initramfs=""
@@ -65,6 +68,7 @@ audiodev=""
 audiodev_opts=""
 hda_codec=duplex
 hda_mixer=off
+hda_timer=off
 controls=on
 driver=""
 run=""
@@ -98,6 +102,7 @@ while [ $# -gt 0 ]; do
     --audiodev-opts) audiodev_opts="${2?}"; shift 2 ;;
     --hda-codec) hda_codec="${2:?}"; shift 2 ;;
     --hda-mixer) hda_mixer="${2:?}"; shift 2 ;;
+    --hda-timer) hda_timer="${2:?}"; shift 2 ;;
     --controls) controls="${2:?}"; shift 2 ;;
     --driver) driver="${2:?}"; shift 2 ;;
     --run) run="${2?}"; shift 2 ;;
@@ -124,6 +129,7 @@ case "$machine" in q35|pc) ;; *) die "--machine: q35 or pc" ;; esac
 [[ "$smp" =~ ^[0-9]+$ ]] && [ "$smp" -gt 0 ] || die "--smp: a positive number"
 case "$hda_codec" in duplex|output|micro) ;; *) die "--hda-codec: duplex, output or micro" ;; esac
 case "$hda_mixer" in on|off) ;; *) die "--hda-mixer: on or off" ;; esac
+case "$hda_timer" in on|off) ;; *) die "--hda-timer: on or off" ;; esac
 if [ -z "$driver" ]; then
   case "$snd" in
     none) driver=none ;;
@@ -196,7 +202,7 @@ audiodev_args() {
 case "$snd" in
   intel-hda|ich9-intel-hda)
     audiodev_args "$audiodev"
-    qemu_args+=(-device "$snd,id=hda0" -device "hda-$hda_codec,bus=hda0.0,audiodev=snd0,mixer=$hda_mixer") ;;
+    qemu_args+=(-device "$snd,id=hda0" -device "hda-$hda_codec,bus=hda0.0,audiodev=snd0,mixer=$hda_mixer,use-timer=$hda_timer") ;;
   ac97)
     audiodev_args "$audiodev"
     qemu_args+=(-device AC97,audiodev=snd0) ;;

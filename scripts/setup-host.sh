@@ -26,6 +26,10 @@ done
 for p in sox libsox-fmt-oss mpg123 lame vorbis-tools; do
   have "$p" || need_pkgs+=("$p")
 done
+# scripts/bench-verdict times its runs with GNU time and adds them up with bc.
+for p in time bc; do
+  have "$p" || need_pkgs+=("$p")
+done
 # The end-to-end driver (tests/e2e) and the benchmarks' tables are python3 (standard library only).
 command -v python3 >/dev/null 2>&1 || need_pkgs+=(python3)
 

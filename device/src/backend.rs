@@ -11,7 +11,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use dsproxy_wire::record::{NoticeLevel, Record};
-use log::{debug, error, warn};
+use log::{debug, error, info, warn};
 use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
 use vhost_user_backend::{VhostUserBackend, VringT};
 use virtio_bindings::bindings::virtio_config::VIRTIO_F_VERSION_1;
@@ -40,6 +40,13 @@ pub const MISSING_CONTROLS_ON: &str = "the frontend's virtio-snd config space is
     mixer controls (VIRTIO_SND_F_CTLS), so a guest driver that uses them (Linux 6.9 or later) \
     fails to probe (-12) and the guest has no sound card. Fix: add controls=on to \
     -device vhost-user-snd-pci, or start dsproxy-device with --no-controls (no mixer)";
+
+/// What is said when the driver is seen not to take the controls behind such a line.
+pub const DRIVER_WITHOUT_CONTROLS: &str = "the frontend's virtio-snd config space is 12 bytes \
+    (no controls=on on -device vhost-user-snd-pci), but this guest's driver did not negotiate \
+    mixer controls, so it is not affected: it plays, with no mixer. A driver that uses them \
+    (Linux 6.9 or later) would fail to probe: add controls=on to the QEMU line, or start \
+    dsproxy-device with --no-controls";
 
 /// The guest memory as vhost-user-backend shares it.
 pub type GuestMem = GuestMemoryAtomic<GuestMemoryMmap<()>>;
@@ -75,7 +82,22 @@ pub struct SndBackend {
     queue_size: usize,
     exit_events: ExitEvents,
     /// The short-config misconfiguration was reported for this connection.
-    short_config_reported: std::sync::atomic::AtomicBool,
+    short_config: Mutex<ShortConfig>,
+}
+
+/// What is known of a frontend that exposes the config without `controls` (see
+/// [`SndBackend::check_config_size`]).
+#[derive(Default)]
+struct ShortConfig {
+    /// The features the driver acknowledged last (QEMU sends them when the driver starts
+    /// the device, i.e. after it read the config; a test frontend may send them first).
+    acked: Option<u64>,
+    /// The short config was seen.
+    seen: bool,
+    /// The error was reported (a driver that takes controls would fail).
+    error_reported: bool,
+    /// The all-clear was reported (this driver does not take controls).
+    clear_reported: bool,
 }
 
 impl SndBackend {
@@ -116,7 +138,7 @@ impl SndBackend {
             features,
             queue_size,
             exit_events,
-            short_config_reported: std::sync::atomic::AtomicBool::new(false),
+            short_config: Mutex::new(ShortConfig::default()),
         })
     }
 
@@ -184,21 +206,50 @@ impl SndBackend {
     /// does not know control elements (Linux 5.13–6.8) is not affected, which is why this is
     /// reported rather than refused.
     fn check_config_size(&self, offset: u32, size: u32) {
-        use std::sync::atomic::Ordering;
         let end = u64::from(offset) + u64::from(size);
         let ctls_at = crate::spec::size::CONFIG_NO_CTLS as u64;
         if self.features & VIRTIO_SND_F_CTLS == 0 || offset != 0 || end > ctls_at {
             return;
         }
-        if self.short_config_reported.swap(true, Ordering::AcqRel) {
-            return;
+        self.note_short_config(Some(()), None);
+    }
+
+    /// Reports, once each, what a short config means for the driver at hand: an error while
+    /// its features are unknown or include controls (it fails to probe), an all-clear once
+    /// it is seen to have left the controls out (it plays, without a mixer).
+    fn note_short_config(&self, short_seen: Option<()>, acked: Option<u64>) {
+        let (level, text) = {
+            let mut sc = self.short_config.lock().unwrap_or_else(|p| p.into_inner());
+            if short_seen.is_some() {
+                sc.seen = true;
+            }
+            if acked.is_some() {
+                sc.acked = acked;
+            }
+            if !sc.seen {
+                return;
+            }
+            let without_ctls = sc.acked.is_some_and(|f| f & VIRTIO_SND_F_CTLS == 0);
+            if without_ctls {
+                if std::mem::replace(&mut sc.clear_reported, true) {
+                    return;
+                }
+                (NoticeLevel::Info, DRIVER_WITHOUT_CONTROLS.to_string())
+            } else {
+                if std::mem::replace(&mut sc.error_reported, true) {
+                    return;
+                }
+                (NoticeLevel::Error, MISSING_CONTROLS_ON.to_string())
+            }
+        };
+        match level {
+            NoticeLevel::Error => error!("{text}"),
+            _ => info!("{text}"),
         }
-        let text = MISSING_CONTROLS_ON.to_string();
-        error!("{text}");
         let time_ns = self.lock().card.tap_time(monotonic_ns());
         self.tap.publish(&Record::Notice {
             time_ns,
-            level: NoticeLevel::Error,
+            level,
             text,
         });
     }
@@ -374,6 +425,8 @@ impl VhostUserBackend for SndBackend {
             }
         );
         inner.card.log_device_event(monotonic_ns(), &line);
+        drop(inner);
+        self.note_short_config(None, Some(features));
     }
 
     fn protocol_features(&self) -> VhostUserProtocolFeatures {

@@ -286,7 +286,13 @@ impl<T: CardTap> Card<T> {
                     stream: None,
                     status: None,
                 },
-                &RequestError::BrokenChain,
+                &if chain.too_long {
+                    RequestError::TooManyDescriptors {
+                        max: crate::chain::MAX_DESCRIPTORS,
+                    }
+                } else {
+                    RequestError::BrokenChain
+                },
                 now,
             );
             self.used.push(Used {

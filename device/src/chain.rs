@@ -6,7 +6,15 @@ use virtio_queue::desc::split::Descriptor;
 use virtio_queue::DescriptorChain;
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemory, Permissions};
 
+use crate::config::MAX_BUFFER_BYTES;
 use crate::error::RequestError;
+
+/// The most descriptors a chain may have. virtio-queue bounds a direct chain by the queue
+/// size, but an indirect table may hold 65535 descriptors, and every available entry may
+/// point at the same table: collected whole, a guest's 1 MiB table would cost 1 MiB of
+/// segments per chain, times the queue size. The largest legitimate chain is a PCM buffer of
+/// `MAX_BUFFER_BYTES` described page by page, plus its header and status.
+pub const MAX_DESCRIPTORS: usize = MAX_BUFFER_BYTES as usize / 4096 + 4;
 
 /// One descriptor: a guest-physical range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,12 +38,18 @@ pub struct Chain {
     /// descriptor at all (a head past the queue or an unreadable table). Its segments are not
     /// what the driver meant: a loop lists the same memory again and again.
     pub broken: bool,
+    /// The chain has more than [`MAX_DESCRIPTORS`] descriptors (the rest were not read; the
+    /// chain is [`broken`](Self::broken) too).
+    pub too_long: bool,
 }
 
 impl Chain {
-    /// Collects a chain's descriptors. The iterator already bounds the chain length by the
-    /// queue size and its total length by 4 GiB, and ends early on an unreadable table; a
-    /// walk that ended before a descriptor without NEXT marks the chain [`broken`](Self::broken).
+    /// Collects a chain's descriptors, at most [`MAX_DESCRIPTORS`]. virtio-queue's iterator
+    /// follows an indirect table (refusing a nested one, a table whose length is not a
+    /// multiple of 16 or that does not map, and bounding the walk by the table's length),
+    /// bounds a direct chain by the queue size and any chain's total length by 4 GiB, and
+    /// ends early on an unreadable descriptor; a walk that ended before a descriptor without
+    /// NEXT, or was cut at the cap, marks the chain [`broken`](Self::broken).
     pub fn from_descriptors<I: IntoIterator<Item = Descriptor>>(head: u16, descs: I) -> Chain {
         let mut chain = Chain {
             head,
@@ -43,8 +57,14 @@ impl Chain {
             writable: Vec::new(),
             misordered: false,
             broken: true,
+            too_long: false,
         };
-        for d in descs {
+        for (i, d) in descs.into_iter().enumerate() {
+            if i == MAX_DESCRIPTORS {
+                chain.too_long = true;
+                chain.broken = true;
+                break;
+            }
             chain.broken = d.has_next();
             let seg = Segment {
                 addr: d.addr(),
@@ -296,6 +316,7 @@ mod tests {
             ],
             misordered: false,
             broken: false,
+            too_long: false,
         };
         let mut b = [0u8; 3];
         c.read_at(&m, 2, &mut b).unwrap();
@@ -327,6 +348,7 @@ mod tests {
             writable: vec![],
             misordered: false,
             broken: false,
+            too_long: false,
         };
         assert!(matches!(
             c.check_mapped(&m),

@@ -10,6 +10,7 @@ use dsproxy_wire::record::{Direction, Hello, StreamDesc, PROTOCOL_VERSION};
 
 use crate::controls::Controls;
 use crate::error::DeviceError;
+use crate::profile::Profile;
 
 /// How TX buffers are completed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -31,6 +32,8 @@ Run it with QEMU (10.0 or later; guest memory must be shared):
     -device vhost-user-snd-pci,chardev=snd,controls=on \\
     -kernel vmlinuz -initrd initrd.img -append console=ttyS0 -nographic
 Drop `controls=on` (and pass --no-controls) for a card without mixer controls.
+Windows guests: the ACX driver viosnd works with the defaults; aero's Windows 7 driver needs
+`--profile aero` (see the README's \"Windows guests\").
 The daemon serves one QEMU after another on the same socket. (QEMU 10.0's
 vhost-user-snd-pci does not wait for a `reconnect-ms` chardev to connect when it starts,
 so leave that option off.)
@@ -102,6 +105,13 @@ pub struct Cli {
     /// Largest virtqueue size offered to the driver.
     #[arg(long, value_name = "N", default_value_t = 1024)]
     pub queue_size: u16,
+    /// Shape the card for a guest driver: `standard` (virtio-snd as specified: Linux, the
+    /// Windows ACX driver viosnd) or `aero` (the aero project's Windows 7 driver and its
+    /// dialect: one output and one input stream, no jacks or channel maps, 8-byte PCM
+    /// transfer headers, PCM_INFO requests without `size`, status codes 0-3; spec drivers
+    /// such as Linux's do not work with it).
+    #[arg(long, value_enum, default_value_t = Profile::Standard)]
+    pub profile: Profile,
 }
 
 fn parse_listen(s: &str) -> Result<SocketAddr, String> {
@@ -135,6 +145,7 @@ pub struct CardConfig {
     pub controls: bool,
     pub max_buffer_bytes: u32,
     pub queue_size: u16,
+    pub profile: Profile,
 }
 
 impl Default for CardConfig {
@@ -153,6 +164,7 @@ impl Default for CardConfig {
             controls: true,
             max_buffer_bytes: MAX_BUFFER_BYTES,
             queue_size: 1024,
+            profile: Profile::Standard,
         }
     }
 }
@@ -215,6 +227,7 @@ impl CardConfig {
             controls: !cli.no_controls,
             max_buffer_bytes: MAX_BUFFER_BYTES,
             queue_size: cli.queue_size,
+            profile: cli.profile,
         };
         cfg.validate()?;
         Ok(cfg)
@@ -245,6 +258,32 @@ impl CardConfig {
         if self.formats == 0 || self.rates == 0 {
             return Err(DeviceError::Config("no formats or rates".into()));
         }
+        if self.profile == Profile::Aero {
+            self.validate_aero()?;
+        }
+        Ok(())
+    }
+
+    /// What aero's driver checks before it starts: streams 0 (output, 2 channels) and 1
+    /// (input, 1 channel), both offering S16 at 48 kHz.
+    fn validate_aero(&self) -> Result<(), DeviceError> {
+        let bad = |what: &str| {
+            Err(DeviceError::Config(format!(
+                "--profile aero: aero's driver needs {what}"
+            )))
+        };
+        if self.outputs != 1 || self.inputs != 1 {
+            return bad("exactly one output and one input stream (--outputs 1 --inputs 1)");
+        }
+        if self.out_channels_max < 2 {
+            return bad("a stereo output (--channels-max 2 or more)");
+        }
+        if self.formats & PcmFormat::S16.mask_bit() == 0 {
+            return bad("S16 among the formats");
+        }
+        if self.rates & PcmRate::R48000.mask_bit() == 0 {
+            return bad("48000 Hz among the rates");
+        }
         Ok(())
     }
 
@@ -252,8 +291,22 @@ impl CardConfig {
         self.outputs + self.inputs
     }
 
+    /// Jacks in the config space: one per stream (same number), none with `--profile aero`.
+    pub fn jacks(&self) -> u32 {
+        if self.profile.jacks_and_chmaps() {
+            self.num_streams()
+        } else {
+            0
+        }
+    }
+
+    /// Channel maps in the config space: one per stream, none with `--profile aero`.
+    pub fn chmaps(&self) -> u32 {
+        self.jacks()
+    }
+
     /// Streams are numbered outputs first, then inputs. One jack and one channel map per
-    /// stream, with the same number.
+    /// stream, with the same number (unless the profile has none).
     pub fn stream_direction(&self, id: u32) -> Option<Direction> {
         if id < self.outputs {
             Some(Direction::Output)
@@ -265,9 +318,10 @@ impl CardConfig {
     }
 
     /// The stream's index among the streams of its direction; also its HDA function node, so
-    /// that output i and input i form one ALSA PCM device (hw:N,i) in the Linux driver.
+    /// that output i and input i form one ALSA PCM device (hw:N,i) in the Linux driver. With
+    /// `--profile aero`, the stream id itself (see [`Profile::paired_nids`]).
     pub fn stream_nid(&self, id: u32) -> u32 {
-        if id < self.outputs {
+        if !self.profile.paired_nids() || id < self.outputs {
             id
         } else {
             id - self.outputs
@@ -284,9 +338,8 @@ impl CardConfig {
     /// The virtio config space: `jacks`, `streams`, `chmaps` and, when control elements are
     /// offered, `controls` (le32 each).
     pub fn config_space(&self) -> Vec<u8> {
-        let n = self.num_streams();
         let mut v = Vec::with_capacity(16);
-        for x in [n, n, n] {
+        for x in [self.jacks(), self.num_streams(), self.chmaps()] {
             v.extend_from_slice(&x.to_le_bytes());
         }
         if self.controls {
@@ -322,8 +375,8 @@ impl CardConfig {
             version: PROTOCOL_VERSION,
             time_ns,
             name: self.name.clone(),
-            jacks: self.num_streams(),
-            chmaps: self.num_streams(),
+            jacks: self.jacks(),
+            chmaps: self.chmaps(),
             streams,
             controls,
         }
@@ -374,6 +427,34 @@ mod tests {
         assert_eq!(c.config_space().len(), 12);
         c.outputs = 0;
         c.inputs = 0;
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn aero_profile() {
+        let mut c = CardConfig {
+            profile: Profile::Aero,
+            controls: false,
+            ..CardConfig::default()
+        };
+        c.validate().unwrap();
+        let cs = c.config_space();
+        assert_eq!(cs.len(), 12);
+        // jacks 0, streams 2, chmaps 0: what the driver's config check accepts.
+        assert_eq!(cs, [0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!((c.stream_nid(0), c.stream_nid(1)), (0, 1));
+        let h = c.hello(0);
+        assert_eq!((h.jacks, h.chmaps), (0, 0));
+        c.outputs = 2;
+        assert!(c.validate().is_err());
+        c.outputs = 1;
+        c.rates = PcmRate::R44100.mask_bit();
+        assert!(c.validate().is_err());
+        c.rates = PcmRate::R48000.mask_bit();
+        c.formats = PcmFormat::U8.mask_bit();
+        assert!(c.validate().is_err());
+        c.formats = PcmFormat::S16.mask_bit();
+        c.out_channels_max = 1;
         assert!(c.validate().is_err());
     }
 }

@@ -75,7 +75,11 @@ impl<T: CardTap> Card<T> {
                 Ok(()) => len += payload.len() as u32,
                 Err(e) => {
                     warn!("control request {head}: response unwritable: {e}");
-                    let _ = chain.write_at(mem, 0, &Status::IoErr.code().to_le_bytes());
+                    let _ = chain.write_at(
+                        mem,
+                        0,
+                        &self.cfg.profile.status_code(Status::IoErr).to_le_bytes(),
+                    );
                     self.used.push(Used {
                         queue: CONTROL_QUEUE,
                         head,
@@ -85,7 +89,8 @@ impl<T: CardTap> Card<T> {
                 }
             }
         }
-        if let Err(e) = chain.write_at(mem, 0, &status.code().to_le_bytes()) {
+        if let Err(e) = chain.write_at(mem, 0, &self.cfg.profile.status_code(status).to_le_bytes())
+        {
             warn!("control request {head}: status unwritable: {e}");
             len = 0;
         }
@@ -124,9 +129,14 @@ impl<T: CardTap> Card<T> {
         match c {
             code::JACK_INFO => {
                 let cfg = &self.cfg;
-                query(mem, chain, cfg.num_streams(), size::JACK_INFO, |id| {
-                    jack::info_bytes(cfg, id)
-                })
+                query(
+                    mem,
+                    chain,
+                    cfg.profile.query_size_optional(),
+                    cfg.jacks(),
+                    size::JACK_INFO,
+                    |id| jack::info_bytes(cfg, id),
+                )
                 .map_err(plain)
             }
             code::JACK_REMAP => {
@@ -140,16 +150,26 @@ impl<T: CardTap> Card<T> {
             }
             code::PCM_INFO => {
                 let cfg = &self.cfg;
-                query(mem, chain, cfg.num_streams(), size::PCM_INFO, |id| {
-                    pcm::info_bytes(cfg, id).ok_or(RequestError::UnknownStream(id))
-                })
+                query(
+                    mem,
+                    chain,
+                    cfg.profile.query_size_optional(),
+                    cfg.num_streams(),
+                    size::PCM_INFO,
+                    |id| pcm::info_bytes(cfg, id).ok_or(RequestError::UnknownStream(id)),
+                )
                 .map_err(plain)
             }
             code::CHMAP_INFO => {
                 let cfg = &self.cfg;
-                query(mem, chain, cfg.num_streams(), size::CHMAP_INFO, |id| {
-                    chmap::info_bytes(cfg, id)
-                })
+                query(
+                    mem,
+                    chain,
+                    cfg.profile.query_size_optional(),
+                    cfg.chmaps(),
+                    size::CHMAP_INFO,
+                    |id| chmap::info_bytes(cfg, id),
+                )
                 .map_err(plain)
             }
             code::PCM_SET_PARAMS => {
@@ -202,9 +222,15 @@ impl<T: CardTap> Card<T> {
     ) -> Result<Reply, RequestError> {
         if c == code::CTL_INFO {
             let controls = &self.controls;
-            return query(mem, chain, controls.len(), size::CTL_INFO, |id| {
-                controls.info_bytes(id)
-            });
+            let size_optional = self.cfg.profile.query_size_optional();
+            return query(
+                mem,
+                chain,
+                size_optional,
+                controls.len(),
+                size::CTL_INFO,
+                |id| controls.info_bytes(id),
+            );
         }
         let r = read_request(mem, chain, size::CTL_HDR)?;
         let id = le32(&r, 4).unwrap_or(u32::MAX);
@@ -376,10 +402,12 @@ fn read_request<M: GuestMemory + ?Sized>(
 }
 
 /// A `virtio_snd_query_info` request over `items` items of at least `min_size` bytes each:
-/// checks the range and the item size, and builds `count` items at a stride of `size`.
+/// checks the range and the item size, and builds `count` items at a stride of `size`. A
+/// profile that allows it may leave `size` out (a 12-byte request): `min_size` is meant.
 fn query<M, F>(
     mem: &M,
     chain: &Chain,
+    size_optional: bool,
     items: u32,
     min_size: usize,
     item: F,
@@ -388,7 +416,14 @@ where
     M: GuestMemory + ?Sized,
     F: Fn(u32) -> Result<Vec<u8>, RequestError>,
 {
-    let r = read_request(mem, chain, size::QUERY_INFO)?;
+    let without_size = size::QUERY_INFO - 4;
+    let r = if size_optional && chain.readable_len() == without_size as u64 {
+        let mut r = read_request(mem, chain, without_size)?;
+        r.extend_from_slice(&(min_size as u32).to_le_bytes());
+        r
+    } else {
+        read_request(mem, chain, size::QUERY_INFO)?
+    };
     let start = le32(&r, 4).unwrap_or(u32::MAX);
     let count = le32(&r, 8).unwrap_or(u32::MAX);
     let item_size = le32(&r, 12).unwrap_or(0);

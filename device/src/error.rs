@@ -18,6 +18,8 @@ pub enum RequestError {
     BadResponseSize { got: u64, expected: u64 },
     #[error("device-readable descriptor after a device-writable one")]
     Misordered,
+    #[error("descriptor chain longer than {max} descriptors")]
+    TooManyDescriptors { max: usize },
     #[error("guest memory {addr:#x}+{len} is not mapped")]
     Unmapped { addr: u64, len: u64 },
     #[error("unknown request code {0:#06x}")]
@@ -80,6 +82,7 @@ impl RequestError {
             RequestError::ShortResponse { .. } => "short_response",
             RequestError::BadResponseSize { .. } => "bad_response_size",
             RequestError::Misordered => "misordered",
+            RequestError::TooManyDescriptors { .. } => "too_many_descriptors",
             RequestError::Unmapped { .. } => "unmapped",
             RequestError::UnknownCode(_) => "unknown_code",
             RequestError::UnknownStream(_) => "unknown_stream",

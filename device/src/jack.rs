@@ -1,4 +1,5 @@
-//! Jacks: one per stream, always connected (JACK_INFO), not remappable (JACK_REMAP).
+//! Jacks: one per stream (none with `--profile aero`), always connected (JACK_INFO), not
+//! remappable (JACK_REMAP).
 
 use dsproxy_wire::record::Direction;
 
@@ -17,6 +18,9 @@ const CAPS_IN: u32 = 0x24;
 
 /// The `virtio_snd_jack_info` of jack `id`.
 pub fn info_bytes(cfg: &CardConfig, id: u32) -> Result<Vec<u8>, RequestError> {
+    if id >= cfg.jacks() {
+        return Err(RequestError::UnknownJack(id));
+    }
     let dir = cfg
         .stream_direction(id)
         .ok_or(RequestError::UnknownJack(id))?;
@@ -36,8 +40,9 @@ pub fn info_bytes(cfg: &CardConfig, id: u32) -> Result<Vec<u8>, RequestError> {
 
 /// JACK_REMAP: the card does not offer VIRTIO_SND_JACK_F_REMAP.
 pub fn remap(cfg: &CardConfig, id: u32) -> Result<(), RequestError> {
-    cfg.stream_direction(id)
-        .ok_or(RequestError::UnknownJack(id))?;
+    if id >= cfg.jacks() {
+        return Err(RequestError::UnknownJack(id));
+    }
     Err(RequestError::NotSupported("jack remapping"))
 }
 

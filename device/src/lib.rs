@@ -4,6 +4,7 @@
 //! - [`ctl_queue`], [`xfer`], [`event_queue`]: the four virtqueues' requests.
 //! - [`pcm`], [`jack`], [`chmap`], [`controls`]: what the card is made of.
 //! - [`clock`]: pacing arithmetic and the timerfd.
+//! - [`profile`]: the guest drivers the card is shaped for (`--profile`).
 //! - [`tap`]: the reader fan-out.
 
 pub mod backend;
@@ -20,6 +21,7 @@ pub mod exit_event;
 pub mod guest_memory;
 pub mod jack;
 pub mod pcm;
+pub mod profile;
 pub mod reject_log;
 pub mod spec;
 pub mod tap;

@@ -69,12 +69,13 @@ fn run(cli: &Cli) -> Result<(), DeviceError> {
         }
     };
     info!(
-        "dsproxy-device {}: {} output + {} input streams, controls {}, pacing {:?}{}",
+        "dsproxy-device {}: {} output + {} input streams, controls {}, pacing {:?}, profile {}{}",
         env!("CARGO_PKG_VERSION"),
         cfg.outputs,
         cfg.inputs,
         if cfg.controls { "on" } else { "off" },
         cfg.pacing,
+        cfg.profile.name(),
         if cfg.wait_for_reader {
             ", waiting for a reader"
         } else {

@@ -4,7 +4,8 @@
 //! A TX chain is `virtio_snd_pcm_xfer {le32 stream_id}` and the PCM bytes (device-readable,
 //! possibly over several descriptors), then `virtio_snd_pcm_status {le32 status, le32
 //! latency_bytes}` (device-writable, exactly 8 bytes). An RX chain is the readable header,
-//! then a device-writable PCM area followed by the status in its last 8 bytes.
+//! then a device-writable PCM area followed by the status in its last 8 bytes. With
+//! `--profile aero` the header is 8 bytes, {stream_id, reserved}.
 
 use dsproxy_wire::record::{Direction, Record};
 use log::{debug, warn};
@@ -13,6 +14,7 @@ use vm_memory::GuestMemory;
 use crate::card::{Card, CardTap};
 use crate::chain::{read_segments, slice_segments, write_segments, Chain, Segment};
 use crate::error::{Rejected, RequestError};
+use crate::profile::Profile;
 use crate::spec::{code, event_bytes, size, Status, RX_QUEUE, TX_QUEUE};
 use crate::Used;
 
@@ -35,15 +37,16 @@ fn status_segments(chain: &Chain) -> Option<Vec<Segment>> {
     slice_segments(&chain.writable, off, size::PCM_STATUS as u64)
 }
 
-/// Writes a `virtio_snd_pcm_status`.
+/// Writes a `virtio_snd_pcm_status`, with the status code of the card's profile.
 pub fn write_status<M: GuestMemory + ?Sized>(
     mem: &M,
     status_segs: &[Segment],
     status: Status,
     latency_bytes: u32,
+    profile: Profile,
 ) -> Result<(), RequestError> {
     let mut b = [0u8; size::PCM_STATUS];
-    b[..4].copy_from_slice(&status.code().to_le_bytes());
+    b[..4].copy_from_slice(&profile.status_code(status).to_le_bytes());
     b[4..].copy_from_slice(&latency_bytes.to_le_bytes());
     write_segments(status_segs, mem, 0, &b)
 }
@@ -64,6 +67,7 @@ impl<T: CardTap> Card<T> {
         }
         let wlen = chain.writable_len();
         let rlen = chain.readable_len();
+        let hdr_len = self.cfg.profile.xfer_header_len() as u64;
         if output && wlen != size::PCM_STATUS as u64 {
             return fail(
                 None,
@@ -82,21 +86,21 @@ impl<T: CardTap> Card<T> {
                 },
             );
         }
-        if rlen < size::PCM_XFER as u64 {
+        if rlen < hdr_len {
             return fail(
                 None,
                 RequestError::ShortRequest {
                     got: rlen,
-                    need: size::PCM_XFER as u64,
+                    need: hdr_len,
                 },
             );
         }
-        if !output && rlen != size::PCM_XFER as u64 {
+        if !output && rlen != hdr_len {
             return fail(
                 None,
                 RequestError::LongRequest {
                     got: rlen,
-                    expected: size::PCM_XFER as u64,
+                    expected: hdr_len,
                 },
             );
         }
@@ -133,7 +137,7 @@ impl<T: CardTap> Card<T> {
             }
         };
         let len = if output {
-            rlen - size::PCM_XFER as u64
+            rlen - hdr_len
         } else {
             wlen - size::PCM_STATUS as u64
         };
@@ -160,7 +164,7 @@ impl<T: CardTap> Card<T> {
         }
         chain.check_mapped(mem).map_err(|e| (Some(id), e))?;
         let data = if output {
-            slice_segments(&chain.readable, size::PCM_XFER as u64, len)
+            slice_segments(&chain.readable, hdr_len, len)
         } else {
             slice_segments(&chain.writable, 0, len)
         };
@@ -257,7 +261,7 @@ impl<T: CardTap> Card<T> {
         now: u64,
     ) {
         let status = status_segments(chain)
-            .and_then(|segs| write_status(mem, &segs, e.status(), 0).ok())
+            .and_then(|segs| write_status(mem, &segs, e.status(), 0, self.cfg.profile).ok())
             .map(|()| e.status());
         let written = status.is_some();
         self.reject(
@@ -359,7 +363,7 @@ impl<T: CardTap> Card<T> {
         latency: u32,
         used_len: u32,
     ) {
-        let len = match write_status(mem, &buf.status, status, latency) {
+        let len = match write_status(mem, &buf.status, status, latency, self.cfg.profile) {
             Ok(()) => used_len,
             Err(e) => {
                 warn!("PCM buffer {}: status unwritable: {e}", buf.head);
@@ -413,7 +417,7 @@ impl<T: CardTap> Card<T> {
             return total;
         }
         for b in bufs {
-            let len = match write_status(mem, &b.status, Status::Ok, 0) {
+            let len = match write_status(mem, &b.status, Status::Ok, 0, self.cfg.profile) {
                 Ok(()) => size::PCM_STATUS as u32,
                 Err(e) => {
                     warn!("PCM buffer {}: status unwritable: {e}", b.head);

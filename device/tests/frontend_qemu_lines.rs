@@ -15,13 +15,15 @@ fn daemon(args: &[&str]) -> Daemon {
     Daemon::dsproxy(env!("CARGO_BIN_EXE_dsproxy-device"), args).expect("start dsproxy-device")
 }
 
-/// Connects like QEMU: `controls_on` is the vhost-user-snd-pci property, which decides how
-/// much config QEMU reads (16 or 12 bytes).
-fn qemu(d: &Daemon, controls_on: bool) -> SndFrontend {
+/// Connects like QEMU behind a line with or without `controls=on` (which decides how much
+/// config QEMU reads: 16 or 12 bytes), with a driver that takes control elements when
+/// offered (`new_driver`, Linux 6.9+) or one that does not (Linux 5.13–6.8, Windows).
+fn qemu(d: &Daemon, controls_on: bool, new_driver: bool) -> SndFrontend {
     SndFrontend::connect(
         &d.socket,
         FrontendOpts {
-            want_ctls: controls_on,
+            want_ctls: new_driver,
+            config_len: Some(if controls_on { 16 } else { 12 }),
             ..FrontendOpts::default()
         },
     )
@@ -52,13 +54,14 @@ fn frontend_gone(r: &Record) -> bool {
 fn a_qemu_line_without_controls_on_is_reported_to_the_log_and_every_reader() {
     let d = daemon(&[]);
     let mut early = TapReader::connect(&d.tap, 0, 0, T).expect("tap");
-    let fe = qemu(&d, false);
+    let fe = qemu(&d, false, true);
     let rec = early
         .wait_for("NOTICE", T, |r| matches!(r, Record::Notice { .. }))
         .unwrap_or_else(|e| panic!("{e}\n{}", d.log_tail(20)));
     let Record::Notice { level, text, .. } = rec.record.clone() else {
         unreachable!()
     };
+
     assert_eq!(level, NoticeLevel::Error);
     assert!(
         text.contains("controls=on") && text.contains("--no-controls"),
@@ -85,7 +88,7 @@ fn a_qemu_line_without_controls_on_is_reported_to_the_log_and_every_reader() {
     // The next VM (a new QEMU with the right line) starts clean: no notice in its snapshot.
     drop(fe);
     early.wait_for("FRONTEND gone", T, frontend_gone).unwrap();
-    let _fe = qemu(&d, true);
+    let _fe = qemu(&d, true, true);
     let mut third = TapReader::connect(&d.tap, 0, 0, T).expect("third tap");
     third
         .wait_for("SNAPSHOT_END", T, |r| matches!(r, Record::SnapshotEnd))
@@ -98,7 +101,7 @@ fn the_right_lines_say_nothing() {
     // controls=on with a card that has controls.
     let d = daemon(&[]);
     let mut tap = TapReader::connect(&d.tap, 0, 0, T).expect("tap");
-    let fe = qemu(&d, true);
+    let fe = qemu(&d, true, true);
     assert!(fe.ctls(), "controls were negotiated");
     drop(fe);
     tap.wait_for("FRONTEND gone", T, frontend_gone).unwrap();
@@ -107,9 +110,76 @@ fn the_right_lines_say_nothing() {
     // No controls=on with a card started --no-controls.
     let d = daemon(&["--no-controls"]);
     let mut tap = TapReader::connect(&d.tap, 0, 0, T).expect("tap");
-    let fe = qemu(&d, false);
+    let fe = qemu(&d, false, true);
     drop(fe);
     tap.wait_for("FRONTEND gone", T, frontend_gone).unwrap();
     assert!(notices(&mut tap).is_empty(), "{}", tap.summary());
     assert!(!d.log_text().contains("controls=on, but"));
+}
+
+/// A driver that does not take control elements (Linux before 6.9, the Windows drivers)
+/// plays behind the line without controls=on: the card says so, in either order of
+/// SET_FEATURES and GET_CONFIG, and never reports the error for it.
+#[test]
+fn a_driver_without_controls_behind_that_line_gets_an_all_clear() {
+    let d = daemon(&[]);
+    let mut tap = TapReader::connect(&d.tap, 0, 0, T).expect("tap");
+    // The test frontend acknowledges features before it reads the config.
+    let fe = qemu(&d, false, false);
+    let rec = tap
+        .wait_for("NOTICE", T, |r| matches!(r, Record::Notice { .. }))
+        .unwrap_or_else(|e| panic!("{e}\n{}", d.log_tail(20)));
+    let Record::Notice { level, text, .. } = rec.record.clone() else {
+        unreachable!()
+    };
+    assert_eq!(level, NoticeLevel::Info, "{text}");
+    assert!(
+        text.contains("not affected") && text.contains("controls=on"),
+        "{text}"
+    );
+    drop(fe);
+    tap.wait_for("FRONTEND gone", T, frontend_gone).unwrap();
+    assert_eq!(notices(&mut tap).len(), 1, "{}", tap.summary());
+    assert!(!d.log_text().contains("ERROR"), "{}", d.log_tail(20));
+}
+
+/// QEMU's own order: GET_CONFIG when the guest's driver probes, SET_FEATURES only when it
+/// starts the device. A driver without controls gets the error first (nothing else is known
+/// yet), then the all-clear.
+#[test]
+fn in_qemus_order_the_error_is_followed_by_the_all_clear() {
+    use vhost::vhost_user::message::VhostUserConfigFlags;
+    use vhost::vhost_user::{Frontend, VhostUserFrontend};
+    use vhost::VhostBackend;
+    let d = daemon(&[]);
+    let mut tap = TapReader::connect(&d.tap, 0, 0, T).expect("tap");
+    let mut fe = Frontend::connect(&d.socket, 4).expect("connect");
+    let offered = fe.get_features().unwrap();
+    let proto = fe.get_protocol_features().unwrap();
+    fe.set_protocol_features(proto).unwrap();
+    fe.set_owner().unwrap();
+    fe.get_config(0, 12, VhostUserConfigFlags::empty(), &[0u8; 12])
+        .unwrap();
+    tap.wait_for("the error", T, |r| {
+        matches!(
+            r,
+            Record::Notice {
+                level: NoticeLevel::Error,
+                ..
+            }
+        )
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", d.log_tail(20)));
+    // Version 1 and protocol features only: no VIRTIO_SND_F_CTLS (bit 0).
+    fe.set_features(offered & !1).unwrap();
+    tap.wait_for("the all-clear", T, |r| {
+        matches!(
+            r,
+            Record::Notice {
+                level: NoticeLevel::Info,
+                ..
+            }
+        )
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", d.log_tail(20)));
 }

@@ -8,6 +8,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::cli::Cli;
 use crate::connector::{AfterClose, Connector, PendingInject};
@@ -21,12 +22,24 @@ use crate::signals;
 use crate::source::qemu::QemuSource;
 use crate::source::tap::{SubscribeOptions, TapSource};
 use crate::source::{Event, Source, SourceEvent};
+use crate::watch::WatchOptions;
 
 /// Events in flight between the source's threads and the main loop.
 const QUEUE_DEPTH: usize = 16;
 
 /// Runs the reader until a clean end (`Ok`) or an error.
 pub fn run(cli: Cli) -> Result<(), ReaderError> {
+    cli.verdict.validate().map_err(ReaderError::Usage)?;
+    if !cli.verdict.check.is_empty() {
+        return verdict_result(crate::verdict::check::run(&cli.verdict)?);
+    }
+    if cli.verdict.wanted() && cli.file.is_none() {
+        return Err(ReaderError::Usage(
+            "--expect…, --report, --junit and --plot judge the capture's files: give -f FILE \
+             (or --check FILE for existing ones)"
+                .into(),
+        ));
+    }
     let target = cli.target().map_err(ReaderError::Usage)?;
     if cli.no_play
         && cli.file.is_none()
@@ -75,8 +88,15 @@ pub fn run(cli: Cli) -> Result<(), ReaderError> {
         records: cli.records,
         stream: cli.stream,
         once: cli.once,
-        // A --mixer-only run has no running time to show.
-        progress: console::stderr_is_tty() && !mixer_only,
+        watch: WatchOptions {
+            once: cli.once,
+            idle: cli.watch.idle.unwrap_or(Duration::from_secs(1)),
+            duration: cli.watch.duration,
+            stop_after_silence: cli.watch.stop_after_silence,
+            silence_below_dbfs: cli.verdict.silence_below,
+            // A --mixer-only run has no running time to show.
+            status: console::stderr_is_tty() && !mixer_only && !cli.watch.quiet,
+        },
         mixer: cli.mixer.clone(),
         mixer_only,
     };
@@ -145,7 +165,25 @@ pub fn run(cli: Cli) -> Result<(), ReaderError> {
     if result.is_ok() && !stop.load(Ordering::SeqCst) {
         session.play_out();
     }
-    result.and(finished)
+    result.and(finished)?;
+    // The capture is complete (however it ended): judge it, if asked.
+    if cli.verdict.wanted() && !mixer_only {
+        return verdict_result(crate::verdict::check::conclude(
+            session.capture_files(),
+            &cli.verdict,
+        )?);
+    }
+    Ok(())
+}
+
+/// A verdict as the run's result: a mismatch exits with its own status.
+fn verdict_result(outcome: crate::verdict::judge::Outcome) -> Result<(), ReaderError> {
+    match outcome {
+        crate::verdict::judge::Outcome::Mismatch => Err(ReaderError::Mismatch(
+            "the capture is not what was expected".into(),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// One event of the current connection.

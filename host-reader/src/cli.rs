@@ -19,7 +19,8 @@ use crate::mixer_set::{parse_mixer_arg, MixerArg};
         dsproxy-host-reader -s -x | lame -r -s 44.1 - out.mp3\n  \
         dsproxy-host-reader -n vmhost -e\n  \
         dsproxy-host-reader -x --inject speech.wav -f out.wav\n  \
-        dsproxy-host-reader -x --mixer pcm=50:50 --mixer vol=unmute"
+        dsproxy-host-reader -x --mixer pcm=50:50 --mixer vol=unmute\n  \
+        dsproxy-host-reader --check out.wav --expect golden.wav --plot out.png"
 )]
 pub struct Cli {
     /// Attach to the device's unix tap socket [default: $XDG_RUNTIME_DIR/dsproxy.sock,
@@ -87,7 +88,8 @@ pub struct Cli {
     #[arg(long, value_name = "N")]
     pub stream: Option<u32>,
 
-    /// Exit after the first playback session ends (the guest closes the device)
+    /// Exit once the guest, having played, keeps the device closed for --idle seconds, or
+    /// the VM goes away
     #[arg(long)]
     pub once: bool,
 
@@ -125,6 +127,12 @@ pub struct Cli {
     /// [default: the default output device]
     #[arg(long, value_name = "ID")]
     pub device: Option<String>,
+
+    #[command(flatten)]
+    pub watch: crate::watch::WatchArgs,
+
+    #[command(flatten)]
+    pub verdict: crate::verdict::args::VerdictArgs,
 }
 
 /// Where the tap is.

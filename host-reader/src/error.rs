@@ -42,6 +42,12 @@ pub enum ReaderError {
     Qemu { target: String, why: String },
     #[error("--inject {}: {why}", path.display())]
     Inject { path: PathBuf, why: String },
+    /// The files could not be judged (unreadable, not audio).
+    #[error("{0}")]
+    Verdict(#[from] crate::verdict::VerdictError),
+    /// The capture is not what `--expect…` asked for; the verdict line has said how.
+    #[error("{0}")]
+    Mismatch(String),
 }
 
 impl ReaderError {

@@ -5,8 +5,9 @@
 //! where records come from ([`source`]: the device's tap), per-stream state and dispatch
 //! ([`session`], [`stream`]), where audio goes ([`sink`], [`output`], [`wav`]), the `-e` and
 //! `-i` logs ([`english`], [`rawlog`], [`mixer`]), host playback ([`playback`]), `--inject`
-//! ([`inject`]), `--mixer` ([`mixer_set`]), sample conversion ([`convert`]) and the terminal
-//! ([`console`]).
+//! ([`inject`]), `--mixer` ([`mixer_set`]), sample conversion ([`convert`]), the terminal
+//! ([`console`]) and CI verdicts and pictures ([`verdict`]: `--expect`, `--report`, `--plot`,
+//! `--check`).
 
 pub mod app;
 pub mod cli;
@@ -25,5 +26,8 @@ pub mod session;
 pub mod signals;
 pub mod sink;
 pub mod source;
+pub mod status;
 pub mod stream;
+pub mod verdict;
+pub mod watch;
 pub mod wav;

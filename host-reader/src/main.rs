@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use dsproxy_host_reader::{app, cli::Cli, console, error::ReaderError, signals};
+use dsproxy_host_reader::{app, cli::Cli, console, error::ReaderError, signals, verdict};
 
 fn main() -> ExitCode {
     // Before any thread exists, so every thread inherits the mask.
@@ -26,6 +26,8 @@ fn main() -> ExitCode {
     };
     match app::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        // The verdict line is out already.
+        Err(ReaderError::Mismatch(_)) => ExitCode::from(verdict::EXIT_MISMATCH),
         Err(e) => {
             console::finish_progress();
             console::note(&e.to_string());

@@ -3,9 +3,9 @@
 //!
 //! Rules the files follow:
 //! - A stream's file is opened when its first audio arrives (a WAV header needs the params).
-//! - Audio in another format, rate or channel count than the file's closes the file and
-//!   opens the next segment (params that change and change back with no audio between keep
-//!   the file). Losing the device and the VM going away close the file too.
+//! - Audio in another format, rate or channel count closes the file and opens the next
+//!   segment (parameters alone do not: a program reopening the device passes through the
+//!   driver's defaults). Losing the device and the VM going away close the file too.
 //! - A GAP (audio this reader did not get, in `--live` mode) is written as silence of the
 //!   gap's length, so the file keeps its timing, and is logged on stderr. A jump in PCM
 //!   offsets without a GAP record is treated the same way.
@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 use dsproxy_wire::record::{ControlDesc, ControlOrigin, Direction, Hello, Params, Record};
 
 use crate::console;
-use crate::convert::AudioShape;
 use crate::english::{self, English};
 use crate::error::ReaderError;
 use crate::inject::Injector;
@@ -30,6 +29,8 @@ use crate::rawlog;
 use crate::sink::{self, Bytes, Fill, Outputs};
 use crate::source::Outlet;
 use crate::stream::{Phase, StreamState};
+use crate::verdict::judge::FileToJudge;
+use crate::watch::{CaptureWatch, WatchOptions, Wrote};
 
 /// Housekeeping period (flushes, header patches, the running-time line).
 pub const TICK: Duration = Duration::from_millis(200);
@@ -47,8 +48,9 @@ pub struct SessionOptions {
     /// `--stream N`.
     pub stream: Option<u32>,
     pub once: bool,
-    /// Draw the running-time line (stderr is a terminal).
-    pub progress: bool,
+    /// When the capture ends (`--once`'s idle time, `--duration`, `--stop-after-silence`)
+    /// and the status line.
+    pub watch: WatchOptions,
     /// `--mixer`: controls to set once the first snapshot is in.
     pub mixer: Vec<MixerArg>,
     /// `--mixer` is the only job: done when the device has confirmed every change, and a
@@ -88,6 +90,8 @@ pub struct Session {
     /// at its RELEASE.
     session_seen: bool,
     last_tick: Instant,
+    /// Where the capture stands, when it ends, and what happened on the way.
+    watch: CaptureWatch,
 }
 
 impl Session {
@@ -104,7 +108,9 @@ impl Session {
             opts.english,
         );
         let mixer = MixerRequests::new(opts.mixer.clone());
+        let watch = CaptureWatch::new(opts.watch.clone());
         Session {
+            watch,
             opts,
             target,
             mixer,
@@ -263,6 +269,7 @@ impl Session {
                     .map(|s| s.id)
             });
         }
+        self.watch.set_main(self.main_stream);
         for c in &hello.controls {
             self.controls
                 .entry(c.id)
@@ -300,6 +307,7 @@ impl Session {
 
     /// Handles one record from the device.
     pub fn handle(&mut self, rec: Record) -> Result<Flow, ReaderError> {
+        self.watch.record(&rec, Instant::now());
         if self.opts.records {
             for l in rawlog::lines(&rec) {
                 console::line(&l);
@@ -450,23 +458,18 @@ impl Session {
         Ok(Flow::Continue)
     }
 
-    /// The guest closed the stream: `--once` ends here once a playback session was seen.
+    /// The guest closed the stream. `--once` does not end here: programs close and reopen
+    /// the device mid-song; the watch ends the capture once the device has stayed closed.
     fn on_release(&mut self, stream: u32) -> Result<Flow, ReaderError> {
-        let mut end = false;
         if let Some(st) = self.stream_mut(stream, "RELEASE") {
             st.phase = Phase::Released;
             st.expected = None;
             if let Some(seg) = st.segment.as_mut() {
                 seg.sync()?;
             }
-            end = st.recorded;
         }
         self.update_injector(stream);
-        Ok(if end && self.opts.once && self.session_seen {
-            Flow::Done
-        } else {
-            Flow::Continue
-        })
+        Ok(Flow::Continue)
     }
 
     fn on_control(&mut self, id: u32, values: Vec<i64>, confirmed: Option<MixerSet>) -> Flow {
@@ -593,10 +596,10 @@ impl Session {
         st
     }
 
-    /// New params. A change of shape ends the stream's file once audio comes in the new
-    /// shape (the next segment starts with it); params that change and change back before
-    /// any audio — an OSS program's defaults at open, which QEMU's emulated cards pass on —
-    /// keep the file.
+    /// New params. The file is not closed here but when audio of another shape arrives
+    /// ([`Outputs::write`]): a program that closes and reopens the device (mpg321, mplayer)
+    /// goes through the driver's default format on the way back to its own, without playing
+    /// a sample in it.
     fn on_params(&mut self, p: Params) -> Result<Flow, ReaderError> {
         let Some(st) = self.streams.get_mut(&p.stream) else {
             log::warn!(
@@ -605,16 +608,7 @@ impl Session {
             );
             return Ok(Flow::Continue);
         };
-        let new_shape = AudioShape::from_params(&p);
         st.set_params(p);
-        if st
-            .segment
-            .as_ref()
-            .is_some_and(|seg| seg.shape != new_shape && seg.bytes() == 0)
-        {
-            // An empty segment can simply be re-created with the new shape.
-            st.segment = None;
-        }
         self.update_injector(p.stream);
         Ok(Flow::Continue)
     }
@@ -709,7 +703,8 @@ impl Session {
         let Some(st) = self.streams.get(&stream) else {
             return Ok(Flow::Continue);
         };
-        let fill = Fill::new(stream, st.shape(), at, n);
+        // --duration: no more than it allows.
+        let fill = Fill::new(stream, st.shape(), at, self.watch.allowed(stream, n));
         if fill.is_empty() {
             return Ok(Flow::Continue);
         }
@@ -717,6 +712,7 @@ impl Session {
     }
 
     fn write_audio(&mut self, stream: u32, data: &[u8]) -> Result<Flow, ReaderError> {
+        let data = &data[..self.watch.allowed(stream, data.len() as u64) as usize];
         if data.is_empty() {
             return Ok(Flow::Continue);
         }
@@ -742,6 +738,13 @@ impl Session {
         };
         let done = self.outputs.write(st, is_main, bytes)?;
         st.count(done.taken);
+        let what = match bytes {
+            Bytes::Audio(d) => Wrote::Audio(d),
+            Bytes::Silence(f) => Wrote::Fill(f.len()),
+        };
+        let file = st.segment.as_ref().map(|s| (s.path.as_path(), s.bytes()));
+        self.watch
+            .wrote(stream, st.recorded, file, what, Instant::now());
         Ok(if done.stdout_closed {
             Flow::Done
         } else {
@@ -761,17 +764,22 @@ impl Session {
         )
     }
 
-    /// [`Session::tick`] if a tick period has passed since the last one.
+    /// [`Session::tick`] if a tick period has passed since the last one; `Done` also when
+    /// the capture is to end (`--once`'s idle time, `--duration`, `--stop-after-silence`).
     pub fn maybe_tick(&mut self) -> Result<Flow, ReaderError> {
         self.check_mixer_timeouts()?;
-        if self.last_tick.elapsed() >= TICK {
-            return self.tick();
+        if self.last_tick.elapsed() >= TICK && self.tick()? == Flow::Done {
+            return Ok(Flow::Done);
+        }
+        if let Some(why) = self.watch.poll(Instant::now()) {
+            log::info!("{why}: done");
+            return Ok(Flow::Done);
         }
         Ok(Flow::Continue)
     }
 
-    /// Periodic housekeeping: flush files and stdout, patch WAV headers when due, redraw the
-    /// running-time line. `Done` when stdout was closed.
+    /// Periodic housekeeping: flush files and stdout, patch WAV headers when due. `Done`
+    /// when stdout was closed.
     pub fn tick(&mut self) -> Result<Flow, ReaderError> {
         self.last_tick = Instant::now();
         if let Some(p) = self.playback.as_mut() {
@@ -783,24 +791,6 @@ impl Session {
             }
         }
         let stdout_open = self.outputs.flush_stdout()?;
-        if self.opts.progress {
-            let shown = self
-                .main_stream
-                .and_then(|m| self.streams.get(&m))
-                .filter(|st| st.total_bytes > 0)
-                .or_else(|| self.streams.values().find(|st| st.total_bytes > 0));
-            if let Some(st) = shown {
-                let shape = st
-                    .shape()
-                    .map(|s| s.to_string())
-                    .unwrap_or_else(|| "?".into());
-                console::progress(&console::progress_text(
-                    st.duration_ns(),
-                    &shape,
-                    st.total_bytes,
-                ));
-            }
-        }
         Ok(if stdout_open {
             Flow::Continue
         } else {
@@ -819,10 +809,7 @@ impl Session {
     /// created it and nothing was ever recorded to it (saying so if `clean`: an error exit
     /// has its own one line to say).
     pub fn finish(&mut self, clean: bool) -> Result<(), ReaderError> {
-        if self.opts.progress {
-            let _ = self.tick();
-        }
-        console::finish_progress();
+        self.watch.finish_status();
         let res = sink::close_all(self.streams.values_mut());
         self.outputs.finish(clean);
         res
@@ -831,5 +818,11 @@ impl Session {
     /// The streams as the reader knows them (for reports at the end of a capture).
     pub fn streams(&self) -> impl Iterator<Item = &StreamState> {
         self.streams.values()
+    }
+
+    /// The main stream's files, in order, with what happened while each was recorded: what
+    /// `--expect` judges when the capture ends.
+    pub fn capture_files(&self) -> Vec<FileToJudge> {
+        self.watch.main_files()
     }
 }

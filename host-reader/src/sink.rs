@@ -142,6 +142,11 @@ impl Fill {
         self.bytes == 0
     }
 
+    /// Bytes of silence.
+    pub fn len(&self) -> u64 {
+        self.bytes
+    }
+
     /// Writes the silence by repeating the chunk and cutting the last repetition short.
     fn write_to(&self, sink: &mut dyn Sink) -> io::Result<()> {
         let mut left = self.bytes;
@@ -236,14 +241,15 @@ impl Outputs {
     ) -> Result<Written, ReaderError> {
         let mut done = Written::default();
         let mut to_file = 0;
+        if st
+            .segment
+            .as_ref()
+            .is_some_and(|seg| seg.shape != st.shape())
+        {
+            // Audio in a new format: the file of the old one is complete.
+            self.reshape(st)?;
+        }
         if let (true, Some(files)) = (st.recorded, &self.files) {
-            if st
-                .segment
-                .as_ref()
-                .is_some_and(|seg| seg.shape != st.shape())
-            {
-                self.reshape(st)?;
-            }
             if st.segment.is_none() {
                 if files.is_wav() && st.params.is_none() {
                     if !st.warned_no_params {
@@ -305,9 +311,9 @@ impl Outputs {
         Ok(done)
     }
 
-    /// Closes a stream's file because audio came in another format (it goes to the next
+    /// Closes a stream's file because its format changed (the next audio opens the next
     /// segment).
-    fn reshape(&self, st: &mut StreamState) -> Result<(), ReaderError> {
+    pub fn reshape(&self, st: &mut StreamState) -> Result<(), ReaderError> {
         if let Some(seg) = st.segment.take() {
             let path = seg.path.clone();
             seg.finish()?;

@@ -378,7 +378,9 @@ fn no_controls_cards_are_recorded_and_the_controls_on_notice_is_printed() {
     let fe = SndFrontend::connect(
         &d.socket,
         FrontendOpts {
-            want_ctls: false,
+            // A driver that takes controls (Linux 6.9+) behind QEMU's 12-byte config.
+            want_ctls: true,
+            config_len: Some(12),
             ..FrontendOpts::default()
         },
     )

@@ -23,8 +23,20 @@ sockets) and fresh readers:
                mpg123 -s / oggdec -R decode (on the stock path followed by snd-pcm-oss's
                silence up to the period boundary), and -e shows each program's params.
                Needs sox, libsox-fmt-oss, mpg123, lame, vorbis-tools (scripts/setup-host.sh)
+    ci         verdicts on a real capture: a program plays, closes /dev/dsp, reopens it 0.3 s
+               later and plays again, then (4 s later) a third time. dsproxy-host-reader
+               --once (default --idle 1 s) must end by itself between the second and the third,
+               with both plays in one file, and its --expect of them must say MATCH (exit 0)
+               and leave --report/--junit/--plot; a reader expecting a golden with one sample
+               changed must say MISMATCH at that sample (exit 3, after SIGINT); --duration 0.5
+               must end by itself with exactly 0.5 s
 and once, at the end:
-    demo       scripts/demo.sh (the README's main command) leaves a bit-exact out.wav
+    docs       docs/ci.md's job as written (beep.c and ci/sound-test.sh taken out of the page):
+               exit 0 and all four artifacts; --check of its capture against a golden with one
+               sample changed exits 3 naming the sample; both YAML jobs run the script and keep
+               the artifacts
+    demo       scripts/demo.sh (the README's main command) leaves a bit-exact out.wav and
+               out.png, and ends with the reader's verdict line
 QEMU's own emulated cards (the stand-in for Windows guests: AC97, Intel HDA, ich9 HDA,
 virtio-sound-pci) have combinations and boots of their own, 6.12-ac97/6.12-hda/6.12-ich9/
 6.12-virtio and wav/wav44 (QEMU's wav backend) and dbus (dsproxy-host-reader --qmp): see
@@ -44,6 +56,7 @@ tap.log — what tap.py, a watching client, saw — and the captured files).
 """
 
 import fcntl
+import json
 import os
 import re
 import shutil
@@ -73,7 +86,8 @@ COMBOS = {
     "6.12-ours": {"flavor": "6.12", "driver": "ours"},
     "6.12-stock": {"flavor": "6.12", "driver": "stock"},
 }
-BOOTS = ["play", "nopacing", "record", "kill", "apps", "qemulines", "demo"]  # demo: once, not per combination
+BOOTS = ["play", "nopacing", "record", "kill", "apps", "qemulines", "ci", "docs", "demo"]
+ONCE_BOOTS = ("docs", "demo")  # once, not per combination
 # qemulines runs on the stock path only: it is about what Linux's virtio_snd does with a QEMU
 # line that lacks controls=on (our module reads the real control count and copes).
 
@@ -1400,9 +1414,229 @@ def run_apps(combo, image, image_err):
     return boot
 
 
+# ---- ci: verdicts on a real capture -----------------------------------------------------------
+
+CI_PAUSE_S = 0.3  # between the first play's close and the second's open (mpg321-like)
+CI_IDLE_AFTER_S = 4  # after the second play, before the third: --once must end in it
+CI_DURATION_S = 0.5
+
+
+def ci_step(driver, name):
+    # Whole periods on the stock path: snd-pcm-oss pads a partial last period with silence,
+    # which would sit between the two plays in the file.
+    return PlayStep(name, driver, 48000, "s16", 2, 1000, frag=0x0004000C)
+
+
+def ci_script(driver):
+    s = ci_step(driver, "ci-play")
+    return guest_script([("play1", s.args()), ("pause", ["sleep", str(CI_PAUSE_S)]),
+                         ("play2", s.args()), ("idle", ["sleep", str(CI_IDLE_AFTER_S)]),
+                         ("play3", s.args())])
+
+
+def verdict_line(text):
+    """The reader's verdict line (MATCH: or MISMATCH:), or None."""
+    m = re.findall(r"^dsproxy-host-reader: ((?:MATCH|MISMATCH): .*)$", text, re.M)
+    return m[-1] if m else None
+
+
+def run_ci(combo, image, image_err):
+    c = COMBOS[combo]
+    names = ["guest plays, reopens, plays again, then a third time",
+             "--once ends by itself after the device stayed closed, not at the reopen",
+             "--once: both plays in one file, --expect says MATCH (exit 0)",
+             "--report, --junit and --plot written and consistent",
+             "--expect of a golden with one sample changed: MISMATCH at that sample (exit 3)",
+             "--duration 0.5 ends by itself with exactly 0.5 s"]
+    ck = Checks(f"{combo} ci", names)
+    why = boot_unavailable(combo, "ci", image_err)
+    if why:
+        ck.fail_rest(why)
+        return None
+    step = ci_step(c["driver"], "ci-play")
+    one = expected_bytes(step.host_args())
+    boot = Boot(combo, "ci")
+    write_wav(boot.path("golden.wav"), one + one, 48000, 2, 16)
+    # The deliberate mismatch: one sample of channel 2, 1.5 s in (in the second play).
+    bad_frame = 72000
+    bad = bytearray(one + one)
+    at = bad_frame * 4 + 2
+    orig = struct.unpack_from("<h", bad, at)[0]
+    struct.pack_into("<h", bad, at, orig + 1 if orig < 32767 else orig - 1)
+    write_wav(boot.path("wrong.wav"), bytes(bad), 48000, 2, 16)
+    state = {}
+
+    def during(boot):
+        # When did the --once and --duration readers end, relative to the guest's steps?
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 200 and boot.qemu and boot.qemu.alive():
+            for name in ("once", "dur"):
+                r = boot.readers.get(name)
+                if r and f"{name}_exit" not in state and not r.alive():
+                    state[f"{name}_exit"] = time.monotonic()
+            time.sleep(0.05)
+
+    boot.run(image, c["driver"], c["flavor"], "ci",
+             {"once": ["-x", "--once", "-f", "once.wav", "--expect", "golden.wav",
+                       "--report", "once.json", "--junit", "once.xml", "--plot", "once.png"],
+              "mismatch": ["-x", "-f", "mm.wav", "--expect", "wrong.wav"],
+              "dur": ["-x", "--duration", str(CI_DURATION_S), "-f", "dur.wav"]},
+             timeout=180, during=during)
+    if boot.error:
+        ck.fail_rest(boot.error)
+        return boot
+    rcs = {n: boot.readers[n].p.returncode for n in boot.readers}
+    steps = {n: boot.step_output(n)[1] for n in ("play1", "play2", "play3")}
+    ck.check(names[0], all(v == 0 for v in steps.values()),
+             f"exit codes {steps}; guest-run exit {boot.guest_rc}")
+
+    # --once: ended while the guest slept between play2 and play3, at least --idle after
+    # play2's RELEASE (the tap client's arrival times and the poll share time.monotonic()).
+    rel = [r["t"] for r in (boot.tap.records if boot.tap else []) if r["kind"] == "RELEASE" and r["stream"] == 0]
+    prep = [r["t"] for r in (boot.tap.records if boot.tap else []) if r["kind"] == "PREPARE" and r["stream"] == 0]
+    t_exit = state.get("once_exit")
+    if t_exit is None or len(rel) < 2 or len(prep) < 3:
+        ck.check(names[1], False, f"reader exit seen: {t_exit is not None}; RELEASEs {len(rel)}, "
+                 f"PREPAREs {len(prep)} on the tap; status {rcs.get('once')}")
+    else:
+        after = t_exit - rel[1]
+        ck.check(names[1], 0.95 <= after and t_exit < prep[2] and rcs.get("once") == 0,
+                 f"exited {after:.2f} s after the second play's RELEASE (--idle 1), "
+                 f"{prep[2] - t_exit:.2f} s before the third play's PREPARE; the reopen took "
+                 f"{prep[1] - rel[0]:.2f} s; status {rcs.get('once')}")
+    log = boot.reader_log("once")
+    line = verdict_line(log)
+    info = wavfile.parse_wav(boot.path("once.wav")) if os.path.exists(boot.path("once.wav")) else None
+    got = wavfile.wav_data(boot.path("once.wav"), info) if info and not info["problems"] else b""
+    # On the stock path the last period may be padded with silence after the second play.
+    exact = got[:len(one) * 2] == one + one and not got[len(one) * 2:].strip(b"\0")
+    ck.check(names[2], rcs.get("once") == 0 and exact and line and line.startswith("MATCH: "),
+             f"exit {rcs.get('once')}; once.wav {len(got)} bytes, two plays = {2 * len(one)}"
+             f"{' exact' if exact else ' NOT exact'}; verdict: {line}")
+    problems = []
+    try:
+        with open(boot.path("once.json")) as f:
+            rep = json.load(f)
+        st = rep["streams"][0]
+        if rep["verdict"] != "match":
+            problems.append(f"report verdict {rep['verdict']}")
+        if abs(st["duration_s"] - len(got) / 192000) > 1e-6:
+            problems.append(f"duration {st['duration_s']} for {len(got)} bytes")
+        kinds = [m["kind"] for m in st["marks"]]
+        if "closed" not in kinds or "opened" not in kinds:
+            problems.append(f"the reopen is not marked (marks: {kinds})")
+        if st["stream"] != 0 or st["rate"] != 48000 or st["channels"] != 2:
+            problems.append(f"stream {st['stream']} rate {st['rate']} channels {st['channels']}")
+    except (OSError, ValueError, KeyError, IndexError) as e:
+        problems.append(f"once.json: {e!r}")
+    try:
+        x = open(boot.path("once.xml")).read()
+        if 'failures="0"' not in x or "<testcase " not in x:
+            problems.append("once.xml has failures or no test case")
+    except OSError as e:
+        problems.append(f"once.xml: {e}")
+    try:
+        with open(boot.path("once.png"), "rb") as f:
+            if f.read(8) != b"\x89PNG\r\n\x1a\n":
+                problems.append("once.png is not a PNG")
+    except OSError as e:
+        problems.append(f"once.png: {e}")
+    ck.check(names[3], not problems, "; ".join(problems) or "report: match, marks include the reopen; "
+             "JUnit: 0 failures; PNG written")
+
+    line = verdict_line(boot.reader_log("mismatch"))
+    want = f"at {bad_frame / 48000:.6f} s (frame {bad_frame}): channel 2"
+    ck.check(names[4], rcs.get("mismatch") == 3 and line is not None and line.startswith("MISMATCH: ")
+             and want in line, f"exit {rcs.get('mismatch')}; verdict: {line}; want '{want}'")
+
+    info = wavfile.parse_wav(boot.path("dur.wav")) if os.path.exists(boot.path("dur.wav")) else None
+    got = wavfile.wav_data(boot.path("dur.wav"), info) if info and not info["problems"] else b""
+    n = int(48000 * CI_DURATION_S) * 4
+    ck.check(names[5], "dur_exit" in state and rcs.get("dur") == 0 and got == one[:n],
+             f"exited by itself: {'yes' if 'dur_exit' in state else 'NO'}; status {rcs.get('dur')}; "
+             f"{len(got)} bytes, want the first {n} of the play")
+    return boot
+
+
+# ---- docs: docs/ci.md's job, as written --------------------------------------------------------
+
+def docs_blocks():
+    """{name: text} of the blocks docs/ci.md marks for testing: <!-- ci-file: NAME -->,
+    <!-- ci-job: NAME -->, <!-- ci-yaml: NAME --> each followed by a fenced block."""
+    with open(os.path.join(REPO, "docs", "ci.md")) as f:
+        text = f.read()
+    return {m.group(2): m.group(3) for m in
+            re.finditer(r"<!-- ci-(file|job|yaml): (\S+) -->\n```\w*\n(.*?)```", text, re.S)}
+
+
+def run_docs():
+    names = ["docs/ci.md's job runs as written: exit 0 and all four artifacts",
+             "--check of its capture against a golden with one sample changed exits 3",
+             "the GitHub Actions and GitLab CI jobs run the script and keep the artifacts"]
+    ck = Checks("docs", names)
+    d = os.path.join(WORK, "docs")
+    shutil.rmtree(d, ignore_errors=True)
+    os.makedirs(os.path.join(d, "ci"))
+    try:
+        blocks = docs_blocks()
+        beep, job = blocks["beep.c"], blocks["ci/sound-test.sh"]
+        yaml_gh, yaml_gl = blocks["github"], blocks["gitlab"]
+    except (OSError, KeyError) as e:
+        ck.fail_rest(f"docs/ci.md does not have its marked blocks: {e!r}")
+        return
+    with open(os.path.join(d, "beep.c"), "w") as f:
+        f.write(beep)
+    with open(os.path.join(d, "ci", "sound-test.sh"), "w") as f:
+        f.write(job)
+    env = dict(os.environ, DSPROXY=REPO)
+    log = os.path.join(d, "job.log")
+    t0 = time.monotonic()
+    rc = run_logged(["bash", "ci/sound-test.sh"], log, env=env, cwd=d, timeout=900)
+    arts = ["out.wav", "out.json", "out.xml", "out.png"]
+    missing = [a for a in arts if not os.path.exists(os.path.join(d, a))]
+    text = open(log, errors="replace").read()
+    line = verdict_line(text)
+    ck.check(names[0],
+             rc == 0 and not missing and line is not None and line.startswith("MATCH: "),
+             f"exit {rc}; missing {missing or 'nothing'}; verdict: {line} ({time.monotonic() - t0:.0f} s)"
+             + ("" if rc == 0 else f"; {log}\n{tail(log, 20)}"))
+    # Re-judge the artifact, as docs/ci.md shows, against a golden with one sample changed.
+    name = "--check of its capture against a golden with one sample changed exits 3"
+    golden = os.path.join(d, "golden.pcm")
+    if not os.path.exists(golden) or not Built.reader:
+        ck.check(name, False, "no golden.pcm or no reader")
+    else:
+        data = bytearray(open(golden, "rb").read())
+        frame = 12345
+        struct.pack_into("<h", data, frame * 4, struct.unpack_from("<h", data, frame * 4)[0] ^ 1)
+        with open(os.path.join(d, "golden-bad.pcm"), "wb") as f:
+            f.write(data)
+        p = subprocess.run([Built.reader, "--check", "out.wav", "--expect", "golden-bad.pcm",
+                            "--raw-format", "S16_LE:48000:2", "--plot", "bad.png"],
+                           cwd=d, capture_output=True, text=True)
+        line = verdict_line(p.stderr)
+        want = f"(frame {frame}): channel 1"
+        p2 = subprocess.run([Built.reader, "--check", "out.wav", "--marks-from", "out.json",
+                             "--plot", "again.png"], cwd=d, capture_output=True, text=True)
+        ck.check(name, p.returncode == 3 and line is not None and want in line
+                 and os.path.exists(os.path.join(d, "bad.png")) and p2.returncode == 0,
+                 f"exit {p.returncode}: {line}; --marks-from re-plot exit {p2.returncode}")
+    problems = []
+    for label, y in (("GitHub", yaml_gh), ("GitLab", yaml_gl)):
+        if "bash ci/sound-test.sh" not in y:
+            problems.append(f"{label} does not run ci/sound-test.sh")
+        for pat in ("out*.wav", "out.json", "out.xml", "out*.png"):
+            if pat not in y:
+                problems.append(f"{label} does not keep {pat}")
+    if "junit: out.xml" not in yaml_gl:
+        problems.append("GitLab does not read out.xml as its JUnit report")
+    ck.check(names[2], not problems,
+             "; ".join(problems) or "both run ci/sound-test.sh and keep out*.wav, out.json, out.xml, out*.png")
+
+
 def run_demo():
     """The README's main command, as a user runs it, in a scratch directory."""
-    name = "demo: scripts/demo.sh leaves a bit-exact out.wav"
+    name = "demo: scripts/demo.sh leaves a bit-exact out.wav and out.png, and ends with the verdict"
     d = os.path.join(WORK, "demo")
     shutil.rmtree(d, ignore_errors=True)
     os.makedirs(d)
@@ -1414,8 +1648,15 @@ def run_demo():
         text = f.read()
     out = os.path.join(d, "out.wav")
     info = wavfile.parse_wav(out) if os.path.exists(out) else None
-    exact = re.search(r"demo: bit-exact: .*", text)
+    last = [ln for ln in text.splitlines() if ln.strip()][-1:] or [""]
+    exact = re.fullmatch(r"demo: verdict: MATCH: .*bit-exact.*", last[0].replace("\x1b[1m", "").replace("\x1b[0m", ""))
     problems = []
+    try:
+        with open(os.path.join(d, "out.png"), "rb") as f:
+            if f.read(8) != b"\x89PNG\r\n\x1a\n":
+                problems.append("out.png is not a PNG")
+    except OSError:
+        problems.append("no out.png beside out.wav")
     if rc != 0:
         problems.append(f"exit {rc}")
     if info is None:
@@ -1429,7 +1670,8 @@ def run_demo():
             problems.append(diff)
     R.check(name, not problems and exact is not None,
             "; ".join(problems) + f"; {log}\n{tail(log, 20)}" if problems else
-            f"{exact.group(0)[6:] if exact else 'no verdict line'} ({time.monotonic() - t0:.0f} s)")
+            f"{exact.group(0)[6:] if exact else 'the last line is not the MATCH verdict: ' + last[0]} "
+            f"({time.monotonic() - t0:.0f} s)")
 
 
 class EmulatedContext:
@@ -1509,7 +1751,7 @@ def main():
     build(combos, [emulated.COMBOS[c]["flavor"] for c in emu_combos])
 
     wall = {}
-    per_combo = [b for b in boots if b != "demo"]
+    per_combo = [b for b in boots if b not in ONCE_BOOTS]
     apps_prep_err = None
     if "apps" in per_combo and combos:
         t_prep = time.monotonic()
@@ -1524,6 +1766,7 @@ def main():
             "record": guest_script([("record", ["dsp-record", "-r", str(RECORD_RATE), "-f", "s16", "-c",
                                                 str(RECORD_CHANNELS), "--bytes", str(RECORD_BYTES),
                                                 "--hex", "32", "--skip-silence"])]),
+            "ci": ci_script(drv),
             "kill": guest_script([("kill-play", ["dsp-play", "-r", str(KILL_PLAY["rate"]), "-f", "s16",
                                                  "-c", str(KILL_PLAY["channels"]), "--ms",
                                                  str(KILL_PLAY["ms"])])]),
@@ -1539,7 +1782,7 @@ def main():
                 continue
             tb = time.monotonic()
             fn = {"play": run_play, "nopacing": run_nopacing, "record": run_record, "kill": run_kill,
-                  "qemulines": run_qemulines}.get(kind)
+                  "qemulines": run_qemulines, "ci": run_ci}.get(kind)
             try:
                 if kind == "apps":
                     # Its own image: the programs' libraries make it 12 MiB (the others' 2 MiB)
@@ -1558,6 +1801,16 @@ def main():
                 traceback.print_exc()
                 R.check(f"{combo} {kind}: suite error", False, repr(e))
             wall[f"{combo} {kind}"] = time.monotonic() - tb
+
+    if "docs" in boots:
+        tb = time.monotonic()
+        try:
+            run_docs()
+        except Exception as e:
+            import traceback
+            traceback.print_exc()
+            R.check("docs: suite error", False, repr(e))
+        wall["docs"] = time.monotonic() - tb
 
     # QEMU's own emulated cards (the stand-in for Windows guests): tests/e2e/emulated.py.
     emulated.run(EmulatedContext(wall), emu_combos, emu_boots)

@@ -314,6 +314,44 @@ impl Rig {
         Posted { head: start, bufs }
     }
 
+    /// Writes `data` into fresh guest memory; returns its address.
+    pub fn buf(&mut self, data: &[u8]) -> u64 {
+        let a = self.alloc(data.len() as u32);
+        self.mem.write_slice(data, GuestAddress(a)).unwrap();
+        a
+    }
+
+    /// Writes a descriptor table of raw (addr, len, flags, next) entries; returns its address.
+    pub fn write_table(&mut self, descs: &[(u64, u32, u16, u16)]) -> u64 {
+        let table = self.alloc(16 * descs.len() as u32);
+        for (i, &(addr, len, flags, next)) in descs.iter().enumerate() {
+            let raw = RawDescriptor::from(SplitDescriptor::new(addr, len, flags, next));
+            self.mem
+                .write_obj(raw, GuestAddress(table + 16 * i as u64))
+                .unwrap();
+        }
+        table
+    }
+
+    /// Posts a chain whose head is an indirect descriptor {table, len}, whatever they are.
+    pub fn post_indirect_raw(&mut self, q: u16, table: u64, len: u32) -> u16 {
+        let start = self.next_desc[q as usize];
+        let start = if start + 1 > QSIZE { 0 } else { start };
+        self.next_desc[q as usize] = start + 1;
+        let head = RawDescriptor::from(SplitDescriptor::new(
+            table,
+            len,
+            virtio_bindings::bindings::virtio_ring::VRING_DESC_F_INDIRECT as u16,
+            0,
+        ));
+        self.mocks[q as usize]
+            .desc_table()
+            .store(start, head)
+            .unwrap();
+        self.make_available(q, start);
+        start
+    }
+
     /// The device notices queue `q`: every available chain goes to the card. Returns the
     /// used entries produced (already put in the used rings).
     pub fn kick(&mut self, q: u16) -> Vec<Used> {

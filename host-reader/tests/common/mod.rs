@@ -105,6 +105,10 @@ impl Conn {
     pub fn send(&mut self, r: &Record) {
         self.s.write_all(&r.to_bytes().unwrap()).unwrap();
     }
+    /// Sends, failing softly when the reader has gone (it may end a capture by itself).
+    pub fn try_send(&mut self, r: &Record) -> std::io::Result<()> {
+        self.s.write_all(&r.to_bytes().unwrap())
+    }
     pub fn send_all(&mut self, rs: &[Record]) {
         let mut buf = Vec::new();
         for r in rs {
@@ -331,6 +335,11 @@ impl Reader {
             },
             so,
         )
+    }
+
+    /// Whether the reader has exited (by itself).
+    pub fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
     }
 
     pub fn signal(&self, sig: i32) {

@@ -27,6 +27,12 @@ pub enum FrontError {
     Status { what: String, status: u32 },
     #[error("the device does not offer {0}")]
     Missing(&'static str),
+    #[error("stream {stream}: streaming stopped after {completed} buffers: {why}")]
+    Stopped {
+        stream: u32,
+        completed: usize,
+        why: String,
+    },
     #[error("{0}")]
     Usage(String),
 }

@@ -23,6 +23,7 @@ use vhost::vhost_user::{Frontend, VhostUserFrontend};
 use vhost::{VhostBackend, VringConfigData};
 use vm_memory::GuestAddress;
 
+use crate::dialect::Dialect;
 use crate::error::FrontError;
 use crate::memory::{Alloc, GuestRam, GUEST_RAM_BASE};
 use crate::proto::*;
@@ -36,6 +37,9 @@ pub type Token = u64;
 pub struct FrontendOpts {
     /// Entries per virtqueue (a power of two; the device's maximum must allow it).
     pub queue_size: u16,
+    /// Entries of each virtqueue (control, event, tx, rx), overriding `queue_size`: aero's
+    /// Windows 7 driver requires 64/64/256/64.
+    pub queue_sizes: Option<[u16; NUM_QUEUES]>,
     /// Bytes of guest RAM.
     pub mem_size: usize,
     /// Negotiate VIRTIO_SND_F_CTLS if the device offers it (QEMU's `controls=on` and a
@@ -43,6 +47,17 @@ pub struct FrontendOpts {
     pub want_ctls: bool,
     /// Negotiate VIRTIO_RING_F_EVENT_IDX if offered (Linux does).
     pub want_event_idx: bool,
+    /// Negotiate VIRTIO_RING_F_INDIRECT_DESC if offered.
+    pub want_indirect: bool,
+    /// Submit every chain of more than one descriptor through an indirect table (when
+    /// INDIRECT_DESC was negotiated), as aero's driver does.
+    pub indirect: bool,
+    /// How the driver encodes status codes, PCM headers and PCM_INFO requests.
+    pub dialect: Dialect,
+    /// Bytes of config space read (GET_CONFIG), as QEMU's device sizes it: with
+    /// `controls=on` 16 whatever the driver negotiates. None: 16 when VIRTIO_SND_F_CTLS was
+    /// negotiated, else 12.
+    pub config_len: Option<usize>,
     /// How long a control request may take before the driver gives up. Linux gives up
     /// after about a second.
     pub ctl_timeout: Duration,
@@ -61,9 +76,14 @@ impl Default for FrontendOpts {
     fn default() -> Self {
         FrontendOpts {
             queue_size: 64,
+            queue_sizes: None,
             mem_size: 16 << 20,
             want_ctls: true,
             want_event_idx: true,
+            want_indirect: false,
+            indirect: false,
+            dialect: Dialect::Spec,
+            config_len: None,
             ctl_timeout: Duration::from_secs(2),
             desc_split: 4096,
             event_buffers: 16,
@@ -97,7 +117,10 @@ pub struct Completion {
 /// The reply to a control request.
 #[derive(Debug, Clone)]
 pub struct CtlReply {
+    /// The status word as the device wrote it.
     pub status: u32,
+    /// Whether that is OK in the frontend's dialect.
+    pub is_ok: bool,
     /// The writable buffers, as the device left them (status header first).
     pub bufs: Vec<Vec<u8>>,
     pub len: u32,
@@ -107,7 +130,7 @@ pub struct CtlReply {
 
 impl CtlReply {
     pub fn ok(&self) -> bool {
-        self.status == S_OK
+        self.is_ok
     }
 }
 
@@ -216,6 +239,8 @@ pub struct SndFrontend {
     /// Per queue: stopped with GET_VRING_BASE and not started again. The device must not
     /// touch such a ring's used ring.
     stopped: Vec<bool>,
+    /// Chains submitted through an indirect descriptor table.
+    indirect_chains: u64,
 }
 
 /// Sets up vring `ring` as QEMU's vhost_virtqueue_start does: SET_VRING_NUM,
@@ -310,25 +335,33 @@ impl SndFrontend {
         if opts.want_event_idx {
             acked |= offered & VIRTIO_RING_F_EVENT_IDX;
         }
+        if opts.want_indirect {
+            acked |= offered & VIRTIO_RING_F_INDIRECT_DESC;
+        }
         vu.set_features(acked)?;
 
-        let cfg_len = if acked & VIRTIO_SND_F_CTLS != 0 {
-            CONFIG_LEN
-        } else {
-            CONFIG_LEN_NO_CTLS
-        };
+        let cfg_len = opts
+            .config_len
+            .unwrap_or(if acked & VIRTIO_SND_F_CTLS != 0 {
+                CONFIG_LEN
+            } else {
+                CONFIG_LEN_NO_CTLS
+            });
         let zero = vec![0u8; cfg_len];
         let (_, cfg) = vu.get_config(0, cfg_len as u32, VhostUserConfigFlags::empty(), &zero)?;
         let config = SndConfig::parse(&cfg);
 
-        let ring_bytes = RingLayout::footprint(opts.queue_size);
-        let ram = GuestRam::new(opts.mem_size, ring_bytes * NUM_QUEUES as u64)?;
+        let sizes = opts.queue_sizes.unwrap_or([opts.queue_size; NUM_QUEUES]);
+        let rings_bytes: u64 = sizes.iter().map(|&n| RingLayout::footprint(n)).sum();
+        let ram = GuestRam::new(opts.mem_size, rings_bytes)?;
         vu.set_mem_table(&[ram.region_info()?])?;
 
         let mut rings = Vec::with_capacity(NUM_QUEUES);
-        for q in 0..NUM_QUEUES {
-            let base = GuestAddress(GUEST_RAM_BASE + ring_bytes * q as u64);
-            let mut ring = DriverRing::new(&ram, q, opts.queue_size, base)?;
+        let mut at = GUEST_RAM_BASE;
+        for (q, &size) in sizes.iter().enumerate() {
+            let base = GuestAddress(at);
+            at += RingLayout::footprint(size);
+            let mut ring = DriverRing::new(&ram, q, size, base)?;
             ring.set_event_idx(acked & VIRTIO_RING_F_EVENT_IDX != 0);
             start_vring(&vu, &ram, &ring, 0)?;
             rings.push(ring);
@@ -356,6 +389,7 @@ impl SndFrontend {
             violations: Vec::new(),
             late_notifications: 0,
             stopped: vec![false; NUM_QUEUES],
+            indirect_chains: 0,
             opts,
         };
         let n = fe.opts.event_buffers;
@@ -374,11 +408,11 @@ impl SndFrontend {
 
     /// Reads the configuration space again (GET_CONFIG).
     pub fn read_config(&mut self) -> Result<SndConfig, FrontError> {
-        let len = if self.ctls() {
+        let len = self.opts.config_len.unwrap_or(if self.ctls() {
             CONFIG_LEN
         } else {
             CONFIG_LEN_NO_CTLS
-        };
+        });
         let zero = vec![0u8; len];
         let (_, cfg) = self
             .vu
@@ -396,6 +430,26 @@ impl SndFrontend {
 
     pub fn protocol_features(&self) -> VhostUserProtocolFeatures {
         self.protocol_features
+    }
+
+    /// The driver's message dialect.
+    pub fn dialect(&self) -> Dialect {
+        self.opts.dialect
+    }
+
+    /// The size of virtqueue `q`.
+    pub fn queue_size(&self, q: usize) -> u16 {
+        self.rings.get(q).map_or(0, |r| r.size)
+    }
+
+    /// How many chains went through an indirect descriptor table.
+    pub fn indirect_chains(&self) -> u64 {
+        self.indirect_chains
+    }
+
+    /// VIRTIO_RING_F_INDIRECT_DESC was negotiated.
+    pub fn indirect_negotiated(&self) -> bool {
+        self.acked_features & VIRTIO_RING_F_INDIRECT_DESC != 0
     }
 
     /// VIRTIO_SND_F_CTLS was negotiated.
@@ -524,12 +578,32 @@ impl SndFrontend {
         kind: ChainKind,
         looped: bool,
     ) -> Result<Token, FrontError> {
+        let mut allocs = allocs;
+        // As aero's driver: a chain of more than one descriptor goes in a table of its own,
+        // and the ring gets one descriptor naming the table.
+        let mut table = None;
+        if !looped && self.opts.indirect && self.indirect_negotiated() && descs.len() > 1 {
+            let t = match self.ram.alloc(16 * descs.len() as u64, 16) {
+                Ok(t) => t,
+                Err(e) => {
+                    for a in allocs {
+                        self.ram.free(a);
+                    }
+                    return Err(e);
+                }
+            };
+            allocs.push(t);
+            table = Some(t);
+        }
         let ring = self
             .rings
             .get_mut(queue)
             .ok_or_else(|| FrontError::Usage(format!("no queue {queue}")))?;
         let added = if looped {
             ring.add_looped_chain(&self.ram, descs)
+        } else if let Some(t) = table {
+            self.indirect_chains += 1;
+            ring.add_indirect(&self.ram, t.addr, descs)
         } else {
             ring.add_chain(&self.ram, descs)
         };
@@ -860,6 +934,7 @@ impl SndFrontend {
         }
         Ok(CtlReply {
             status: c.status,
+            is_ok: c.status == self.opts.dialect.ok(),
             bufs,
             len: c.len,
             latency: c.completed_at - c.submitted_at,
@@ -984,7 +1059,7 @@ impl SndFrontend {
     /// SET_PARAMS with every field under the caller's control (features included).
     pub fn set_params_full(&mut self, stream: u32, p: &PcmParams) -> Result<u32, FrontError> {
         let st = self.ctl_request(&set_params(stream, p), &[4])?.status;
-        if st == S_OK {
+        if st == self.opts.dialect.ok() {
             self.params.insert(stream, *p);
         }
         Ok(st)
@@ -1020,7 +1095,7 @@ impl SndFrontend {
     /// CTL_READ of a BOOLEAN/INTEGER control: its first `count` values. Fails unless OK.
     pub fn ctl_read(&mut self, control: u32, count: usize) -> Result<Vec<i32>, FrontError> {
         let (st, v) = self.ctl_read_raw(control)?;
-        if st != S_OK {
+        if st != self.opts.dialect.ok() {
             return Err(FrontError::Status {
                 what: format!("CTL_READ {control}"),
                 status: st,
@@ -1087,10 +1162,11 @@ impl SndFrontend {
 
     // ----- PCM ----------------------------------------------------------------------------
 
-    /// Queues a playback buffer: header {stream_id}, the PCM split like a vmalloc'ed ALSA
-    /// buffer, then the 8-byte writable status. Returns its token.
+    /// Queues a playback buffer: header {stream_id} (aero's dialect: {stream_id, 0}), the PCM
+    /// split like a vmalloc'ed ALSA buffer, then the 8-byte writable status. Returns its
+    /// token.
     pub fn push_tx(&mut self, stream: u32, pcm: &[u8]) -> Result<Token, FrontError> {
-        let hdr = stream.to_le_bytes();
+        let hdr = self.opts.dialect.xfer_header(stream);
         let mut parts = vec![Part::Read(&hdr)];
         if !pcm.is_empty() {
             parts.push(Part::ReadSplit(pcm));
@@ -1101,7 +1177,7 @@ impl SndFrontend {
 
     /// Queues a capture buffer of `len` bytes: readable header, writable PCM area, status.
     pub fn push_rx(&mut self, stream: u32, len: usize) -> Result<Token, FrontError> {
-        let hdr = stream.to_le_bytes();
+        let hdr = self.opts.dialect.xfer_header(stream);
         let mut parts = vec![Part::Read(&hdr)];
         if len > 0 {
             parts.push(Part::WriteSplit(len));

@@ -10,14 +10,18 @@
 //! - [`TapReader`]: a dsproxy tap reader that collects records on a thread.
 //! - [`Daemon`]: run a daemon as a child process in a temporary directory.
 //! - [`signal`]: deterministic test signals.
+//! - [`persona`]: the known Windows virtio-snd drivers' contracts (viosnd, aero's Windows 7
+//!   driver), replayed against a device.
 //!
 //! The `dsproxy-loadgen` binary uses the same pieces as the benchmark's load generator.
 
 pub mod check;
 pub mod daemon;
+pub mod dialect;
 pub mod error;
 pub mod frontend;
 pub mod memory;
+pub mod persona;
 pub mod play;
 pub mod proto;
 pub mod signal;
@@ -25,6 +29,7 @@ pub mod tap;
 pub mod vring;
 
 pub use daemon::{Daemon, TempDir};
+pub use dialect::Dialect;
 pub use error::{DaemonError, FrontError, TapError};
 pub use frontend::{
     Completion, CtlReply, DisconnectReport, FrontendOpts, RingStop, SndFrontend, TimedEvent, Token,

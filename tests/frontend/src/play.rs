@@ -4,9 +4,10 @@
 
 use std::time::{Duration, Instant};
 
+use crate::dialect::Dialect;
 use crate::error::FrontError;
 use crate::frontend::{Completion, SndFrontend, Token};
-use crate::proto::{status_name, S_OK};
+use crate::proto::{PCM_STATUS_LEN, S_BAD_MSG, S_NOT_SUPP};
 
 /// One stream to play.
 #[derive(Debug, Clone, Copy)]
@@ -27,6 +28,10 @@ pub struct PlayOpts {
     pub stop: bool,
     /// Give up if the whole play takes longer than this.
     pub timeout: Duration,
+    /// Stop streaming at the first completion whose status is BAD_MSG or NOT_SUPP, or whose
+    /// used length is shorter than the status (which aero's driver counts as BAD_MSG): no
+    /// more buffers, no STOP, and play returns `FrontError::Stopped`.
+    pub stop_on_error: bool,
 }
 
 impl PlayOpts {
@@ -36,6 +41,7 @@ impl PlayOpts {
             prefill: true,
             stop: true,
             timeout: Duration::from_secs(60),
+            stop_on_error: false,
         }
     }
 }
@@ -55,6 +61,8 @@ pub struct PlayReport {
     pub stop_status: Option<u32>,
     /// Every TX completion, in completion order.
     pub completions: Vec<Completion>,
+    /// VIRTIO_SND_S_OK in the frontend's dialect.
+    pub ok_status: u32,
 }
 
 /// Completion timing against the ideal clock.
@@ -78,11 +86,11 @@ pub struct Timing {
 }
 
 impl PlayReport {
-    /// Completions whose status was not OK.
+    /// Completions whose status was not OK (in the dialect the stream was played in).
     pub fn bad_statuses(&self) -> Vec<(Token, u32)> {
         self.completions
             .iter()
-            .filter(|c| c.status != S_OK)
+            .filter(|c| c.status != self.ok_status)
             .map(|c| (c.token, c.status))
             .collect()
     }
@@ -190,6 +198,7 @@ pub fn play_many(
                 start_status: 0,
                 stop_status: None,
                 completions: Vec::new(),
+                ok_status: fe.dialect().ok(),
             },
         });
     }
@@ -220,7 +229,7 @@ pub fn play_many(
         p.report.start_sent = Instant::now();
         p.report.start_status = fe.start(p.s.stream)?;
         p.report.start_acked = Instant::now();
-        if p.report.start_status != S_OK {
+        if p.report.start_status != fe.dialect().ok() {
             return Err(FrontError::Status {
                 what: format!("START of stream {}", p.s.stream),
                 status: p.report.start_status,
@@ -249,11 +258,20 @@ pub fn play_many(
                 continue;
             };
             p.in_flight.retain(|t| *t != c.token);
-            if c.status != S_OK {
+            if opts.stop_on_error {
+                if let Some(why) = fatal(fe.dialect(), &c) {
+                    return Err(FrontError::Stopped {
+                        stream: p.s.stream,
+                        completed: p.report.completions.len(),
+                        why,
+                    });
+                }
+            }
+            if c.status != fe.dialect().ok() {
                 log::warn!(
                     "stream {}: TX buffer completed with {}",
                     p.s.stream,
-                    status_name(c.status)
+                    fe.dialect().status_name(c.status)
                 );
             }
             p.report.completions.push(c);
@@ -265,4 +283,22 @@ pub fn play_many(
         }
     }
     Ok(ps.into_iter().map(|p| p.report).collect())
+}
+
+/// Why a completion ends streaming for a driver that stops on errors (aero's): BAD_MSG or
+/// NOT_SUPP, or a used length too short to hold the status.
+fn fatal(dialect: Dialect, c: &Completion) -> Option<String> {
+    if (c.len as usize) < PCM_STATUS_LEN {
+        return Some(format!(
+            "used length {} is shorter than the {PCM_STATUS_LEN}-byte status",
+            c.len
+        ));
+    }
+    match dialect.decode(c.status) {
+        Some(S_BAD_MSG) | Some(S_NOT_SUPP) => Some(format!(
+            "the device answered {}",
+            dialect.status_name(c.status)
+        )),
+        _ => None,
+    }
 }

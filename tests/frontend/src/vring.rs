@@ -12,6 +12,7 @@ use crate::memory::GuestRam;
 
 pub const VIRTQ_DESC_F_NEXT: u16 = 1;
 pub const VIRTQ_DESC_F_WRITE: u16 = 2;
+pub const VIRTQ_DESC_F_INDIRECT: u16 = 4;
 const DESC_LEN: u64 = 16;
 
 /// One descriptor of a chain to be added.
@@ -117,35 +118,45 @@ impl DriverRing {
         if descs.is_empty() {
             return Err(FrontError::Protocol("empty descriptor chain".into()));
         }
-        if descs.len() > self.free.len() {
+        let parts: Vec<(GuestAddress, u32, u16)> = descs
+            .iter()
+            .map(|d| {
+                let flags = if d.writable { VIRTQ_DESC_F_WRITE } else { 0 };
+                (d.addr, d.len, flags)
+            })
+            .collect();
+        self.publish(ram, &parts)
+    }
+
+    /// Writes a chain of (address, length, flags) descriptors into free slots of the
+    /// descriptor table, linking them with VIRTQ_DESC_F_NEXT, and publishes its head in the
+    /// available ring.
+    fn publish(
+        &mut self,
+        ram: &GuestRam,
+        parts: &[(GuestAddress, u32, u16)],
+    ) -> Result<u16, FrontError> {
+        if parts.len() > self.free.len() {
             return Err(FrontError::QueueFull {
                 queue: self.index,
-                needed: descs.len(),
+                needed: parts.len(),
                 free: self.free.len(),
             });
         }
-        let ids: Vec<u16> = (0..descs.len())
+        let ids: Vec<u16> = (0..parts.len())
             .map(|_| self.free.pop().expect("checked above"))
             .collect();
-        for (i, d) in descs.iter().enumerate() {
-            let mut flags = 0u16;
-            if d.writable {
-                flags |= VIRTQ_DESC_F_WRITE;
-            }
-            let next = if i + 1 < descs.len() {
+        for (i, &(addr, len, flags)) in parts.iter().enumerate() {
+            let mut flags = flags;
+            let next = if i + 1 < parts.len() {
                 flags |= VIRTQ_DESC_F_NEXT;
                 ids[i + 1]
             } else {
                 0
             };
-            let mut raw = [0u8; DESC_LEN as usize];
-            raw[0..8].copy_from_slice(&d.addr.0.to_le_bytes());
-            raw[8..12].copy_from_slice(&d.len.to_le_bytes());
-            raw[12..14].copy_from_slice(&flags.to_le_bytes());
-            raw[14..16].copy_from_slice(&next.to_le_bytes());
             ram.write(
                 GuestAddress(self.layout.desc.0 + DESC_LEN * ids[i] as u64),
-                &raw,
+                &raw_desc(addr, len, flags, next),
             )?;
         }
         let head = ids[0];
@@ -205,6 +216,39 @@ impl DriverRing {
         raw[2..4].copy_from_slice(&head.to_le_bytes());
         ram.write(at, &raw)?;
         Ok(head)
+    }
+
+    /// Writes `descs` as an indirect descriptor table at `table` (16 bytes each, `next`
+    /// counting within the table) and makes available one chain of a single descriptor with
+    /// VIRTQ_DESC_F_INDIRECT naming it. Returns its head. Does not kick.
+    pub fn add_indirect(
+        &mut self,
+        ram: &GuestRam,
+        table: GuestAddress,
+        descs: &[Desc],
+    ) -> Result<u16, FrontError> {
+        if descs.is_empty() {
+            return Err(FrontError::Protocol("empty indirect table".into()));
+        }
+        for (i, d) in descs.iter().enumerate() {
+            let mut flags = 0u16;
+            if d.writable {
+                flags |= VIRTQ_DESC_F_WRITE;
+            }
+            let next = if i + 1 < descs.len() {
+                flags |= VIRTQ_DESC_F_NEXT;
+                i as u16 + 1
+            } else {
+                0
+            };
+            ram.write(
+                GuestAddress(table.0 + DESC_LEN * i as u64),
+                &raw_desc(d.addr, d.len, flags, next),
+            )?;
+        }
+        let len = u32::try_from(DESC_LEN * descs.len() as u64)
+            .map_err(|_| FrontError::Protocol("indirect table too long".into()))?;
+        self.publish(ram, &[(table, len, VIRTQ_DESC_F_INDIRECT)])
     }
 
     /// Notifies the device that buffers are available.
@@ -297,4 +341,14 @@ impl DriverRing {
     pub fn next_avail(&self) -> u16 {
         self.next_avail
     }
+}
+
+/// One descriptor as the driver writes it: le64 addr, le32 len, le16 flags, le16 next.
+fn raw_desc(addr: GuestAddress, len: u32, flags: u16, next: u16) -> [u8; DESC_LEN as usize] {
+    let mut raw = [0u8; DESC_LEN as usize];
+    raw[0..8].copy_from_slice(&addr.0.to_le_bytes());
+    raw[8..12].copy_from_slice(&len.to_le_bytes());
+    raw[12..14].copy_from_slice(&flags.to_le_bytes());
+    raw[14..16].copy_from_slice(&next.to_le_bytes());
+    raw
 }
