@@ -23,11 +23,22 @@
 #include <linux/soundcard.h>
 #include <linux/spinlock.h>
 #include <linux/types.h>
+#include <linux/version.h>
 #include <linux/virtio.h>
-#include <linux/virtio_snd.h>
+#include <linux/virtio_config.h>
 #include <linux/wait.h>
 
+#include "virtio_snd_spec.h"
 #include "virtio_snd_ctl.h"
+
+/* Kernel API differences (5.10 is the oldest kernel this builds for) */
+#if LINUX_VERSION_CODE < KERNEL_VERSION(5, 17, 0)
+/* 5.17 added virtio_reset_device(); before it, the transport's reset op was called directly */
+static inline void virtio_reset_device(struct virtio_device *vdev)
+{
+	vdev->config->reset(vdev);
+}
+#endif
 
 /* limits of the message ring (per stream) */
 #define DSP_MIN_FRAG_SHIFT 4	/* 16-byte fragments, as OSS allows */

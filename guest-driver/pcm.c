@@ -11,6 +11,7 @@
 #include <linux/delay.h>
 #include <linux/jiffies.h>
 #include <linux/kernel.h>
+#include <linux/math64.h>
 #include <linux/sched/signal.h>
 #include <linux/slab.h>
 
@@ -258,7 +259,8 @@ static u32 dsp_stream_bps(struct dsp_stream *s)
 /* how long the device may take to complete one message before we call it stuck */
 unsigned long dsp_stream_progress_timeout(struct dsp_stream *s)
 {
-	u64 ms = (u64)s->ring.period_bytes * 1000 / dsp_stream_bps(s);
+	/* div_u64: a plain 64-bit division needs libgcc's __udivdi3 on 32-bit kernels */
+	u64 ms = div_u64((u64)s->ring.period_bytes * 1000, dsp_stream_bps(s));
 
 	return msecs_to_jiffies(2 * ms + s->card->msg_timeout_ms + 1000);
 }
@@ -395,7 +397,8 @@ static void dsp_stream_linger(struct dsp_stream *s, bool closing)
 	spin_lock_irqsave(s->ring_lock, flags);
 	latency = s->ring.latency_bytes;
 	spin_unlock_irqrestore(s->ring_lock, flags);
-	ms = min_t(u64, (u64)latency * 1000 / dsp_stream_bps(s), 2000) + s->card->stop_delay_ms;
+	ms = min_t(u64, div_u64((u64)latency * 1000, dsp_stream_bps(s)), 2000) +
+	     s->card->stop_delay_ms;
 	if (!ms)
 		return;
 	if (closing)
