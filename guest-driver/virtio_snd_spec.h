@@ -9,6 +9,7 @@
 #define DSPROXY_VIRTIO_SND_SPEC_H
 
 #include <linux/build_bug.h>
+#include <linux/stddef.h>
 #include <linux/types.h>
 
 #if __has_include(<linux/virtio_snd.h>)
@@ -177,7 +178,8 @@ struct virtio_snd_pcm_status {
 
 #endif /* __has_include(<linux/virtio_snd.h>) */
 
-static_assert(sizeof(struct virtio_snd_config) == 12);
+/* 6.9+ appends the control elements' field (virtio_snd_ctl.h has our own copy) */
+static_assert(offsetof(struct virtio_snd_config, chmaps) == 8);
 static_assert(sizeof(struct virtio_snd_hdr) == 4);
 static_assert(sizeof(struct virtio_snd_event) == 8);
 static_assert(sizeof(struct virtio_snd_query_info) == 16);
