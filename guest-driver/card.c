@@ -42,8 +42,9 @@ MODULE_PARM_DESC(use_sound_core,
 /* every registered node, so open() can find its card by dev_t without racing remove() */
 static LIST_HEAD(dsp_node_list);
 static DEFINE_MUTEX(dsp_node_lock);
-/* names for misc-device nodes: dsp, dsp1, ...; mixer, mixer1, ... across cards */
+/* names for misc-device nodes: dsp, dsp1, ...; audio, audio1, ...; mixer, mixer1, ... */
 static unsigned int dsp_misc_dsp_next;
+static unsigned int dsp_misc_audio_next;
 static unsigned int dsp_misc_mixer_next;
 
 static void dsp_card_free(struct kref *ref)
@@ -58,6 +59,7 @@ static void dsp_card_free(struct kref *ref)
 	kfree(card->inputs);
 	kfree(card->streams);
 	kfree(card->dsp_nodes);
+	kfree(card->audio_nodes);
 	kfree(card->events);
 	kfree(card);
 }
@@ -69,7 +71,7 @@ void dsp_card_put(struct dsp_card *card)
 
 bool dsp_card_gone(struct dsp_card *card)
 {
-	return READ_ONCE(card->gone);
+	return READ_ONCE(card->removing) || READ_ONCE(card->gone);
 }
 
 /* finds the card of a registered node and takes a reference to it */
@@ -242,18 +244,42 @@ static int dsp_find_vqs(struct dsp_card *card)
 
 /* OSS nodes */
 
+static const char *dsp_node_base_name(enum dsp_node_kind kind)
+{
+	switch (kind) {
+	case DSP_NODE_DSP: return "dsp";
+	case DSP_NODE_AUDIO: return "audio";
+	default: return "mixer";
+	}
+}
+
+/* sound_core's unit for /dev/audio: minor 4 of each card (OSS's SND_DEV_AUDIO) */
+#define DSP_SOUND_UNIT_AUDIO 4
+
 static int dsp_node_register(struct dsp_node *node)
 {
 	const struct file_operations *fops =
-		node->kind == DSP_NODE_DSP ? &dsp_dsp_fops : &dsp_mixer_fops;
+		node->kind == DSP_NODE_MIXER ? &dsp_mixer_fops : &dsp_dsp_fops;
 	unsigned int n;
 	int err;
 
 	node->sound_minor = -1;
 #if IS_ENABLED(CONFIG_SOUND_OSS_CORE)
 	if (use_sound_core) {
-		int minor = node->kind == DSP_NODE_DSP ? register_sound_dsp(fops, -1) :
-							 register_sound_mixer(fops, -1);
+		int minor;
+
+		switch (node->kind) {
+		case DSP_NODE_DSP:
+			minor = register_sound_dsp(fops, -1);
+			break;
+		case DSP_NODE_AUDIO:
+			/* the first free unit 4, 20, 36, ...: /dev/audio, /dev/audio1, ... */
+			minor = register_sound_special(fops, DSP_SOUND_UNIT_AUDIO);
+			break;
+		default:
+			minor = register_sound_mixer(fops, -1);
+			break;
+		}
 
 		if (minor >= 0) {
 			node->sound_minor = minor;
@@ -265,14 +291,22 @@ static int dsp_node_register(struct dsp_node *node)
 	}
 #endif
 	mutex_lock(&dsp_node_lock);
-	n = node->kind == DSP_NODE_DSP ? dsp_misc_dsp_next++ : dsp_misc_mixer_next++;
+	switch (node->kind) {
+	case DSP_NODE_DSP:
+		n = dsp_misc_dsp_next++;
+		break;
+	case DSP_NODE_AUDIO:
+		n = dsp_misc_audio_next++;
+		break;
+	default:
+		n = dsp_misc_mixer_next++;
+		break;
+	}
 	mutex_unlock(&dsp_node_lock);
 	if (n)
-		snprintf(node->name, sizeof(node->name), "%s%u",
-			 node->kind == DSP_NODE_DSP ? "dsp" : "mixer", n);
+		snprintf(node->name, sizeof(node->name), "%s%u", dsp_node_base_name(node->kind), n);
 	else
-		strscpy(node->name, node->kind == DSP_NODE_DSP ? "dsp" : "mixer",
-			sizeof(node->name));
+		strscpy(node->name, dsp_node_base_name(node->kind), sizeof(node->name));
 	node->misc.minor = MISC_DYNAMIC_MINOR;
 	node->misc.name = node->name;
 	node->misc.fops = fops;
@@ -295,6 +329,8 @@ static void dsp_node_unregister(struct dsp_node *node)
 	if (node->sound_minor >= 0) {
 		if (node->kind == DSP_NODE_DSP)
 			unregister_sound_dsp(node->sound_minor);
+		else if (node->kind == DSP_NODE_AUDIO)
+			unregister_sound_special(node->sound_minor);
 		else
 			unregister_sound_mixer(node->sound_minor);
 		node->sound_minor = -1;
@@ -318,12 +354,10 @@ static const char *dsp_node_devname(struct dsp_node *node, char *buf, size_t len
 {
 	if (node->misc_registered)
 		return node->name;
-	if (node->kind == DSP_NODE_DSP)
-		snprintf(buf, len, node->sound_minor >> 4 ? "dsp%d" : "dsp",
-			 node->sound_minor >> 4);
+	if (node->sound_minor >> 4)
+		snprintf(buf, len, "%s%d", dsp_node_base_name(node->kind), node->sound_minor >> 4);
 	else
-		snprintf(buf, len, node->sound_minor >> 4 ? "mixer%d" : "mixer",
-			 node->sound_minor >> 4);
+		strscpy(buf, dsp_node_base_name(node->kind), len);
 	return buf;
 }
 
@@ -331,9 +365,21 @@ static void dsp_nodes_unregister(struct dsp_card *card)
 {
 	unsigned int i;
 
-	for (i = 0; i < card->ndsp_nodes; i++)
+	for (i = 0; i < card->ndsp_nodes; i++) {
 		dsp_node_unregister(&card->dsp_nodes[i]);
+		if (card->audio_nodes)
+			dsp_node_unregister(&card->audio_nodes[i]);
+	}
 	dsp_node_unregister(&card->mixer_node);
+}
+
+/* /dev/audioN exists where stream pair N can play or record mu-law, Sun's format */
+static bool dsp_pair_has_mu_law(struct dsp_card *card, unsigned int nr)
+{
+	u64 mu = BIT_ULL(VIRTIO_SND_PCM_FMT_MU_LAW);
+
+	return (nr < card->noutputs && (card->outputs[nr]->formats & mu)) ||
+	       (nr < card->ninputs && (card->inputs[nr]->formats & mu));
 }
 
 static int dsp_nodes_register(struct dsp_card *card)
@@ -344,7 +390,8 @@ static int dsp_nodes_register(struct dsp_card *card)
 
 	card->ndsp_nodes = max(card->noutputs, card->ninputs);
 	card->dsp_nodes = kcalloc(card->ndsp_nodes, sizeof(*card->dsp_nodes), GFP_KERNEL);
-	if (!card->dsp_nodes)
+	card->audio_nodes = kcalloc(card->ndsp_nodes, sizeof(*card->audio_nodes), GFP_KERNEL);
+	if (!card->dsp_nodes || !card->audio_nodes)
 		return -ENOMEM;
 	for (i = 0; i < card->ndsp_nodes; i++) {
 		struct dsp_node *node = &card->dsp_nodes[i];
@@ -359,6 +406,21 @@ static int dsp_nodes_register(struct dsp_card *card)
 		dev_info(&card->vdev->dev, "/dev/%s: output stream %s, input stream %s\n",
 			 dsp_node_devname(node, buf, sizeof(buf)),
 			 i < card->noutputs ? "yes" : "no", i < card->ninputs ? "yes" : "no");
+		node = &card->audio_nodes[i];
+		node->card = card;
+		node->kind = DSP_NODE_AUDIO;
+		node->nr = i;
+		if (!dsp_pair_has_mu_law(card, i)) {
+			dev_info(&card->vdev->dev,
+				 "no /dev/audio for stream pair %u: no mu-law on its streams\n", i);
+			continue;
+		}
+		err = dsp_node_register(node);
+		if (err)
+			goto fail;
+		dsp_node_publish(node);
+		dev_info(&card->vdev->dev, "/dev/%s: stream pair %u, 8 kHz mu-law mono by default\n",
+			 dsp_node_devname(node, buf, sizeof(buf)), i);
 	}
 	card->mixer_node.card = card;
 	card->mixer_node.kind = DSP_NODE_MIXER;
@@ -444,13 +506,18 @@ static int dsp_probe(struct virtio_device *vdev)
 
 	virtio_device_ready(vdev);
 
-	err = dsp_event_fill(card);
-	if (err)
-		goto err_reset;
 	err = dsp_pcm_probe(card);
 	if (err)
 		goto err_reset;
 	err = dsp_mixer_probe(card, ncontrols);
+	if (err)
+		goto err_reset;
+	/*
+	 * Events may name streams and controls: the event queue gets its buffers only now that
+	 * the streams and the mixer are published. The callback runs under eventq.lock, which
+	 * dsp_event_fill() takes after these stores (and no event can arrive before a buffer).
+	 */
+	err = dsp_event_fill(card);
 	if (err)
 		goto err_reset;
 	err = dsp_nodes_register(card);
@@ -472,8 +539,17 @@ err_free:
 static void dsp_remove(struct virtio_device *vdev)
 {
 	struct dsp_card *card = vdev->priv;
+	u32 i;
 
-	/* no new opens; open files keep a reference and see card->gone */
+	/*
+	 * Open files see dsp_card_gone() from here on: their waits end, they send nothing more
+	 * and let go of their locks, which dsp_pcm_quiesce() then takes. They keep a reference
+	 * to the card until they are closed.
+	 */
+	WRITE_ONCE(card->removing, true);
+	for (i = 0; i < card->nstreams; i++)
+		wake_up_all(&card->streams[i].wait);
+	/* no new opens */
 	dsp_nodes_unregister(card);
 	dsp_pcm_quiesce(card);
 	dsp_card_kill(card);

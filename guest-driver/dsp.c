@@ -7,17 +7,25 @@
  * device as SET_PARAMS + PREPARE before the first write/read (or SETTRIGGER/POST), and
  * again whenever the program changes them later: then the queued audio is first played
  * out (drained), so the host sees every byte under the parameters it was written with.
+ *
+ * /dev/audioN is the same with Sun's defaults (8 kHz mu-law mono). A program may instead
+ * mmap() the "DMA buffer" and drive it with SETTRIGGER and GETOPTR/GETIPTR, as OSS games do;
+ * a mapped direction has no read()/write() (ENXIO), and a direction that was read or written
+ * cannot be mapped (EBUSY). See struct dsp_mmap for where the mapped bytes go.
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
 #include <linux/fs.h>
 #include <linux/kernel.h>
 #include <linux/log2.h>
+#include <linux/math64.h>
+#include <linux/mm.h>
 #include <linux/module.h>
 #include <linux/poll.h>
 #include <linux/slab.h>
 #include <linux/soundcard.h>
 #include <linux/uaccess.h>
+#include <linux/vmalloc.h>
 
 #include "dsproxy_oss.h"
 
@@ -34,7 +42,29 @@ struct dsp_file {
 	unsigned int subdivide;
 	bool nonblock;			/* SNDCTL_DSP_NONBLOCK */
 	int trigger;			/* PCM_ENABLE_OUTPUT | PCM_ENABLE_INPUT */
+	struct mutex map_lock;		/* serializes mmap() calls; see dsp_mmap() */
 };
+
+static bool dsp_mapped(struct dsp_stream *s)
+{
+	/* acquire: pairs with dsp_mmap_alloc(), so mmap.bytes and mmap.frag are valid */
+	return s && smp_load_acquire(&s->mmap.buf);
+}
+
+/*
+ * The mapped ring of the file, if any direction is mapped. Its size is fixed in bytes
+ * (fragsize x fragstotal as GETOSPACE said before the first mmap()): later format or rate
+ * changes keep this fragment size in bytes, as on hardware with a fixed DMA buffer (Quake
+ * maps first, then sets the format).
+ */
+static const struct dsp_mmap *dsp_file_mmap(struct dsp_file *df)
+{
+	if (dsp_mapped(df->out))
+		return &df->out->mmap;
+	if (dsp_mapped(df->in))
+		return &df->in->mmap;
+	return NULL;
+}
 
 static bool dsp_nonblock(struct file *file, struct dsp_file *df)
 {
@@ -74,10 +104,19 @@ static void dsp_file_channel_range(struct dsp_file *df, unsigned int *min, unsig
 /* The device parameters for the file's OSS parameters: the fragment size is the period. */
 static void dsp_file_hw(struct dsp_file *df, struct dsp_hw_params *hw)
 {
+	const struct dsp_mmap *mm = dsp_file_mmap(df);
 	u32 frame = df->fmt->bytes * df->channels;
 	u32 bps = dsp_rate_hz(df->rate) * frame;
 	u32 frag, period, nfrags, max_frags;
 
+	if (mm) {
+		/* mapped: the fragment size in bytes stays; periods still carry whole frames */
+		period = rounddown(mm->frag, frame);
+		if (!period)
+			period = frame;
+		nfrags = mm->bytes / mm->frag;
+		goto done;
+	}
 	if (df->frag_shift)
 		frag = 1u << df->frag_shift;
 	else	/* about 40 ms, like OSS drivers' defaults; 4 KiB at CD rate */
@@ -90,7 +129,7 @@ static void dsp_file_hw(struct dsp_file *df, struct dsp_hw_params *hw)
 	nfrags = df->frag_max ? df->frag_max : DSP_DEFAULT_FRAGS;
 	max_frags = max_t(u32, DSP_MAX_BUFFER_BYTES / period, DSP_MIN_FRAGS);
 	nfrags = clamp_t(u32, nfrags, DSP_MIN_FRAGS, min_t(u32, max_frags, DSP_MAX_FRAGS));
-
+done:
 	hw->period_bytes = period;
 	hw->buffer_bytes = nfrags * period;
 	hw->channels = df->channels;
@@ -154,6 +193,48 @@ static int dsp_out_maybe_start(struct dsp_file *df)
 	return dsp_stream_start(s);
 }
 
+/* the periods a mapped output keeps with the device: DSP_MMAP_LEAD_MS of audio, at least 2 */
+static unsigned int dsp_mmap_lead(struct dsp_stream *s)
+{
+	u64 bps = (u64)dsp_rate_hz(s->hw.rate) * s->frame_bytes;
+	u32 lead_bytes = (u32)div_u64(bps * DSP_MMAP_LEAD_MS, 1000);
+	unsigned int n = DIV_ROUND_UP(lead_bytes, max(s->ring.period_bytes, 1u));
+
+	return clamp_t(unsigned int, n, 2, max(s->ring.nmsgs, 2u));
+}
+
+/*
+ * SETTRIGGER with PCM_ENABLE_OUTPUT on a mapped output: set up with the file's current
+ * parameters, let the card take the first periods of the ring, START. From then on every
+ * completion lets the card take the next period, until SETTRIGGER turns it off.
+ */
+static int dsp_out_mmap_start(struct dsp_file *df)
+{
+	struct dsp_stream *s = df->out;
+	struct dsp_hw_params hw;
+	int err;
+
+	dsp_file_hw(df, &hw);
+	if (!dsp_stream_matches(s, &hw)) {
+		if (s->state != DSP_ST_RELEASED) {
+			/* what the card took under the old parameters is played under them */
+			err = dsp_stream_drain(s, false);
+			if (err)
+				return err;
+		}
+		err = dsp_stream_configure(s, &hw);
+		if (err)
+			return err;
+	}
+	if (s->state == DSP_ST_RUNNING)
+		return 0;
+	dsp_mmap_set_run(s, true, dsp_mmap_lead(s));
+	err = dsp_stream_start(s);
+	if (err)
+		dsp_mmap_set_run(s, false, 0);
+	return err;
+}
+
 /* sets up the input stream and, if the trigger allows, starts capturing */
 static int dsp_in_start(struct dsp_file *df)
 {
@@ -175,6 +256,9 @@ static int dsp_in_start(struct dsp_file *df)
 	}
 	if (!(df->trigger & PCM_ENABLE_INPUT))
 		return 0;
+	/* capture that runs unmapped fills messages for read(): no mapping from now on */
+	if (s->state != DSP_ST_RUNNING && !dsp_mapped(s) && !dsp_stream_use_rw(s))
+		return -ENXIO;
 	return dsp_stream_start(s);
 }
 
@@ -184,9 +268,14 @@ static int dsp_open(struct inode *inode, struct file *file)
 	unsigned int nr, max_channels;
 	struct dsp_card *card;
 	struct dsp_file *df;
+	bool audio = false;
 	int err;
 
 	card = dsp_node_get_card(inode->i_rdev, DSP_NODE_DSP, &nr);
+	if (!card) {
+		card = dsp_node_get_card(inode->i_rdev, DSP_NODE_AUDIO, &nr);
+		audio = true;
+	}
 	if (!card)
 		return -ENODEV;
 	if (dsp_card_gone(card)) {
@@ -210,27 +299,37 @@ static int dsp_open(struct inode *inode, struct file *file)
 		err = -ENOMEM;
 		goto err_put;
 	}
+	mutex_init(&df->lock);
+	mutex_init(&df->map_lock);
 	mutex_lock(&card->open_lock);
 	if ((out && out->busy) || (in && in->busy)) {
 		mutex_unlock(&card->open_lock);
+		mutex_destroy(&df->lock);
+		mutex_destroy(&df->map_lock);
 		kfree(df);
 		err = -EBUSY;
 		goto err_put;
 	}
-	if (out)
+	if (out) {
 		out->busy = true;
-	if (in)
+		out->owner_lock = &df->lock;
+	}
+	if (in) {
 		in->busy = true;
+		in->owner_lock = &df->lock;
+	}
 	mutex_unlock(&card->open_lock);
 
 	df->card = card;
 	df->out = out;
 	df->in = in;
-	mutex_init(&df->lock);
 	df->trigger = (out ? PCM_ENABLE_OUTPUT : 0) | (in ? PCM_ENABLE_INPUT : 0);
 	df->subdivide = 1;
-	/* OSS defaults: 8 kHz, 8-bit unsigned, mono (or the nearest the device has) */
-	df->fmt = dsp_format_by_afmt(AFMT_U8);
+	/*
+	 * OSS defaults: 8 kHz, 8-bit unsigned, mono; /dev/audio: Sun's 8 kHz mu-law mono (it
+	 * only exists where the streams have mu-law). Or the nearest the device has.
+	 */
+	df->fmt = dsp_format_by_afmt(audio ? AFMT_MU_LAW : AFMT_U8);
 	if (!(dsp_file_formats(df) & BIT_ULL(df->fmt->vfmt)))
 		df->fmt = dsp_format_fallback(dsp_file_formats(df));
 	df->rate = dsp_rate_nearest(dsp_file_rates(df), 8000);
@@ -259,24 +358,35 @@ static int dsp_release(struct inode *inode, struct file *file)
 
 	mutex_lock(&df->lock);
 	if (df->out) {
-		/* close drains: programs like mpg321/ogg123 never call SYNC */
+		/*
+		 * close drains: programs like mpg321/ogg123 never call SYNC. A mapped output
+		 * plays what the card took from the ring (the bytes before the pointer).
+		 */
 		if (dsp_card_gone(card) || dsp_stream_drain(df->out, true))
 			dsp_stream_release(df->out);
 		dsp_ring_discard(df->out);
+		/* no mapping is left: each one holds a reference to this file */
+		dsp_mmap_free(df->out);
 	}
 	if (df->in) {
 		dsp_stream_release(df->in);
 		dsp_ring_discard(df->in);
+		dsp_mmap_free(df->in);
 	}
 	mutex_unlock(&df->lock);
 
 	mutex_lock(&card->open_lock);
-	if (df->out)
+	if (df->out) {
 		df->out->busy = false;
-	if (df->in)
+		df->out->owner_lock = NULL;
+	}
+	if (df->in) {
 		df->in->busy = false;
+		df->in->owner_lock = NULL;
+	}
 	mutex_unlock(&card->open_lock);
 	mutex_destroy(&df->lock);
+	mutex_destroy(&df->map_lock);
 	kfree(df);
 	dsp_card_put(card);
 	return 0;
@@ -327,6 +437,11 @@ static ssize_t dsp_write(struct file *file, const char __user *buf, size_t count
 		return 0;
 	if (mutex_lock_interruptible(&df->lock))
 		return -ERESTARTSYS;
+	/* mixing mmap and write() is refused, as Linux's OSS emulation refuses it */
+	if (!dsp_stream_use_rw(s)) {
+		mutex_unlock(&df->lock);
+		return -ENXIO;
+	}
 	for (;;) {
 		ssize_t n;
 
@@ -372,6 +487,10 @@ static ssize_t dsp_read(struct file *file, char __user *buf, size_t count, loff_
 		return 0;
 	if (mutex_lock_interruptible(&df->lock))
 		return -ERESTARTSYS;
+	if (!dsp_stream_use_rw(s)) {
+		mutex_unlock(&df->lock);
+		return -ENXIO;
+	}
 	for (;;) {
 		ssize_t n;
 
@@ -408,6 +527,14 @@ static void dsp_out_space(struct dsp_file *df, struct audio_buf_info *info)
 	struct dsp_stream *s = df->out;
 	struct dsp_hw_params hw;
 
+	if (dsp_mapped(s)) {
+		/* the whole ring is the program's to write ahead of the pointer */
+		info->fragsize = s->mmap.frag;
+		info->fragstotal = s->mmap.bytes / s->mmap.frag;
+		info->bytes = info->fragsize * info->fragstotal;
+		info->fragments = info->fragstotal;
+		return;
+	}
 	dsp_file_hw(df, &hw);
 	info->fragsize = hw.period_bytes;
 	info->fragstotal = hw.buffer_bytes / hw.period_bytes;
@@ -423,6 +550,14 @@ static void dsp_in_space(struct dsp_file *df, struct audio_buf_info *info)
 	struct dsp_stream *s = df->in;
 	struct dsp_hw_params hw;
 
+	if (dsp_mapped(s)) {
+		/* the pointer tells a mapping program where the data is (GETIPTR) */
+		info->fragsize = s->mmap.frag;
+		info->fragstotal = s->mmap.bytes / s->mmap.frag;
+		info->bytes = 0;
+		info->fragments = 0;
+		return;
+	}
 	dsp_file_hw(df, &hw);
 	info->fragsize = hw.period_bytes;
 	info->fragstotal = hw.buffer_bytes / hw.period_bytes;
@@ -443,7 +578,11 @@ static __poll_t dsp_poll(struct file *file, poll_table *wait)
 		return EPOLLERR | EPOLLHUP;
 
 	mutex_lock(&df->lock);
-	if (df->out) {
+	if (dsp_mapped(df->out)) {
+		/* mapped: ready when the pointer crossed a fragment since the last GETOPTR */
+		if (dsp_mmap_moved(df->out))
+			mask |= EPOLLOUT | EPOLLWRNORM;
+	} else if (df->out) {
 		struct audio_buf_info info;
 
 		/* writable when a whole fragment fits, like OSS */
@@ -451,7 +590,10 @@ static __poll_t dsp_poll(struct file *file, poll_table *wait)
 		if (info.bytes >= info.fragsize)
 			mask |= EPOLLOUT | EPOLLWRNORM;
 	}
-	if (df->in && (poll_requested_events(wait) & (EPOLLIN | EPOLLRDNORM))) {
+	if (dsp_mapped(df->in)) {
+		if (dsp_mmap_moved(df->in))
+			mask |= EPOLLIN | EPOLLRDNORM;
+	} else if (df->in && (poll_requested_events(wait) & (EPOLLIN | EPOLLRDNORM))) {
 		/* select() for reading on a capture device starts recording, as in OSS */
 		if (dsp_in_start(df))
 			mask |= EPOLLERR;
@@ -466,7 +608,7 @@ static int dsp_caps(struct dsp_file *df)
 {
 	struct dsp_card *card = df->card;
 	unsigned int nr = df->out ? df->out->nr : df->in->nr;
-	int caps = 1 | DSP_CAP_TRIGGER | DSP_CAP_BATCH;
+	int caps = 1 | DSP_CAP_TRIGGER | DSP_CAP_MMAP | DSP_CAP_BATCH;
 
 	if (nr < card->noutputs && nr < card->ninputs)
 		caps |= DSP_CAP_DUPLEX;
@@ -533,7 +675,15 @@ static int dsp_set_trigger(struct dsp_file *df, int bits)
 {
 	int err = 0;
 
-	if (df->out) {
+	if (dsp_mapped(df->out)) {
+		if (bits & PCM_ENABLE_OUTPUT) {
+			df->trigger |= PCM_ENABLE_OUTPUT;
+			err = dsp_out_mmap_start(df);
+		} else {
+			df->trigger &= ~PCM_ENABLE_OUTPUT;
+			err = dsp_stream_mmap_halt(df->out, false);
+		}
+	} else if (df->out) {
 		if (bits & PCM_ENABLE_OUTPUT) {
 			df->trigger |= PCM_ENABLE_OUTPUT;
 			err = dsp_out_prepare(df);
@@ -561,7 +711,10 @@ static void dsp_pointer(struct dsp_stream *s, struct count_info *ci)
 	u64 bytes;
 	u32 blocks, ptr;
 
-	dsp_ring_pointer(s, &bytes, &blocks, &ptr);
+	if (dsp_mapped(s))
+		dsp_mmap_pointer(s, &bytes, &blocks, &ptr);
+	else
+		dsp_ring_pointer(s, &bytes, &blocks, &ptr);
 	ci->bytes = (int)(bytes & INT_MAX);
 	ci->blocks = blocks;
 	ci->ptr = ptr;
@@ -595,7 +748,8 @@ static long dsp_ioctl_locked(struct file *file, struct dsp_file *df, unsigned in
 		return dsp_stream_drain(df->out, false);
 
 	case SNDCTL_DSP_POST:
-		if (!df->out || df->out->state == DSP_ST_RELEASED)
+		/* a mapped output has nothing partial: SETTRIGGER starts it */
+		if (!df->out || df->out->state == DSP_ST_RELEASED || dsp_mapped(df->out))
 			return 0;
 		dsp_tx_flush_partial(df->out, true);
 		return dsp_out_maybe_start(df);
@@ -722,6 +876,59 @@ static long dsp_ioctl_locked(struct file *file, struct dsp_file *df, unsigned in
 	}
 }
 
+/*
+ * mmap() of the "DMA buffer": a shared writable mapping is the playback ring, a shared
+ * read-only one the capture ring (as in Linux's OSS emulation), offset 0, at most
+ * fragsize x fragstotal bytes (page-rounded). The first mapping of a direction fixes the
+ * ring's geometry; the stream itself is set up at SETTRIGGER.
+ * The VFS calls this with the process's mmap_lock held, and write()/read() fault on user
+ * memory (taking mmap_lock) while they hold the file lock: taking the file lock here could
+ * deadlock, so it is not taken. The stream is claimed under its ring lock instead
+ * (dsp_mmap_alloc() against dsp_stream_use_rw()); the geometry is read from the file's
+ * parameters unlocked (a thread changing them at the same moment gives the old or the new
+ * values, all valid).
+ */
+static int dsp_mmap(struct file *file, struct vm_area_struct *vma)
+{
+	struct dsp_file *df = file->private_data;
+	unsigned long size = vma->vm_end - vma->vm_start;
+	bool out = vma->vm_flags & VM_WRITE;
+	struct dsp_stream *s = out ? df->out : df->in;
+	const struct dsp_mmap *other;
+	struct dsp_hw_params hw;
+	int err = 0;
+
+	if (dsp_card_gone(df->card))
+		return -ENODEV;
+	/*
+	 * MAP_SHARED only (a private writable mapping would write into copies). The VFS drops
+	 * VM_SHARED from a shared mapping of a file not open for writing (the capture ring of an
+	 * O_RDONLY open); VM_MAYSHARE says MAP_SHARED either way.
+	 */
+	if (!s || !(vma->vm_flags & VM_MAYSHARE) || !(vma->vm_flags & (VM_READ | VM_WRITE)) ||
+	    vma->vm_pgoff)
+		return -EINVAL;
+	mutex_lock(&df->map_lock);
+	if (!dsp_mapped(s)) {
+		/* the other direction mapped first: the file's ring geometry is set */
+		other = dsp_file_mmap(df);
+		if (other) {
+			err = dsp_mmap_alloc(s, other->frag, other->bytes / other->frag,
+					     READ_ONCE(df->fmt));
+		} else {
+			dsp_file_hw(df, &hw);
+			err = dsp_mmap_alloc(s, hw.period_bytes, hw.buffer_bytes / hw.period_bytes,
+					     READ_ONCE(df->fmt));
+		}
+	}
+	if (!err && size > PAGE_ALIGN(s->mmap.bytes))
+		err = -EINVAL;
+	if (!err)
+		err = remap_vmalloc_range(vma, s->mmap.buf, 0);
+	mutex_unlock(&df->map_lock);
+	return err;
+}
+
 static long dsp_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 {
 	struct dsp_file *df = file->private_data;
@@ -746,6 +953,7 @@ const struct file_operations dsp_dsp_fops = {
 	.read = dsp_read,
 	.write = dsp_write,
 	.poll = dsp_poll,
+	.mmap = dsp_mmap,
 	.unlocked_ioctl = dsp_ioctl,
 	.compat_ioctl = compat_ptr_ioctl,
 };

@@ -23,11 +23,22 @@
 #include <linux/soundcard.h>
 #include <linux/spinlock.h>
 #include <linux/types.h>
+#include <linux/version.h>
 #include <linux/virtio.h>
-#include <linux/virtio_snd.h>
+#include <linux/virtio_config.h>
 #include <linux/wait.h>
 
+#include "virtio_snd_spec.h"
 #include "virtio_snd_ctl.h"
+
+/* Kernel API differences (5.10 is the oldest kernel this builds for) */
+#if LINUX_VERSION_CODE < KERNEL_VERSION(5, 17, 0)
+/* 5.17 added virtio_reset_device(); before it, the transport's reset op was called directly */
+static inline void virtio_reset_device(struct virtio_device *vdev)
+{
+	vdev->config->reset(vdev);
+}
+#endif
 
 /* limits of the message ring (per stream) */
 #define DSP_MIN_FRAG_SHIFT 4	/* 16-byte fragments, as OSS allows */
@@ -38,6 +49,12 @@
 #define DSP_MAX_BUFFER_BYTES (512 * 1024)
 /* largest frame: 255 channels of 4-byte samples (the widest mapped format) */
 #define DSP_MAX_FRAME_BYTES (255 * 4)
+/*
+ * mmap playback: the card takes the program's ring this far ahead of what it has played (at
+ * least 2 periods), so the next period is always queued when one completes, even when the
+ * guest's interrupt comes late (TCG).
+ */
+#define DSP_MMAP_LEAD_MS 20
 
 struct dsp_card;
 struct dsp_stream;
@@ -47,6 +64,7 @@ struct dsp_format {
 	u32 afmt;		/* AFMT_* */
 	u8 vfmt;		/* VIRTIO_SND_PCM_FMT_* */
 	u8 bytes;		/* bytes per sample (physical width) */
+	u8 silence;		/* the byte value of silence (U8 0x80, MU_LAW 0xff, A_LAW 0xd5) */
 	const char *name;
 };
 
@@ -55,6 +73,7 @@ const struct dsp_format *dsp_format_by_vfmt(u8 vfmt);
 /* the preferred supported format when the program asks for something the device lacks */
 const struct dsp_format *dsp_format_fallback(u64 vfmt_mask);
 u32 dsp_format_afmt_mask(u64 vfmt_mask);
+void dsp_format_fill_silence(const struct dsp_format *fmt, u8 *buf, size_t len);
 unsigned int dsp_rate_hz(u8 rate_code);
 /* nearest rate in vrate_mask to hz; returns the code, or -EINVAL if the mask is empty */
 int dsp_rate_nearest(u64 vrate_mask, unsigned int hz);
@@ -99,13 +118,40 @@ struct dsp_ring {
 	unsigned int fill;	/* tx: message write() fills; rx: message read() consumes */
 	unsigned int next_sub;	/* next message to hand to the device (ring order) */
 	unsigned int queued;	/* messages the device owns */
+	u32 queued_bytes;	/* tx: bytes in them */
 	unsigned int ready;	/* tx: READY messages */
 	u32 pending_bytes;	/* tx: bytes READY or QUEUED; rx: unread bytes in DONE msgs */
 	u64 bytes_done;		/* bytes the device completed since the last reset */
 	u32 blocks_done;	/* messages completed since the last GETxPTR */
-	u32 latency_bytes;	/* from the last completed message's status */
+	/*
+	 * From the last completed message's status: what the device still holds unplayed.
+	 * dsproxy-device counts the messages it has not completed yet, i.e. ours (queued_bytes)
+	 * as of that completion; a device with a FIFO behind its completions may count more.
+	 */
+	u32 latency_bytes;
 	bool armed;		/* rx: give FREE messages to the device (capture running) */
 	bool flushing;		/* RELEASE sent: returned messages carry no data, errors expected */
+};
+
+/*
+ * OSS mmap: the program's "DMA buffer", a ring of fragsize x fragstotal bytes it maps and
+ * writes (playback) or reads (capture) directly. The messages stay the driver's own: a
+ * playback period is copied out of the ring at the moment the card takes it (the pointer
+ * passes it), a capture period into the ring when the card has filled it. So the card gets
+ * exactly what the program wrote ahead of the pointer, whatever it writes afterwards, and
+ * never a period before the program could write it.
+ * buf, bytes, frag: set once by mmap() under ring_lock, read without it afterwards; the rest:
+ * ring_lock.
+ */
+struct dsp_mmap {
+	u8 *buf;		/* vmalloc_user(), mapped into the program */
+	u32 bytes;		/* the ring's size: fragsize x fragstotal at mmap() time */
+	u32 frag;		/* fragsize at mmap() time (GETxPTR's blocks count these) */
+	u32 pos;		/* tx: next byte the card takes; rx: next byte it fills */
+	u64 total;		/* bytes taken (tx) or filled (rx) since open or RESET */
+	u64 blocks_reported;	/* total / frag at the last GETxPTR */
+	unsigned int lead;	/* tx: messages the card may hold (taken, not yet played) */
+	bool run;		/* tx: take periods from the ring as the card completes them */
 };
 
 int dsp_ring_alloc(struct dsp_stream *s, unsigned int nmsgs, u32 period_bytes);
@@ -131,6 +177,13 @@ u32 dsp_rx_avail_bytes(struct dsp_stream *s);
 void dsp_tx_vq_done(struct virtqueue *vq);
 void dsp_rx_vq_done(struct virtqueue *vq);
 void dsp_pcm_msg_flush(struct dsp_card *card);
+int dsp_mmap_alloc(struct dsp_stream *s, u32 frag, u32 nfrags, const struct dsp_format *fmt);
+void dsp_mmap_free(struct dsp_stream *s);
+void dsp_mmap_set_run(struct dsp_stream *s, bool run, unsigned int lead);
+void dsp_mmap_reset(struct dsp_stream *s);
+void dsp_mmap_pointer(struct dsp_stream *s, u64 *bytes, u32 *blocks, u32 *ptr);
+bool dsp_mmap_moved(struct dsp_stream *s);
+bool dsp_stream_use_rw(struct dsp_stream *s);
 
 /* pcm.c: stream state on the device */
 enum dsp_stream_state {
@@ -161,10 +214,15 @@ struct dsp_stream {
 	u8 channels_max;
 
 	bool busy;		/* claimed by an open file; card->open_lock */
+	/*
+	 * The owning file's lock (dsp_file.lock), NULL while nobody owns the stream;
+	 * card->open_lock. remove() takes it to stop the stream (dsp_pcm_quiesce).
+	 */
+	struct mutex *owner_lock;
 	wait_queue_head_t wait;	/* woken when the device completes a message */
 	spinlock_t *ring_lock;	/* the lock of this direction's virtqueue */
 
-	/* below: the owning file's lock (dsp_file.lock) */
+	/* below: the owner lock */
 	enum dsp_stream_state state;
 	bool hw_valid;		/* hw is what the device was last told */
 	struct dsp_hw_params hw;
@@ -175,6 +233,8 @@ struct dsp_stream {
 
 	/* ring_lock */
 	struct dsp_ring ring;
+	struct dsp_mmap mmap;
+	bool rw_used;		/* read()/write() (or unmapped capture) since open: no mmap */
 	atomic_t xruns;
 	atomic_t io_errors;
 };
@@ -188,6 +248,7 @@ int dsp_stream_start(struct dsp_stream *s);
 int dsp_stream_stop(struct dsp_stream *s);
 int dsp_stream_release(struct dsp_stream *s);
 int dsp_stream_drain(struct dsp_stream *s, bool closing);
+int dsp_stream_mmap_halt(struct dsp_stream *s, bool closing);
 int dsp_stream_reset(struct dsp_stream *s);
 unsigned long dsp_stream_progress_timeout(struct dsp_stream *s);
 
@@ -233,8 +294,8 @@ void dsp_mixer_event(struct dsp_card *card, u16 control_id, u16 mask);
 long dsp_mixer_ioctl(struct dsp_card *card, unsigned int cmd, void __user *argp);
 extern const struct file_operations dsp_mixer_fops;
 
-/* card.c: OSS device nodes */
-enum dsp_node_kind { DSP_NODE_DSP, DSP_NODE_MIXER };
+/* card.c: OSS device nodes (/dev/audio is /dev/dsp with Sun's defaults: 8 kHz mu-law mono) */
+enum dsp_node_kind { DSP_NODE_DSP, DSP_NODE_AUDIO, DSP_NODE_MIXER };
 
 struct dsp_node {
 	struct dsp_card *card;
@@ -256,6 +317,8 @@ struct dsp_card {
 	struct dsp_queue eventq;
 	struct dsp_queue txq;
 	struct dsp_queue rxq;
+	/* set first thing in remove: file operations end with ENODEV, waits end */
+	bool removing;
 	/* set under every queue lock in remove: no virtqueue may be touched afterwards */
 	bool gone;
 	/* set under the tx/rx queue locks in remove: no new I/O messages for the device */
@@ -277,6 +340,7 @@ struct dsp_card {
 
 	struct dsp_node *dsp_nodes;
 	unsigned int ndsp_nodes;
+	struct dsp_node *audio_nodes;	/* one per dsp node whose streams speak MU_LAW */
 	struct dsp_node mixer_node;
 
 	struct dsp_mixer mixer;
@@ -284,6 +348,7 @@ struct dsp_card {
 
 struct dsp_card *dsp_node_get_card(dev_t devt, enum dsp_node_kind kind, unsigned int *nr);
 void dsp_card_put(struct dsp_card *card);
+/* the card is being removed or is gone: file operations fail with ENODEV */
 bool dsp_card_gone(struct dsp_card *card);
 int dsp_queue_add(struct dsp_card *card, struct dsp_queue *q, struct scatterlist **sgs,
 		  unsigned int out_sgs, unsigned int in_sgs, void *token);

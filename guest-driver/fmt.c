@@ -4,6 +4,7 @@
  */
 #include <linux/kernel.h>
 #include <linux/errno.h>
+#include <linux/string.h>
 
 #include "dsproxy_oss.h"
 
@@ -29,16 +30,17 @@
  * common formats come first. Only little-endian formats: virtio-snd's PCM formats are LE.
  */
 static const struct dsp_format dsp_formats[] = {
-	{ AFMT_U8,         VIRTIO_SND_PCM_FMT_U8,     1, "U8" },
-	{ AFMT_S16_LE,     VIRTIO_SND_PCM_FMT_S16,    2, "S16_LE" },
-	{ AFMT_S8,         VIRTIO_SND_PCM_FMT_S8,     1, "S8" },
-	{ AFMT_U16_LE,     VIRTIO_SND_PCM_FMT_U16,    2, "U16_LE" },
-	{ AFMT_MU_LAW,     VIRTIO_SND_PCM_FMT_MU_LAW, 1, "MU_LAW" },
-	{ AFMT_A_LAW,      VIRTIO_SND_PCM_FMT_A_LAW,  1, "A_LAW" },
-	{ AFMT_S32_LE,     VIRTIO_SND_PCM_FMT_S32,    4, "S32_LE" },
-	{ AFMT_S24_LE,     VIRTIO_SND_PCM_FMT_S24,    4, "S24_LE" },
-	{ AFMT_S24_PACKED, VIRTIO_SND_PCM_FMT_S24_3,  3, "S24_PACKED" },
-	{ AFMT_FLOAT,      VIRTIO_SND_PCM_FMT_FLOAT,  4, "FLOAT" },
+	{ AFMT_U8,         VIRTIO_SND_PCM_FMT_U8,     1, 0x80, "U8" },
+	{ AFMT_S16_LE,     VIRTIO_SND_PCM_FMT_S16,    2, 0x00, "S16_LE" },
+	{ AFMT_S8,         VIRTIO_SND_PCM_FMT_S8,     1, 0x00, "S8" },
+	/* U16's silence is 0x8000: bytes 00 80, see dsp_format_fill_silence() */
+	{ AFMT_U16_LE,     VIRTIO_SND_PCM_FMT_U16,    2, 0x00, "U16_LE" },
+	{ AFMT_MU_LAW,     VIRTIO_SND_PCM_FMT_MU_LAW, 1, 0xff, "MU_LAW" },
+	{ AFMT_A_LAW,      VIRTIO_SND_PCM_FMT_A_LAW,  1, 0xd5, "A_LAW" },
+	{ AFMT_S32_LE,     VIRTIO_SND_PCM_FMT_S32,    4, 0x00, "S32_LE" },
+	{ AFMT_S24_LE,     VIRTIO_SND_PCM_FMT_S24,    4, 0x00, "S24_LE" },
+	{ AFMT_S24_PACKED, VIRTIO_SND_PCM_FMT_S24_3,  3, 0x00, "S24_PACKED" },
+	{ AFMT_FLOAT,      VIRTIO_SND_PCM_FMT_FLOAT,  4, 0x00, "FLOAT" },
 };
 
 /* index = VIRTIO_SND_PCM_RATE_* */
@@ -88,6 +90,17 @@ u32 dsp_format_afmt_mask(u64 vfmt_mask)
 		if (vfmt_mask & BIT_ULL(dsp_formats[i].vfmt))
 			mask |= dsp_formats[i].afmt;
 	return mask;
+}
+
+/* fills buf with the format's silence (a mapped ring before the program writes it) */
+void dsp_format_fill_silence(const struct dsp_format *fmt, u8 *buf, size_t len)
+{
+	size_t i;
+
+	memset(buf, fmt->silence, len);
+	if (fmt->afmt == AFMT_U16_LE)
+		for (i = 1; i < len; i += 2)
+			buf[i] = 0x80;
 }
 
 unsigned int dsp_rate_hz(u8 rate_code)

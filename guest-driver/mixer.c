@@ -85,6 +85,28 @@ static bool dsp_elem_usable(const struct dsp_ctl_elem *e)
 	       !(e->access & BIT(DSP_SND_CTL_ACCESS_INACTIVE)) && e->count >= 1;
 }
 
+/*
+ * The most members a value of this type can have: its share of the 512-byte value. count
+ * comes from the device and is cut to this for every type, so no loop over members can
+ * leave the value.
+ */
+static u32 dsp_ctl_max_members(u32 type)
+{
+	switch (type) {
+	case DSP_SND_CTL_TYPE_BOOLEAN:
+	case DSP_SND_CTL_TYPE_INTEGER:
+	case DSP_SND_CTL_TYPE_ENUMERATED:
+		return DSP_SND_CTL_VALUE_BYTES / sizeof(__le32);
+	case DSP_SND_CTL_TYPE_INTEGER64:
+		return DSP_SND_CTL_VALUE_BYTES / sizeof(__le64);
+	case DSP_SND_CTL_TYPE_BYTES:
+		return DSP_SND_CTL_VALUE_BYTES;
+	case DSP_SND_CTL_TYPE_IEC958:
+	default:
+		return 1;
+	}
+}
+
 static int dsp_mixer_query_elems(struct dsp_card *card, u32 ncontrols)
 {
 	struct dsp_mixer *m = &card->mixer;
@@ -148,22 +170,20 @@ static int dsp_mixer_query_elems(struct dsp_card *card, u32 ncontrols)
 			e->index = le32_to_cpu(info->index);
 			memcpy(e->name, info->name, sizeof(info->name));
 			e->name[sizeof(info->name)] = '\0';
+			e->count = min(e->count, dsp_ctl_max_members(e->type));
 			if (e->type == DSP_SND_CTL_TYPE_INTEGER) {
 				/* ALSA semantics: signed 32-bit limits */
 				e->min = (s32)le32_to_cpu(info->value.integer.min);
 				e->max = (s32)le32_to_cpu(info->value.integer.max);
 				e->step = (s32)le32_to_cpu(info->value.integer.step);
-				e->count = min_t(u32, e->count, 128);
 			} else if (e->type == DSP_SND_CTL_TYPE_INTEGER64) {
 				e->min = (s64)le64_to_cpu(info->value.integer64.min);
 				e->max = (s64)le64_to_cpu(info->value.integer64.max);
 				e->step = (s64)le64_to_cpu(info->value.integer64.step);
-				e->count = min_t(u32, e->count, 64);
 			} else if (e->type == DSP_SND_CTL_TYPE_BOOLEAN) {
 				e->min = 0;
 				e->max = 1;
 				e->step = 1;
-				e->count = min_t(u32, e->count, 128);
 			}
 			pr_debug("%s: control %u \"%s\" index %u type %u count %u range %lld..%lld\n",
 				 card->name, e->id, e->name, e->index, e->type, e->count, e->min,
@@ -322,13 +342,25 @@ static int dsp_raw_to_level(const struct dsp_ctl_elem *e, s64 raw)
 	return range ? (int)div64_u64(off * 100 + range / 2, range) : 0;
 }
 
+/*
+ * A level 0..100 as the element's value: min + the nearest multiple of step, never past max.
+ * Any step the device chooses (up to S64_MAX) must not wrap: the rounding compares the
+ * remainder with what is left to the next multiple instead of adding step / 2, and the
+ * multiple is capped at the largest one within the range before multiplying.
+ */
 static s64 dsp_level_to_raw(const struct dsp_ctl_elem *e, int level)
 {
 	u64 range = (u64)e->max - (u64)e->min;
-	u64 off = mul_u64_u32_div(range, level, 100);
+	u64 off = mul_u64_u32_div(range, clamp(level, 0, 100), 100);
 
-	if (e->step > 1)
-		off = div64_u64(off + (u64)e->step / 2, e->step) * e->step;
+	if (e->step > 1) {
+		u64 step = e->step, rem, steps, max_steps = div64_u64(range, step);
+
+		steps = div64_u64_rem(off, step, &rem);
+		if (rem >= step - rem && steps < max_steps)
+			steps++;
+		off = steps * step;	/* steps <= range / step: no overflow */
+	}
 	if (off > range)
 		off = range;
 	return (s64)((u64)e->min + off);
@@ -384,6 +416,10 @@ static int dsp_ctl_write(struct dsp_card *card, const struct dsp_ctl_elem *e, s6
 
 	if (!(e->access & BIT(DSP_SND_CTL_ACCESS_WRITE)))
 		return -EPERM;
+	/* only the types the OSS mixer maps (dsp_elem_is_volume/switch) are written */
+	if (e->type != DSP_SND_CTL_TYPE_BOOLEAN && e->type != DSP_SND_CTL_TYPE_INTEGER &&
+	    e->type != DSP_SND_CTL_TYPE_INTEGER64)
+		return -EINVAL;
 	req = kzalloc(sizeof(*req), GFP_KERNEL);
 	if (!req)
 		return -ENOMEM;
@@ -391,7 +427,8 @@ static int dsp_ctl_write(struct dsp_card *card, const struct dsp_ctl_elem *e, s6
 	req->hdr.control_id = cpu_to_le32(e->id);
 	if (e->count == 1)
 		left = max(left, right);
-	for (i = 0; i < e->count; i++) {
+	/* e->count is already cut to the type's maximum; this keeps the loop inside anyway */
+	for (i = 0; i < min(e->count, dsp_ctl_max_members(e->type)); i++) {
 		s64 v = (i & 1) ? right : left;
 
 		if (e->type == DSP_SND_CTL_TYPE_INTEGER64)

@@ -3,14 +3,16 @@
  * PCM streams on the device: discovery (PCM_INFO) and the command lifecycle
  * SET_PARAMS -> PREPARE -> START <-> STOP -> RELEASE (virtio 1.2, 5.14.6.6.1).
  *
- * Every function taking a struct dsp_stream * is called by the file that owns the stream,
- * with that file's lock held.
+ * Every function taking a struct dsp_stream * runs with the stream's owner lock held (the
+ * lock of the file that has it open, stream->owner_lock): the file's operations take it, and
+ * so does remove() when it stops the streams (dsp_pcm_quiesce()).
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
 #include <linux/delay.h>
 #include <linux/jiffies.h>
 #include <linux/kernel.h>
+#include <linux/math64.h>
 #include <linux/sched/signal.h>
 #include <linux/slab.h>
 
@@ -68,7 +70,8 @@ int dsp_pcm_probe(struct dsp_card *card)
 	n = min_t(u32, card->nstreams, DSP_MAX_STREAMS);
 	if (n < card->nstreams)
 		dev_warn(&card->vdev->dev, "using %u of %u streams\n", n, card->nstreams);
-	card->nstreams = n;
+	/* nstreams counts allocated, initialized streams: the error paths walk them */
+	card->nstreams = 0;
 
 	resp_len = sizeof(struct virtio_snd_hdr) + n * sizeof(struct virtio_snd_pcm_info);
 	resp = kzalloc(resp_len, GFP_KERNEL);
@@ -79,6 +82,16 @@ int dsp_pcm_probe(struct dsp_card *card)
 		kfree(resp);
 		return -ENOMEM;
 	}
+	for (i = 0; i < n; i++) {
+		struct dsp_stream *s = &card->streams[i];
+
+		s->card = card;
+		s->id = i;
+		init_waitqueue_head(&s->wait);
+		s->state = DSP_ST_RELEASED;
+		s->ring_lock = &card->txq.lock;
+	}
+	card->nstreams = n;
 
 	req.hdr.code = cpu_to_le32(VIRTIO_SND_R_PCM_INFO);
 	req.start_id = 0;
@@ -98,10 +111,6 @@ int dsp_pcm_probe(struct dsp_card *card)
 		memcpy(info, resp + sizeof(struct virtio_snd_hdr) + i * sizeof(*info),
 		       sizeof(*info));
 
-		s->card = card;
-		s->id = i;
-		init_waitqueue_head(&s->wait);
-		s->state = DSP_ST_RELEASED;
 		s->direction = info->direction;
 		s->ring_lock = s->direction == VIRTIO_SND_D_OUTPUT ? &card->txq.lock :
 								      &card->rxq.lock;
@@ -178,7 +187,11 @@ static int dsp_stream_cmd(struct dsp_stream *s, u32 code)
  * remove(), device still alive: no new I/O messages, and STOP + RELEASE every stream the
  * device holds messages of, so it returns them. Resetting a device that still holds
  * buffers is allowed, but QEMU's virtio-sound keeps them across the reset and later
- * completes them on the new virtqueues. Racing file operations only get errors from here on.
+ * completes them on the new virtqueues.
+ * card->removing is already set, so a file operation that holds a stream's owner lock ends
+ * soon (its waits end, it sends nothing more) and lets go of the lock; each stream is then
+ * stopped under its owner lock like any other stream command, and its state says so.
+ * Lock order: card->open_lock (keeps the owner from going away), then the owner lock.
  */
 void dsp_pcm_quiesce(struct dsp_card *card)
 {
@@ -194,12 +207,24 @@ void dsp_pcm_quiesce(struct dsp_card *card)
 
 	for (i = 0; i < card->nstreams; i++) {
 		struct dsp_stream *s = &card->streams[i];
+		struct mutex *owner;
 
-		if (dsp_ring_idle(s))
-			continue;
-		dsp_ring_set_flushing(s, true);
-		dsp_stream_cmd(s, VIRTIO_SND_R_PCM_STOP);
-		dsp_stream_cmd(s, VIRTIO_SND_R_PCM_RELEASE);
+		mutex_lock(&card->open_lock);
+		owner = s->owner_lock;
+		if (owner)
+			mutex_lock(owner);
+		dsp_mmap_set_run(s, false, 0);
+		if (!dsp_ring_idle(s)) {
+			dsp_ring_set_flushing(s, true);
+			dsp_stream_cmd(s, VIRTIO_SND_R_PCM_STOP);
+			dsp_stream_cmd(s, VIRTIO_SND_R_PCM_RELEASE);
+			s->state = DSP_ST_RELEASED;
+			if (s->direction == VIRTIO_SND_D_INPUT)
+				dsp_rx_arm(s, false);
+		}
+		if (owner)
+			mutex_unlock(owner);
+		mutex_unlock(&card->open_lock);
 	}
 	for (i = 0; i < card->nstreams; i++) {
 		struct dsp_stream *s = &card->streams[i];
@@ -258,7 +283,8 @@ static u32 dsp_stream_bps(struct dsp_stream *s)
 /* how long the device may take to complete one message before we call it stuck */
 unsigned long dsp_stream_progress_timeout(struct dsp_stream *s)
 {
-	u64 ms = (u64)s->ring.period_bytes * 1000 / dsp_stream_bps(s);
+	/* div_u64: a plain 64-bit division needs libgcc's __udivdi3 on 32-bit kernels */
+	u64 ms = div_u64((u64)s->ring.period_bytes * 1000, dsp_stream_bps(s));
 
 	return msecs_to_jiffies(2 * ms + s->card->msg_timeout_ms + 1000);
 }
@@ -395,7 +421,8 @@ static void dsp_stream_linger(struct dsp_stream *s, bool closing)
 	spin_lock_irqsave(s->ring_lock, flags);
 	latency = s->ring.latency_bytes;
 	spin_unlock_irqrestore(s->ring_lock, flags);
-	ms = min_t(u64, (u64)latency * 1000 / dsp_stream_bps(s), 2000) + s->card->stop_delay_ms;
+	ms = min_t(u64, div_u64((u64)latency * 1000, dsp_stream_bps(s)), 2000) +
+	     s->card->stop_delay_ms;
 	if (!ms)
 		return;
 	if (closing)
@@ -404,19 +431,81 @@ static void dsp_stream_linger(struct dsp_stream *s, bool closing)
 		msleep_interruptible(ms);
 }
 
+/* how long the device needs to play what the driver still holds for it, in ms */
+static u32 dsp_stream_pending_ms(struct dsp_stream *s)
+{
+	return (u32)min_t(u64, div_u64((u64)dsp_tx_delay_bytes(s) * 1000, dsp_stream_bps(s)),
+			  600000);
+}
+
+/*
+ * Waits until the device has completed every message the driver sent or holds ready for it.
+ * Bounded twice: the device must complete something at least every
+ * dsp_stream_progress_timeout() (-EIO otherwise), and the whole wait ends after one and a half
+ * times the audio's own duration plus that timeout (-ETIMEDOUT), so a device that trickles
+ * completions cannot hold close() for long.
+ * closing: only a fatal signal ends the wait early (-EINTR): close() cannot be restarted, and
+ * a program's handled signals (SIGALRM, SIGCHLD) must not cut off its last buffer. A program
+ * killed by a signal still drains: the signal was consumed before its files are closed.
+ * Otherwise (SYNC, SETTRIGGER, parameter change) any signal ends it with -ERESTARTSYS.
+ */
+static int dsp_stream_wait_played(struct dsp_stream *s, bool closing)
+{
+	unsigned long timeout = dsp_stream_progress_timeout(s);
+	unsigned long start = jiffies, progress_at = start;
+	unsigned long deadline = start + timeout +
+				 msecs_to_jiffies(dsp_stream_pending_ms(s) * 3 / 2);
+	u64 done, last_done;
+
+	dsp_tx_drained(s, &last_done);
+	for (;;) {
+		unsigned long now, until;
+		long left;
+
+		if (dsp_tx_drained(s, &done))
+			return 0;
+		if (dsp_card_gone(s->card))
+			return -ENODEV;
+		now = jiffies;
+		if (done != last_done) {
+			last_done = done;
+			progress_at = now;
+		}
+		if (time_after_eq(now, deadline)) {
+			pr_warn("%s: stream %u: %u bytes still unplayed after %u ms of draining; giving up\n",
+				s->card->name, s->id, dsp_tx_delay_bytes(s),
+				jiffies_to_msecs(now - start));
+			return -ETIMEDOUT;
+		}
+		if (time_after_eq(now, progress_at + timeout)) {
+			pr_warn("%s: stream %u: device completed nothing for %u ms while draining; giving up\n",
+				s->card->name, s->id, jiffies_to_msecs(timeout));
+			return -EIO;
+		}
+		until = time_before(deadline, progress_at + timeout) ? deadline : progress_at + timeout;
+		if (closing)
+			left = wait_event_killable_timeout(s->wait,
+				dsp_tx_drained(s, NULL) || dsp_card_gone(s->card), until - now);
+		else
+			left = wait_event_interruptible_timeout(s->wait,
+				dsp_tx_drained(s, NULL) || dsp_card_gone(s->card), until - now);
+		if (left < 0)
+			return closing ? -EINTR : -ERESTARTSYS;
+	}
+}
+
 /*
  * Output drain (SYNC, close, parameter change): send the partial fragment, make sure the
  * stream runs, wait until the device completed every message, then STOP and RELEASE.
- * Nothing is dropped and nothing padded. Gives up only if the device stops completing
- * messages for longer than dsp_stream_progress_timeout().
- * closing: the file is being closed; the wait ignores signals (a program killed by Ctrl-C
- * still gets its last buffer played) and an incomplete trailing frame is dropped. Otherwise
- * a signal ends the wait with -ERESTARTSYS, the data stays queued, and an incomplete frame
- * is kept for the next write.
+ * Nothing is dropped and nothing padded; the wait is bounded (dsp_stream_wait_played()).
+ * A mapped stream stops taking periods from the program's ring first: what the card has
+ * taken is played, nothing more.
+ * closing: the file is being closed; only a fatal signal ends the wait, and an incomplete
+ * trailing frame is dropped. Otherwise a signal ends the wait with -ERESTARTSYS, the data
+ * stays queued, and an incomplete frame is kept for the next write.
  */
 int dsp_stream_drain(struct dsp_stream *s, bool closing)
 {
-	u64 done, last_done;
 	int err;
 
 	if (s->direction != VIRTIO_SND_D_OUTPUT)
@@ -426,6 +515,7 @@ int dsp_stream_drain(struct dsp_stream *s, bool closing)
 	if (!s->ring.msgs)
 		return dsp_stream_release(s);
 
+	dsp_mmap_set_run(s, false, 0);
 	dsp_tx_flush_partial(s, !closing);
 	if (dsp_tx_has_queued(s)) {
 		err = dsp_stream_start(s);
@@ -433,34 +523,31 @@ int dsp_stream_drain(struct dsp_stream *s, bool closing)
 			goto release;
 	}
 
-	dsp_tx_drained(s, &last_done);
-	while (!dsp_tx_drained(s, &done)) {
-		unsigned long timeout = dsp_stream_progress_timeout(s);
-		long left;
-
-		if (dsp_card_gone(s->card))
-			return -ENODEV;
-		if (closing)
-			left = wait_event_idle_timeout(s->wait,
-				dsp_tx_drained(s, NULL) || dsp_card_gone(s->card), timeout);
-		else
-			left = wait_event_interruptible_timeout(s->wait,
-				dsp_tx_drained(s, NULL) || dsp_card_gone(s->card), timeout);
-		if (left < 0)
-			return -ERESTARTSYS;
-		if (left)
-			continue;
-		dsp_tx_drained(s, &done);
-		if (done == last_done) {
-			pr_warn("%s: stream %u: device completed nothing for %u ms while draining; giving up\n",
-				s->card->name, s->id, jiffies_to_msecs(timeout));
-			break;
-		}
-		last_done = done;
-	}
-	dsp_stream_linger(s, closing);
+	err = dsp_stream_wait_played(s, closing);
+	if (err == -ERESTARTSYS || err == -ENODEV)
+		return err;
+	if (!err)
+		dsp_stream_linger(s, closing);
 release:
 	return dsp_stream_release(s);
+}
+
+/*
+ * SETTRIGGER without PCM_ENABLE_OUTPUT on a mapped stream: the card takes no more of the
+ * ring; what it has taken (the bytes before the pointer) is played, then STOP. The pointer
+ * stays where it is, and SETTRIGGER with PCM_ENABLE_OUTPUT goes on from there.
+ */
+int dsp_stream_mmap_halt(struct dsp_stream *s, bool closing)
+{
+	int err;
+
+	dsp_mmap_set_run(s, false, 0);
+	if (s->state != DSP_ST_RUNNING)
+		return 0;
+	err = dsp_stream_wait_played(s, closing);
+	if (err == -ERESTARTSYS || err == -ENODEV)
+		return err;
+	return dsp_stream_stop(s);
 }
 
 /*
@@ -477,6 +564,7 @@ int dsp_stream_reset(struct dsp_stream *s)
 	err = dsp_stream_release(s);
 	dsp_ring_discard(s);
 	dsp_ring_reset_counters(s);
+	dsp_mmap_reset(s);
 	if (err)
 		return err;
 	if (!was_set_up || !s->hw_valid)

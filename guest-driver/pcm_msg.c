@@ -12,13 +12,20 @@
  * ones to the device under one lock. The data of a FILLING (tx) or DONE (rx) message
  * belongs to the file that owns the stream; it is copied to/from user space without the
  * spinlock. The ring array is only replaced while the device owns none of its messages.
+ *
+ * A mapped stream (OSS mmap) has no write()/read(): the messages are filled from, or emptied
+ * into, the program's ring (struct dsp_mmap) under the same lock, as the card takes and
+ * returns them (dsp_mmap_take_locked(), dsp_msg_complete()).
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
 #include <linux/kernel.h>
+#include <linux/math64.h>
+#include <linux/mm.h>
 #include <linux/scatterlist.h>
 #include <linux/slab.h>
 #include <linux/uaccess.h>
+#include <linux/vmalloc.h>
 
 #include "dsproxy_oss.h"
 
@@ -89,6 +96,52 @@ int dsp_ring_alloc(struct dsp_stream *s, unsigned int nmsgs, u32 period_bytes)
 	return 0;
 }
 
+/*
+ * Copies len bytes between buf and the mapped ring at mm->pos, wrapping at its end, and
+ * advances the position. The program may write the ring at any time (it is its DMA buffer):
+ * what is copied is what it held at this moment. ring_lock held.
+ */
+static void dsp_mmap_copy_locked(struct dsp_mmap *mm, u8 *buf, u32 len, bool into_ring)
+{
+	while (len) {
+		u32 n = min(len, mm->bytes - mm->pos);
+
+		if (into_ring)
+			memcpy(mm->buf + mm->pos, buf, n);
+		else
+			memcpy(buf, mm->buf + mm->pos, n);
+		buf += n;
+		len -= n;
+		mm->pos += n;
+		if (mm->pos >= mm->bytes)
+			mm->pos = 0;
+		mm->total += n;
+	}
+}
+
+/*
+ * tx, mapped and running: the card takes the program's next periods, so that it holds
+ * mm->lead of them (the pointer moves past each). ring_lock held.
+ */
+static void dsp_mmap_take_locked(struct dsp_stream *s)
+{
+	struct dsp_mmap *mm = &s->mmap;
+	struct dsp_ring *r = &s->ring;
+
+	while (r->nmsgs && r->queued + r->ready < mm->lead) {
+		struct dsp_pcm_msg *m = &r->msgs[r->fill];
+
+		if (m->state != DSP_MSG_FREE)
+			break;
+		dsp_mmap_copy_locked(mm, m->data, r->period_bytes, false);
+		m->length = r->period_bytes;
+		m->state = DSP_MSG_READY;
+		r->ready++;
+		r->pending_bytes += m->length;
+		r->fill = (r->fill + 1) % r->nmsgs;
+	}
+}
+
 /* hands READY tx / FREE rx messages to the device in ring order; ring_lock held */
 static bool dsp_ring_push_locked(struct dsp_stream *s)
 {
@@ -97,6 +150,8 @@ static bool dsp_ring_push_locked(struct dsp_stream *s)
 	bool tx = s->direction == VIRTIO_SND_D_OUTPUT;
 	bool added = false;
 
+	if (tx && s->mmap.run && !s->card->io_blocked)
+		dsp_mmap_take_locked(s);
 	while (r->nmsgs) {
 		struct dsp_pcm_msg *m = &r->msgs[r->next_sub];
 		struct scatterlist sg_hdr, sg_data, sg_status, *sgs[3];
@@ -124,6 +179,7 @@ static bool dsp_ring_push_locked(struct dsp_stream *s)
 		}
 		if (tx) {
 			r->ready--;
+			r->queued_bytes += m->length;
 		} else {
 			m->length = 0;
 			m->offset = 0;
@@ -395,7 +451,11 @@ u32 dsp_tx_free_bytes(struct dsp_stream *s)
 	return free;
 }
 
-/* tx: bytes written but not yet played, as far as the device has told us */
+/*
+ * tx: bytes written but not yet played (GETODELAY): what the driver holds, plus what the
+ * device holds — the messages it has not completed, or the latency it reported, whichever
+ * is more (the two count the same bytes on a device whose completion means "played").
+ */
 u32 dsp_tx_delay_bytes(struct dsp_stream *s)
 {
 	struct dsp_ring *r = &s->ring;
@@ -403,11 +463,11 @@ u32 dsp_tx_delay_bytes(struct dsp_stream *s)
 	u32 delay;
 
 	spin_lock_irqsave(s->ring_lock, flags);
-	delay = r->pending_bytes + s->carry_len;
+	delay = r->pending_bytes - r->queued_bytes + s->carry_len;
 	if (r->nmsgs && r->msgs[r->fill].state == DSP_MSG_FILLING)
 		delay += READ_ONCE(r->msgs[r->fill].length);
 	if (r->queued)
-		delay += r->latency_bytes;
+		delay += max(r->queued_bytes, r->latency_bytes);
 	spin_unlock_irqrestore(s->ring_lock, flags);
 	return delay;
 }
@@ -529,10 +589,26 @@ static void dsp_msg_complete(struct dsp_pcm_msg *m, u32 len, bool reclaimed)
 		r->latency_bytes = le32_to_cpu(m->status.latency_bytes);
 
 	if (s->direction == VIRTIO_SND_D_OUTPUT) {
+		r->queued_bytes -= m->length;
 		r->pending_bytes -= m->length;
 		r->bytes_done += m->length;
 		m->length = 0;
 		m->state = DSP_MSG_FREE;
+	} else if (s->mmap.buf) {
+		/* mapped capture: the bytes go into the program's ring, the message goes back */
+		bytes = reclaimed || len < sizeof(m->status) ? 0 : len - sizeof(m->status);
+		if (bytes > r->period_bytes) {
+			pr_err_ratelimited("%s: stream %u: device claims %u bytes in a %u-byte buffer\n",
+					   s->card->name, s->id, bytes, r->period_bytes);
+			bytes = r->period_bytes;
+		}
+		if (status != VIRTIO_SND_S_OK)
+			bytes = 0;
+		dsp_mmap_copy_locked(&s->mmap, m->data, bytes, true);
+		m->length = 0;
+		m->offset = 0;
+		m->state = DSP_MSG_FREE;
+		r->bytes_done += bytes;
 	} else {
 		/* the device wrote PCM bytes and then the status */
 		bytes = reclaimed || len < sizeof(m->status) ? 0 : len - sizeof(m->status);
@@ -604,4 +680,142 @@ void dsp_pcm_msg_flush(struct dsp_card *card)
 			dsp_msg_complete(m, 0, true);
 		spin_unlock_irqrestore(&queues[i]->lock, flags);
 	}
+}
+
+/* ---- OSS mmap ------------------------------------------------------------------------- */
+
+/*
+ * read()/write() (and capture started without a mapping) claim the stream for themselves:
+ * false if it is mapped. mmap() claims it under the same lock (dsp_mmap_alloc()), so exactly
+ * one of the two ways wins.
+ */
+bool dsp_stream_use_rw(struct dsp_stream *s)
+{
+	unsigned long flags;
+	bool ok;
+
+	spin_lock_irqsave(s->ring_lock, flags);
+	ok = !s->mmap.buf;
+	if (ok)
+		s->rw_used = true;
+	spin_unlock_irqrestore(s->ring_lock, flags);
+	return ok;
+}
+
+/*
+ * Allocates the ring a program maps: frag x nfrags bytes (page-rounded), filled with the
+ * format's silence. Called by mmap() without the owner lock (see dsp_mmap()); 0 if the
+ * stream is (now) mapped, -EBUSY if read()/write() claimed it first.
+ */
+int dsp_mmap_alloc(struct dsp_stream *s, u32 frag, u32 nfrags, const struct dsp_format *fmt)
+{
+	u32 bytes = frag * nfrags;
+	unsigned long flags;
+	u8 *buf;
+
+	if (!frag || !nfrags || bytes / nfrags != frag)
+		return -EINVAL;
+	/* vmalloc_user: zeroed, page-aligned, and remap_vmalloc_range() may map it */
+	buf = vmalloc_user(PAGE_ALIGN(bytes));
+	if (!buf)
+		return -ENOMEM;
+	dsp_format_fill_silence(fmt, buf, PAGE_ALIGN(bytes));
+	spin_lock_irqsave(s->ring_lock, flags);
+	if (s->mmap.buf || s->rw_used) {
+		int err = s->mmap.buf ? 0 : -EBUSY;
+
+		spin_unlock_irqrestore(s->ring_lock, flags);
+		vfree(buf);
+		return err;
+	}
+	s->mmap.bytes = bytes;
+	s->mmap.frag = frag;
+	s->mmap.pos = 0;
+	s->mmap.total = 0;
+	s->mmap.blocks_reported = 0;
+	s->mmap.run = false;
+	/* last, with release order: whoever sees buf without the lock sees bytes and frag */
+	smp_store_release(&s->mmap.buf, buf);
+	spin_unlock_irqrestore(s->ring_lock, flags);
+	return 0;
+}
+
+/*
+ * At release(): every mapping of the ring is gone (each holds a reference to the file) and
+ * the device holds no message of the stream.
+ */
+void dsp_mmap_free(struct dsp_stream *s)
+{
+	unsigned long flags;
+	u8 *buf;
+
+	spin_lock_irqsave(s->ring_lock, flags);
+	buf = s->mmap.buf;
+	memset(&s->mmap, 0, sizeof(s->mmap));
+	s->rw_used = false;
+	spin_unlock_irqrestore(s->ring_lock, flags);
+	vfree(buf);
+}
+
+/*
+ * tx: start (run) or stop taking periods from the ring as the card completes them. Starting
+ * takes the first lead periods and hands them to the device (before START, so the card has
+ * them when its clock starts).
+ */
+void dsp_mmap_set_run(struct dsp_stream *s, bool run, unsigned int lead)
+{
+	unsigned long flags;
+
+	spin_lock_irqsave(s->ring_lock, flags);
+	s->mmap.run = run && s->mmap.buf;
+	if (lead)
+		s->mmap.lead = lead;
+	spin_unlock_irqrestore(s->ring_lock, flags);
+	if (run)
+		dsp_ring_push(s);
+}
+
+/* RESET: the pointer goes back to the ring's start */
+void dsp_mmap_reset(struct dsp_stream *s)
+{
+	unsigned long flags;
+
+	spin_lock_irqsave(s->ring_lock, flags);
+	s->mmap.run = false;
+	s->mmap.pos = 0;
+	s->mmap.total = 0;
+	s->mmap.blocks_reported = 0;
+	spin_unlock_irqrestore(s->ring_lock, flags);
+}
+
+/*
+ * GETOPTR/GETIPTR of a mapped stream: bytes the card has taken (tx) or filled (rx), the
+ * fragments the pointer crossed since the last call (reset on read, as OSS specifies), and
+ * the pointer's offset in the ring.
+ */
+void dsp_mmap_pointer(struct dsp_stream *s, u64 *bytes, u32 *blocks, u32 *ptr)
+{
+	struct dsp_mmap *mm = &s->mmap;
+	unsigned long flags;
+	u64 frags;
+
+	spin_lock_irqsave(s->ring_lock, flags);
+	*bytes = mm->total;
+	*ptr = mm->pos;
+	frags = mm->frag ? div_u64(mm->total, mm->frag) : 0;
+	*blocks = (u32)min_t(u64, frags - mm->blocks_reported, U32_MAX);
+	mm->blocks_reported = frags;
+	spin_unlock_irqrestore(s->ring_lock, flags);
+}
+
+/* poll() of a mapped stream: the pointer crossed a fragment since the last GETxPTR */
+bool dsp_mmap_moved(struct dsp_stream *s)
+{
+	unsigned long flags;
+	bool moved;
+
+	spin_lock_irqsave(s->ring_lock, flags);
+	moved = s->mmap.frag && div_u64(s->mmap.total, s->mmap.frag) != s->mmap.blocks_reported;
+	spin_unlock_irqrestore(s->ring_lock, flags);
+	return moved;
 }

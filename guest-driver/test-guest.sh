@@ -11,7 +11,7 @@
 # control elements:
 #   vhost-api  oss-api-test -i again (now the mixer runs on the device's control elements)
 #
-# Usage: guest-driver/test-guest.sh [FLAVOR...]        (default: 6.1 6.12)
+# Usage: guest-driver/test-guest.sh [FLAVOR...]        (default: 6.1 6.12; also 5.10, 6.1-686)
 # Exit 0 if every test passed. Logs: build/guest-driver/test/.
 set -euo pipefail
 
@@ -28,9 +28,15 @@ fail() { echo "test-guest: FAIL $*"; failed=1; }
 
 "$repo_root/scripts/build-guest-driver.sh" "${flavors[@]}"
 make -s -C "$repo_root/images/progs" OUT="$build_dir/progs"
-api_test="$build_dir/guest-driver/progs/oss-api-test"
-mkdir -p "$(dirname "$api_test")"
-gcc -O2 -Wall -Wextra -Werror -static -s -o "$api_test" "$repo_root/guest-driver/tests/oss-api-test.c"
+# shellcheck source=scripts/flavors.sh
+. "$repo_root/scripts/flavors.sh"
+# the in-guest API test, x86-64 and i386 (the 32-bit guest runs only the latter; the name in
+# the guest is oss-api-test either way)
+api_dir="$build_dir/guest-driver/progs"
+mkdir -p "$api_dir/amd64" "$api_dir/i386"
+gcc -O2 -Wall -Wextra -Werror -static -s -o "$api_dir/amd64/oss-api-test" "$repo_root/guest-driver/tests/oss-api-test.c"
+gcc -m32 -O2 -Wall -Wextra -Werror -static -s -o "$api_dir/i386/oss-api-test" "$repo_root/guest-driver/tests/oss-api-test.c"
+api_test_for() { echo "$api_dir/$(flavor_arch "$1")/oss-api-test"; }
 
 run_guest() { # FLAVOR NAME [guest-run args...]
   local flavor="$1" name="$2"
@@ -92,7 +98,7 @@ vhost_api_test() { # FLAVOR
   dev=$!
   for _ in $(seq 50); do [ -S "$dir/vhost.sock" ] && break; sleep 0.1; done
   run_guest "$flavor" vhost-api --snd vhost-user "$dir/vhost.sock" --controls on \
-    --prog "$api_test" --append "dsproxy.dmesg=1" --run "oss-api-test -i" || rc=$?
+    --prog "$(api_test_for "$flavor")" --append "dsproxy.dmesg=1" --run "oss-api-test -i" || rc=$?
   kill -INT "$dev" 2>/dev/null || true
   wait "$dev" 2>/dev/null || true
   if [ "$rc" -eq 0 ] && grep -q "mixer: .* control elements" "$out/$flavor-vhost-api.log"; then
@@ -103,7 +109,7 @@ vhost_api_test() { # FLAVOR
 }
 
 for flavor in "${flavors[@]}"; do
-  if run_guest "$flavor" api --snd none --prog "$api_test" --append "dsproxy.wait_ms=5000" \
+  if run_guest "$flavor" api --snd none --prog "$(api_test_for "$flavor")" --append "dsproxy.wait_ms=5000" \
       --run "oss-api-test -i" -- -audiodev none,id=n0 -device virtio-sound-pci,audiodev=n0; then
     pass "$flavor api: $(grep -ac 'OSS-API: ok' "$out/$flavor-api.log") checks"
   else

@@ -2,7 +2,8 @@
 /*
  * virtio-snd control elements (virtio 1.3, section 5.14.6.10), VIRTIO_SND_F_CTLS.
  *
- * The 6.1 <linux/virtio_snd.h> predates control elements; 6.9+ has them. Everything here
+ * The 6.1 <linux/virtio_snd.h> predates control elements (5.10 has no virtio_snd.h at all);
+ * 6.9+ has them. Everything here
  * carries the DSP_SND_ prefix instead of VIRTIO_SND_ so the same source builds against
  * both without #ifdef games on enum constants (which the preprocessor cannot see).
  * The layouts are checked against the spec's sizes with static_assert below.
@@ -13,7 +14,8 @@
 #include <linux/build_bug.h>
 #include <linux/stddef.h>
 #include <linux/types.h>
-#include <linux/virtio_snd.h>
+
+#include "virtio_snd_spec.h"
 
 /* feature bit: the device has control elements and config.controls is valid */
 #define DSP_SND_F_CTLS 0
@@ -88,9 +90,11 @@ struct dsp_snd_ctl_info {
 	__le32 index;
 	__u8 name[44];
 	/*
-	 * The union holds 64-bit members, so it is 8-byte aligned: there are 4 bytes of
-	 * implicit padding after name (offset 68 -> 72), exactly as in the spec's C layout.
+	 * The spec's C layout puts the union, which holds 64-bit members, at offset 72: 4 bytes
+	 * of padding after name (68 -> 72). x86-64 pads implicitly (8-byte alignment of u64),
+	 * i386 would not (u64 is 4-byte aligned in its structs), so the padding is explicit.
 	 */
+	__u8 padding[4];
 	union {
 		struct {
 			__le32 min;

@@ -5,12 +5,15 @@
 #
 # Usage: images/build-initramfs.sh FLAVOR OUT [--module PATH.ko]... [--prog PATH]...
 #                   [--file SRC=/DEST]... [--host-prog /PATH]... [--host-lib /PATH]...
-#   FLAVOR      6.1 or 6.12 (a kernel unpacked by scripts/fetch-kernels.sh; fetched if missing)
+#   FLAVOR      6.1, 6.12, 5.10 or 6.1-686 (scripts/flavors.sh: a kernel unpacked by
+#               scripts/fetch-kernels.sh; fetched if missing). The 32-bit 6.1-686 gets an i386
+#               userspace: busybox-static:i386 (fetched with the kernel) and the i386 builds
+#               of images/progs (build/progs/guest32/)
 #   OUT         where to write the cpio.gz
 #   --module    an out-of-tree module for dsproxy.driver=ours (vermagic must match the kernel)
 #   --prog      an extra program, installed as /bin/<basename> (must be static)
 #   --file      an extra file, installed at /DEST
-#   --host-prog a dynamically linked program of this (Debian bookworm) host, e.g. /usr/bin/sox,
+#   --host-prog a dynamically linked program of this (Debian bookworm, x86-64) host, e.g. /usr/bin/sox,
 #               installed at the same path with the shared libraries and ELF interpreter ldd
 #               resolves for it, each at the path ldd names
 #   --host-lib  a shared object a program loads at run time (a plugin, e.g.
@@ -26,11 +29,14 @@ progs_out="$build_dir/progs"
 
 die() { echo "build-initramfs: error: $*" >&2; exit 1; }
 log() { echo "build-initramfs: $*" >&2; }
-usage() { sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,24p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+# shellcheck source=scripts/flavors.sh
+. "$repo_root/scripts/flavors.sh"
 
 [ $# -ge 2 ] || usage
 flavor="$1"; out="$2"; shift 2
-case "$flavor" in 6.1|6.12) ;; *) die "unknown flavor '$flavor' (6.1, 6.12)";; esac
+flavor_known "$flavor" || die "unknown flavor '$flavor' ($DSPROXY_FLAVORS_TEXT)"
+guest_arch="$(flavor_arch "$flavor")"
 
 modules=(); progs=(); files=(); host_progs=(); host_libs=()
 while [ $# -gt 0 ]; do
@@ -48,15 +54,25 @@ done
 for tool in cpio gzip xz depmod modinfo make gcc sha256sum flock; do
   command -v "$tool" >/dev/null 2>&1 || die "$tool not found (run scripts/setup-host.sh)"
 done
-busybox_bin=/bin/busybox
-[ -x "$busybox_bin" ] || die "$busybox_bin not found (apt-get install busybox-static)"
-"$busybox_bin" --list-full >/dev/null 2>&1 || die "$busybox_bin is not a multi-call busybox"
-
 kdir="$build_dir/kernels/$flavor"
 if [ ! -f "$kdir/.done" ]; then
   log "kernel $flavor not unpacked yet: running scripts/fetch-kernels.sh $flavor"
   "$repo_root/scripts/fetch-kernels.sh" "$flavor"
 fi
+# The guest's userspace is of the kernel's architecture: the host's busybox and the x86-64
+# builds of the test programs for amd64 kernels, the flavor's own busybox-static:i386 and the
+# gcc -m32 builds for the 32-bit one (this host runs it too: its applet list is read here).
+if [ "$guest_arch" = amd64 ]; then
+  busybox_bin=/bin/busybox
+  progs_dir="$progs_out/guest"
+else
+  busybox_bin="$kdir/busybox"
+  progs_dir="$progs_out/guest32"
+  [ ${#host_progs[@]} -eq 0 ] && [ ${#host_libs[@]} -eq 0 ] ||
+    die "--host-prog/--host-lib copy this host's x86-64 programs; the $flavor guest runs i386 ones"
+fi
+[ -x "$busybox_bin" ] || die "$busybox_bin not found (apt-get install busybox-static; for $flavor: scripts/fetch-kernels.sh $flavor)"
+"$busybox_bin" --list-full >/dev/null 2>&1 || die "$busybox_bin is not a multi-call busybox"
 kver="$(cat "$kdir/KVER")"
 kroot="$kdir/root"
 moddir="$kroot/lib/modules/$kver"
@@ -135,8 +151,8 @@ done
 
 ours_list=(); ours_missing=(); ours_extra=()
 # Our module is a virtio driver: the virtio PCI transport must be there too. 6.12 builds it
-# in; 6.1 ships it as a module (virtio_pci + virtio_pci_{modern,legacy}_dev), which nothing
-# would load otherwise: no module lists it as a dependency.
+# in; 6.1, 6.1-686 and 5.10 ship it as a module (virtio_pci + virtio_pci_{modern,legacy}_dev
+# on 6.1), which nothing would load otherwise: no module lists it as a dependency.
 if [ ${#modules[@]} -gt 0 ] && p="$(mod_path virtio_pci)" && [ -n "$p" ]; then
   add_with_deps ours_list seen_ours "$p"
 fi
@@ -239,7 +255,7 @@ fi
 # ---- content hash -------------------------------------------------------------------------
 manifest="$(
   echo "format 1"
-  echo "flavor $flavor kver $kver"
+  echo "flavor $flavor kver $kver arch $guest_arch"
   sha256sum "${BASH_SOURCE[0]}" "$repo_root/images/init.sh" "$busybox_bin" | awk '{print $1}'
   for p in "${stock_list[@]}"; do echo "stock $p $(sha256sum <"$moddir/$p" | cut -c1-64)"; done
   echo "stock-missing ${stock_missing[*]}"
@@ -249,7 +265,7 @@ manifest="$(
   done
   for p in "${ours_list[@]}"; do echo "ours-dep $p $(sha256sum <"$moddir/$p" | cut -c1-64)"; done
   for ko in "${ours_extra[@]}"; do echo "ours $(basename "$ko") $(sha256sum <"$ko" | cut -c1-64)"; done
-  for p in "$progs_out"/guest/* "${progs[@]}"; do
+  for p in "$progs_dir"/* "${progs[@]}"; do
     [ -f "$p" ] || { echo "missing-prog $p"; continue; }
     echo "prog $(basename "$p") $(sha256sum <"$p" | cut -c1-64)"
   done
@@ -311,7 +327,7 @@ else
   done
   if [ ${#ours_extra[@]} -eq 0 ]; then echo "(no --module given)" >"$stage/etc/dsproxy/missing.ours"; fi
 
-  for p in "$progs_out"/guest/* "${progs[@]}"; do
+  for p in "$progs_dir"/* "${progs[@]}"; do
     install -m 0755 "$p" "$stage/bin/$(basename "$p")"
   done
   for f in "${files[@]}"; do

@@ -2,23 +2,32 @@
 # Builds the guest kernel module guest-driver/dsproxy_oss.ko against a Debian guest kernel's
 # headers (unpacked by scripts/fetch-kernels.sh) into build/guest-driver/<flavor>/dsproxy_oss.ko.
 #
-# Usage: scripts/build-guest-driver.sh FLAVOR [FLAVOR...]     (FLAVOR: 6.1 | 6.12)
+# Usage: scripts/build-guest-driver.sh FLAVOR [FLAVOR...]   (FLAVOR: see scripts/flavors.sh:
+#                                                             6.1 6.12 5.10 6.1-686)
 #
-# The sources are copied into build/guest-driver/<flavor>/obj so the two flavors can build at
-# the same time and guest-driver/ stays free of build products. The build uses W=1 (and
-# sparse, C=1, if installed) and fails on any warning from our sources. gcc-12 (the compiler Debian built both kernels
-# with) and pahole come from scripts/setup-host.sh.
+# The sources are copied into build/guest-driver/<flavor>/obj so flavors can build at the same
+# time and guest-driver/ stays free of build products. The build uses W=1 (and sparse, C=1, if
+# installed) and fails on any warning: from our sources, from modpost (e.g. an undefined
+# symbol such as a 64-bit division helper on 32-bit), or from the compiler anywhere. gcc-12
+# (the compiler Debian built bookworm's kernels with; bullseye's 5.10 was built with gcc-10,
+# which bookworm does not have — gcc-12 builds for it without a warning) and pahole come from
+# scripts/setup-host.sh. The 32-bit 6.1-686 flavor builds with the same amd64 gcc-12 and
+# ARCH=x86: the kernel's configuration (CONFIG_X86_32) makes its Makefiles pass -m32 and link
+# with -m elf_i386. Each build's log is build/guest-driver/<flavor>/build.log, and
+# build/guest-driver/<flavor>/warnings the number of warning lines in it (0).
 # DSPROXY_BUILD_DIR overrides the output root (default: <repo>/build).
 set -euo pipefail
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build_dir="${DSPROXY_BUILD_DIR:-$repo_root/build}"
 src_dir="$repo_root/guest-driver"
+# shellcheck source=scripts/flavors.sh
+. "$repo_root/scripts/flavors.sh"
 
 log() { echo "build-guest-driver: $*" >&2; }
 die() { echo "build-guest-driver: error: $*" >&2; exit 1; }
 
-[ $# -ge 1 ] || die "usage: $0 FLAVOR [FLAVOR...]   (FLAVOR: 6.1 | 6.12)"
+[ $# -ge 1 ] || die "usage: $0 FLAVOR [FLAVOR...]   (FLAVOR: $DSPROXY_FLAVORS_TEXT)"
 
 for tool in make gcc-12 pahole; do
   command -v "$tool" >/dev/null 2>&1 || die "$tool not found (run scripts/setup-host.sh)"
@@ -26,10 +35,7 @@ done
 
 build_flavor() {
   local flavor="$1"
-  case "$flavor" in
-    6.1|6.12) ;;
-    *) die "unknown flavor '$flavor' (known: 6.1 6.12)" ;;
-  esac
+  flavor_known "$flavor" || die "unknown flavor '$flavor' (known: $DSPROXY_FLAVORS_TEXT)"
   local kdir="$build_dir/kernels/$flavor"
   if [ ! -f "$kdir/.done" ]; then
     log "$flavor: kernel headers not unpacked yet; running scripts/fetch-kernels.sh $flavor"
@@ -60,14 +66,23 @@ build_flavor() {
   else
     log "$flavor: sparse not installed, skipping the static check"
   fi
-  log "$flavor: building against $kver"
+  # ARCH: x86 covers both widths (the configuration decides); without it kbuild derives
+  # x86_64 from this host's uname, which is only right for the amd64 flavors.
+  log "$flavor: building against $kver ($(flavor_arch "$flavor"))"
   local logf="$out/build.log"
-  if ! make -C "$headers" M="$obj" CC=gcc-12 HOSTCC=gcc-12 W=1 "${check[@]}" modules >"$logf" 2>&1; then
+  rm -f "$out/warnings"
+  if ! make -C "$headers" M="$obj" ARCH=x86 CC=gcc-12 HOSTCC=gcc-12 W=1 "${check[@]}" modules >"$logf" 2>&1; then
     cat "$logf" >&2
     die "$flavor: build failed (log: $logf)"
   fi
-  if grep -E "(warning|error):" "$logf" | grep -F "$obj/" >&2; then
-    die "$flavor: compiler or sparse warnings in guest-driver sources (log: $logf)"
+  # Any warning fails the build: the compiler's (ours or in a kernel header we include),
+  # sparse's, and modpost's ("WARNING: modpost: ... undefined!").
+  local warnings
+  warnings="$(grep -ciE "(^|[^a-z])warning[: ]" "$logf" || true)"
+  echo "$warnings" >"$out/warnings"
+  if [ "$warnings" -ne 0 ]; then
+    grep -iE "(^|[^a-z])warning[: ]" "$logf" >&2
+    die "$flavor: $warnings warning line(s) in the build (log: $logf)"
   fi
   # rename: a reader of dsproxy_oss.ko never sees a half-copied file
   cp "$obj/dsproxy_oss.ko" "$out/.dsproxy_oss.ko.tmp"

@@ -4,7 +4,8 @@
 # status, read from the guest's "DSPROXY-GUEST: exit=N" console marker.
 #
 # Usage: scripts/guest-run.sh [options] [-- EXTRA QEMU ARGS...]
-#   --flavor 6.1|6.12          guest kernel (default 6.12)
+#   --flavor F                 guest kernel: 6.1, 6.12 (default), 5.10, 6.1-686 (32-bit; booted
+#                              by qemu-system-x86_64 like the others, an x86-64 CPU runs it)
 #   --initramfs PATH           image to boot; default: build one (build/images/) with the
 #                              --module/--prog/--file options below
 #   --module PATH.ko           (default image only) our module, for --driver ours
@@ -56,7 +57,9 @@ EXIT_QEMU=126
 
 log() { echo "guest-run: $*" >&2; }
 die() { echo "guest-run: error: $*" >&2; exit 2; }
-usage() { sed -n '2,47p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,48p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+# shellcheck source=scripts/flavors.sh
+. "$repo_root/scripts/flavors.sh"
 
 flavor=6.12
 initramfs=""
@@ -121,7 +124,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-case "$flavor" in 6.1|6.12) ;; *) die "--flavor: '$flavor' (6.1, 6.12)" ;; esac
+flavor_known "$flavor" || die "--flavor: '$flavor' ($DSPROXY_FLAVORS_TEXT)"
 case "$controls" in on|off) ;; *) die "--controls: on or off" ;; esac
 case "$accel" in auto|tcg|kvm) ;; *) die "--accel: auto, tcg or kvm" ;; esac
 case "$machine" in q35|pc) ;; *) die "--machine: q35 or pc" ;; esac

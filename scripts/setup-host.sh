@@ -18,6 +18,9 @@ fi
 for p in pkg-config libasound2-dev build-essential gcc-12 dwarves busybox-static cpio xz-utils zstd kmod curl ca-certificates; do
   have "$p" || need_pkgs+=("$p")
 done
+# gcc-multilib: the 32-bit (i386) static guest programs, for the 6.1-686 guest and for the
+# 32-bit-program-on-64-bit-kernel checks (images/progs, gcc -m32 -static).
+have gcc-multilib || need_pkgs+=(gcc-multilib)
 # Real OSS programs for the end-to-end suite's "apps" boot: images/build-initramfs.sh
 # --host-prog copies them (with their libraries and OSS plugins) into the guest, and the host
 # copies make the inputs (sox, lame, oggenc) and the expected PCM (mpg123 -s, oggdec).

@@ -71,7 +71,7 @@ int main(int argc, char **argv)
 			}
 			break;
 		case 'b':
-			if (parse_ulong(optarg, 1ul << 40, &bytes)) {
+			if (parse_ulong(optarg, ~0ul >> 1, &bytes) /* fits 32-bit builds */) {
 				fprintf(stderr, "dsp-record: bad --bytes '%s'\n", optarg);
 				return EXIT_USAGE;
 			}

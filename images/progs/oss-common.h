@@ -71,6 +71,24 @@ static inline const struct oss_format *oss_format_by_afmt(int afmt)
 	return NULL;
 }
 
+/* The symbolic name of the errno values an OSS driver returns (the tests match on them). */
+static inline const char *errno_name(int e)
+{
+	switch (e) {
+	case EAGAIN: return "EAGAIN";
+	case EBADF: return "EBADF";
+	case EBUSY: return "EBUSY";
+	case EINVAL: return "EINVAL";
+	case EIO: return "EIO";
+	case ENODEV: return "ENODEV";
+	case ENXIO: return "ENXIO";
+	case EACCES: return "EACCES";
+	case EPERM: return "EPERM";
+	case EINTR: return "EINTR";
+	default: return "E?";
+	}
+}
+
 /* Parses an unsigned number (decimal, or 0x hex); returns 0 on success. */
 static inline int parse_ulong(const char *s, unsigned long max, unsigned long *out)
 {

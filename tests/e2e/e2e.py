@@ -6,15 +6,20 @@ Run it through tests/e2e/run.sh (the last step of scripts/test.sh). Combinations
     6.1-ours     Debian bookworm 6.1 + our dsproxy_oss.ko (6.1 has no virtio_snd at all)
     6.12-ours    bookworm-backports 6.12 + dsproxy_oss.ko
     6.12-stock   6.12 + the stock virtio_snd + snd-pcm-oss + snd-mixer-oss
-Each combination boots its guest five times, each time with a fresh dsproxy-device (new
-sockets) and fresh readers:
+    5.10-ours    Debian 11 bullseye 5.10 + dsproxy_oss.ko (play and record boots only)
+    6.1-686-ours bookworm's 32-bit 6.1 (i386 kernel and userspace) + dsproxy_oss.ko (play and
+                 record boots only)
+Each combination boots its guest once per boot kind (five for the first three), each time with
+a fresh dsproxy-device (new sockets) and fresh readers:
     play       several programs in sequence (the reader starts a new segment file per format):
                U8/8000/mono, S16/44100/stereo, S16/48000/stereo bit-exact in WAV and raw files,
                the -e log, an O_NONBLOCK writer polling GETOSPACE/GETODELAY, 5 s of audio taking
                5 s, /dev/mixer writes reaching the reader and a host-side change
-               (dsproxy-host-reader -x --mixer vol=70) read back in the guest
+               (dsproxy-host-reader -x --mixer vol=70) read back in the guest, and a
+               Quake-style program playing through the mmap()ed DMA ring (tests/e2e/legacy.py)
     nopacing   the same 5 s with dsproxy-host-reader -d: much faster, still bit-exact
-    record     the guest records what the reader injects (--inject), bit-exact
+    record     the guest records what the reader injects (--inject), bit-exact, with read()
+               and through the mmap()ed capture ring
     kill       QEMU is SIGKILLed mid-stream: the reader's files hold everything received, with a
                valid header, while the reader keeps running and after it stops
     apps       real OSS programs of Debian bookworm, copied from the host into their own image
@@ -30,6 +35,9 @@ sockets) and fresh readers:
                and leave --report/--junit/--plot; a reader expecting a golden with one sample
                changed must say MISMATCH at that sample (exit 3, after SIGINT); --duration 0.5
                must end by itself with exactly 0.5 s
+    classic    (6.12-ours) /dev/audio, /dev/dsp1, open modes, full duplex, GETBLKSIZE/NONBLOCK/
+               POST/GETTRIGGER/GETODELAY agreeing, 32-bit programs on the 64-bit kernel
+               (tests/e2e/legacy.py)
 and once, at the end:
     docs       docs/ci.md's job as written (beep.c and ci/sound-test.sh taken out of the page):
                exit 0 and all four artifacts; --check of its capture against a golden with one
@@ -69,6 +77,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import emulated  # noqa: E402
+import legacy  # noqa: E402
 import tap as tapmod  # noqa: E402
 import wavfile  # noqa: E402
 
@@ -83,13 +92,24 @@ HOST_RECORD = os.path.join(BUILD, "progs", "host", "dsp-record")
 
 COMBOS = {
     "6.1-ours": {"flavor": "6.1", "driver": "ours"},
-    "6.12-ours": {"flavor": "6.12", "driver": "ours"},
+    "6.12-ours": {"flavor": "6.12", "driver": "ours",
+                  "boots": ["play", "nopacing", "record", "kill", "apps", "classic", "ci"]},
     "6.12-stock": {"flavor": "6.12", "driver": "stock"},
+    # Legacy guests (issue 10): the bit-exact, pacing, mixer and mmap checks of the play boot
+    # and the record boot's captures; the other boots would add minutes and test nothing
+    # kernel-specific.
+    "5.10-ours": {"flavor": "5.10", "driver": "ours", "boots": ["play", "record"]},
+    "6.1-686-ours": {"flavor": "6.1-686", "driver": "ours", "boots": ["play", "record"]},
 }
-BOOTS = ["play", "nopacing", "record", "kill", "apps", "qemulines", "ci", "docs", "demo"]
+BOOTS = ["play", "nopacing", "record", "kill", "apps", "qemulines", "classic", "ci", "docs", "demo"]
 ONCE_BOOTS = ("docs", "demo")  # once, not per combination
 # qemulines runs on the stock path only: it is about what Linux's virtio_snd does with a QEMU
 # line that lacks controls=on (our module reads the real control count and copes).
+DEFAULT_COMBO_BOOTS = ["play", "nopacing", "record", "kill", "apps", "qemulines", "ci"]
+
+
+def combo_boots(combo):
+    return COMBOS[combo].get("boots", DEFAULT_COMBO_BOOTS)
 
 # Timing tolerances. The guest measures with its own monotonic clock (dsp-play's elapsed_ms:
 # first write to close() returning), which under TCG still follows the host's clock.
@@ -104,10 +124,12 @@ class Results:
         self.passed = 0
         self.failed = 0
         self.failures = []
+        self.lines = []  # every PASS/FAIL line (the per-kernel table reads them)
 
     def check(self, name, ok, detail=""):
         line = f"{'PASS' if ok else 'FAIL'} {name}" + (f": {detail}" if detail else "")
         print(line, flush=True)
+        self.lines.append(line)
         if ok:
             self.passed += 1
         else:
@@ -332,7 +354,7 @@ def nopacing_step(driver):
 
 
 RECORD_RATE, RECORD_CHANNELS, RECORD_BYTES = 48000, 2, 192000  # 1 s of S16 stereo
-INJECT_MS = 2000
+INJECT_MS = 3000  # dsp-record takes the first second, dsp-mmap --record one more
 KILL_PLAY = {"rate": 48000, "channels": 2, "ms": 30000}
 KILL_AFTER_BYTES = 48000 * 4 * 3 // 2  # kill once 1.5 s of audio reached the tap
 
@@ -680,6 +702,7 @@ def run_play(combo, image, image_err):
             names.append(f"{s.name}: O_NONBLOCK writer polled GETOSPACE/GETODELAY")
         if s.timing == "paced":
             names.append(f"{s.name}: 5 s of audio takes 5 s (+-{PACING_TOLERANCE:.0%})")
+    names += legacy.mmap_play_names(c["driver"])
     names += ["mixer: guest /dev/mixer writes reach the reader (-e SOUND_MIXER_WRITE_*)",
               "mixer: a control set on the host is read back in the guest",
               "shutdown: device and readers exit 0 on SIGINT"]
@@ -722,7 +745,6 @@ def run_play(combo, image, image_err):
         host_set["raw"] = raw
         host_set["t"] = time.monotonic()
 
-    script_steps = [(s.name, s.args()) for s in steps] + [("mixer", mixer_args())]
     boot = Boot(combo, "play")
     boot.run(image, c["driver"], c["flavor"], "play",
              {"wav": ["-x", "-e", "-f", "out.wav"], "raw": ["-x", "-f", "out.pcm"]},
@@ -835,6 +857,9 @@ def run_play(combo, image, image_err):
                 ck.check(name, abs(ratio - 1) <= PACING_TOLERANCE,
                          f"{audio:.0f} ms of audio took {float(el):.0f} ms in the guest ({ratio:.3f}x)")
                 TIMINGS[f"{combo} paced"] = f"{audio:.0f} ms audio -> {float(el):.0f} ms ({ratio:.3f}x)"
+
+    # OSS mmap, the way Quake plays (tests/e2e/legacy.py)
+    used_seg = legacy.check_mmap_play(ck, boot, combo, c["driver"], wav_segs, seg_info, used_seg)
 
     # Mixer: guest writes -> reader's -e log; host write -> guest rereads.
     lines, rc = boot.step_output("mixer")
@@ -1013,7 +1038,7 @@ def write_wav(path, data, rate, channels, bits):
 def run_record(combo, image, image_err):
     c = COMBOS[combo]
     name_ok = "dsp-record reads the injected audio bit-exact"
-    ck = Checks(f"{combo} record", [name_ok])
+    ck = Checks(f"{combo} record", [name_ok, legacy.MMAP_RECORD_NAME])
     why = boot_unavailable(combo, "record", image_err)
     if why:
         ck.fail_rest(why)
@@ -1050,6 +1075,7 @@ def run_record(combo, image, image_err):
             if at > 0:
                 detail += f" (the guest's first bytes are injected bytes from offset {at})"
     ck.check(name_ok, ok, detail)
+    legacy.check_mmap_record(ck, boot, inject)
     return boot
 
 
@@ -1752,6 +1778,7 @@ def main():
 
     wall = {}
     per_combo = [b for b in boots if b not in ONCE_BOOTS]
+    legacy.bind(sys.modules[__name__])
     apps_prep_err = None
     if "apps" in per_combo and combos:
         t_prep = time.monotonic()
@@ -1760,12 +1787,15 @@ def main():
              f"({time.monotonic() - t_prep:.1f} s)")
     for combo in combos if per_combo else []:
         drv = COMBOS[combo]["driver"]
+        kinds = [k for k in per_combo if k in combo_boots(combo)]
         scripts = {
-            "play": guest_script([(s.name, s.args()) for s in play_steps(drv)] + [("mixer", mixer_args())]),
+            "play": guest_script([(s.name, s.args()) for s in play_steps(drv)] + [legacy.mmap_play_step()]
+                                 + [("mixer", mixer_args())]),
             "nopacing": guest_script([(nopacing_step(drv).name, nopacing_step(drv).args())]),
             "record": guest_script([("record", ["dsp-record", "-r", str(RECORD_RATE), "-f", "s16", "-c",
                                                 str(RECORD_CHANNELS), "--bytes", str(RECORD_BYTES),
-                                                "--hex", "32", "--skip-silence"])]),
+                                                "--hex", "32", "--skip-silence"]),
+                                    legacy.mmap_record_step()]),
             "ci": ci_script(drv),
             "kill": guest_script([("kill-play", ["dsp-play", "-r", str(KILL_PLAY["rate"]), "-f", "s16",
                                                  "-c", str(KILL_PLAY["channels"]), "--ms",
@@ -1773,11 +1803,11 @@ def main():
             "qemulines": qemulines_script(),
         }
         image, image_err = None, None
-        if any(k != "apps" for k in per_combo):
+        if any(k not in ("apps", "classic") for k in kinds):
             image, image_err = build_image(combo, scripts)
             if image_err:
                 note(f"{combo}: no guest image: {image_err}")
-        for kind in per_combo:
+        for kind in kinds:
             if kind == "qemulines" and drv != "stock":
                 continue
             tb = time.monotonic()
@@ -1794,6 +1824,13 @@ def main():
                         if a_err:
                             note(f"{combo}: no apps image: {a_err}")
                     run_apps(combo, a_image, a_err)
+                elif kind == "classic":
+                    # Its own image: the 32-bit programs ride along as dsp-play32/dsp-mmap32.
+                    c_image, c_err = build_image(combo, {"classic": guest_script(legacy.classic_steps())},
+                                                 "initramfs-classic", legacy.classic_image_args())
+                    if c_err:
+                        note(f"{combo}: no classic image: {c_err}")
+                    legacy.run_classic(combo, c_image, c_err)
                 else:
                     fn(combo, image, image_err)
             except Exception as e:  # a bug in the suite itself must not hide the other boots
@@ -1829,6 +1866,7 @@ def main():
     note("wall time per boot: " + ", ".join(f"{k} {v:.0f} s" for k, v in wall.items()))
     for k, v in TIMINGS.items():
         note(f"timing: {k}: {v}")
+    legacy.kernel_table(combos)
     note(f"total wall time {time.monotonic() - t0:.0f} s")
     if R.failures:
         note(f"{R.failed} failure(s):")

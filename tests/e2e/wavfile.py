@@ -8,7 +8,13 @@ player would open.
 import struct
 
 WAVE_FORMAT_PCM = 1
+WAVE_FORMAT_IEEE_FLOAT = 3
+WAVE_FORMAT_ALAW = 6
+WAVE_FORMAT_MULAW = 7
 WAVE_FORMAT_EXTENSIBLE = 0xFFFE
+# what the reader writes: PCM, and the card's float and G.711 formats as themselves (a test
+# that expects PCM checks format_tag itself)
+WAVE_FORMATS_EXPECTED = (WAVE_FORMAT_PCM, WAVE_FORMAT_IEEE_FLOAT, WAVE_FORMAT_ALAW, WAVE_FORMAT_MULAW)
 
 
 def parse_wav(path):
@@ -60,8 +66,8 @@ def parse_wav(path):
     if info["riff_size"] != want_riff:
         p.append(f"RIFF size says {info['riff_size']}, file size - 8 is {want_riff}")
     if "format_tag" in info:
-        if info["format_tag"] != WAVE_FORMAT_PCM:
-            p.append(f"format tag {info['format_tag']} is not PCM")
+        if info["format_tag"] not in WAVE_FORMATS_EXPECTED:
+            p.append(f"format tag {info['format_tag']} is not PCM, IEEE float, A-law or mu-law")
         frame = info["channels"] * info["bits"] // 8
         if info["block_align"] != frame:
             p.append(f"block_align {info['block_align']} != channels*bits/8 = {frame}")
