@@ -16,8 +16,9 @@
 #   --snd CARD AUDIODEV        one of QEMU's own emulated cards (what Windows guests drive):
 #                              CARD intel-hda (+ hda-duplex), ich9-intel-hda (+ hda-duplex),
 #                              ac97, virtio-sound (virtio-sound-pci); AUDIODEV wav:FILE
-#                              (QEMU's wav backend writes FILE); builtin-wav FILE is
-#                              virtio-sound wav:FILE
+#                              (QEMU's wav backend writes FILE) or dbus:QMP_SOCKET (QEMU's
+#                              D-Bus audio, for dsproxy-host-reader --qmp QMP_SOCKET);
+#                              builtin-wav FILE is virtio-sound wav:FILE
 #   --wav-params RATE:CH:FMT   wav output format (default 48000:2:s16; QEMU resamples when it
 #                              differs from the guest's stream)
 #   --audiodev-opts OPTS       more -audiodev options (e.g. out.mixing-engine=off)
@@ -56,7 +57,7 @@ EXIT_QEMU=126
 
 log() { echo "guest-run: $*" >&2; }
 die() { echo "guest-run: error: $*" >&2; exit 2; }
-usage() { sed -n '2,47p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,48p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 # shellcheck source=scripts/flavors.sh
 . "$repo_root/scripts/flavors.sh"
 
@@ -190,7 +191,14 @@ audiodev_args() {
       mkdir -p "$(dirname "$path")"
       qemu_args+=(-audiodev "wav,id=snd0,path=$path,out.frequency=$wav_rate,out.channels=$wav_ch,out.format=$wav_fmt$opts")
       ;;
-    *) die "audiodev '$spec': expected wav:FILE" ;;
+    dbus:?*)
+      # QEMU's D-Bus audio: a listener (dsproxy-host-reader --qmp PATH) attaches through QMP.
+      local qmp="${spec#dbus:}"
+      case "$qmp" in *,*) die "dbus:$qmp: the path must not contain a comma (QEMU's option syntax)" ;; esac
+      qemu_args+=(-audiodev "dbus,id=snd0$opts" -display "dbus,p2p=yes,gl=off,audiodev=snd0"
+                  -qmp "unix:$qmp,server=on,wait=off")
+      ;;
+    *) die "audiodev '$spec': expected wav:FILE or dbus:QMP_SOCKET" ;;
   esac
 }
 

@@ -41,7 +41,12 @@ if command -v qemu-system-x86_64 >/dev/null 2>&1 && qemu-system-x86_64 -device h
   qemu_ok=1
 fi
 
-if [ ${#need_pkgs[@]} -gt 0 ] || [ $qemu_ok -eq 0 ]; then
+# QEMU's D-Bus display and audio (audio-dbus.so, ui-dbus.so) for dsproxy-host-reader --qmp and
+# the emulated-card end-to-end boots: in qemu-system-modules-opengl, also from backports.
+dbus_ok=0
+if have qemu-system-modules-opengl; then dbus_ok=1; fi
+
+if [ ${#need_pkgs[@]} -gt 0 ] || [ $qemu_ok -eq 0 ] || [ $dbus_ok -eq 0 ]; then
   echo "setup: apt-get update"
   $SUDO apt-get update -qq
   if [ ${#need_pkgs[@]} -gt 0 ]; then
@@ -52,6 +57,11 @@ if [ ${#need_pkgs[@]} -gt 0 ] || [ $qemu_ok -eq 0 ]; then
     echo "setup: installing qemu-system-x86 from bookworm-backports"
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
       -t bookworm-backports qemu-system-x86 qemu-system-data ipxe-qemu seabios ovmf
+  fi
+  if [ $dbus_ok -eq 0 ]; then
+    echo "setup: installing qemu-system-modules-opengl (QEMU's D-Bus audio) from bookworm-backports"
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+      -t bookworm-backports qemu-system-modules-opengl
   fi
 fi
 

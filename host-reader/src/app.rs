@@ -19,6 +19,7 @@ use crate::output::FileTarget;
 use crate::playback::{Playback, PlaybackOptions};
 use crate::session::{Flow, Session, SessionOptions, TICK};
 use crate::signals;
+use crate::source::qemu::QemuSource;
 use crate::source::tap::{SubscribeOptions, TapSource};
 use crate::source::{Event, Source, SourceEvent};
 use crate::watch::WatchOptions;
@@ -105,14 +106,20 @@ pub fn run(cli: Cli) -> Result<(), ReaderError> {
             reopen_on_reset: cli.reopen,
         })
     });
-    let source: Box<dyn Source> = Box::new(TapSource {
-        target,
-        sub: SubscribeOptions {
-            // A --mixer-only run takes no audio, so it never holds the guest back.
-            live: cli.live || mixer_only,
-            no_pacing: cli.no_pacing,
-        },
-    });
+    let source: Box<dyn Source> = match &cli.qmp {
+        Some(qmp) => Box::new(QemuSource {
+            qmp: qmp.clone(),
+            inject: cli.inject.is_some(),
+        }),
+        None => Box::new(TapSource {
+            target,
+            sub: SubscribeOptions {
+                // A --mixer-only run takes no audio, so it never holds the guest back.
+                live: cli.live || mixer_only,
+                no_pacing: cli.no_pacing,
+            },
+        }),
+    };
 
     let mut connector = Connector::new(source, cli.reconnect, tx, pending_inject);
     let mut session = Session::new(opts, connector.target(), playback, None);

@@ -37,6 +37,21 @@ pub struct Cli {
     #[arg(short = 'n', long = "net", value_name = "HOST[:PORT]")]
     pub net: Option<String>,
 
+    /// Record QEMU's own emulated cards (Intel HDA, AC97, virtio-sound-pci...: what Windows
+    /// guests drive) through QEMU's D-Bus audio, attaching at QEMU's QMP socket PATH. QEMU
+    /// needs -audiodev dbus,id=snd0,out.mixing-engine=off -display dbus,p2p=yes,audiodev=snd0
+    /// -qmp unix:PATH,server=on,wait=off. With out.mixing-engine=off each voice comes in the
+    /// guest's own format, bit-exact; with QEMU's default (on) the reader gets QEMU's mix,
+    /// resampled to the audiodev's out.* format (virtio-sound-pci needs that, with out.*
+    /// equal to the guest's format: with the engine off QEMU 10 drops its audio). QEMU paces
+    /// these cards itself: -d and --live do not apply, and --mixer has no way in
+    #[arg(
+        long = "qmp",
+        value_name = "PATH",
+        conflicts_with_all = ["unix", "net", "no_pacing", "live", "mixer"]
+    )]
+    pub qmp: Option<PathBuf>,
+
     /// Write the audio to FILE: *.wav → a WAV file (RF64 past 4 GiB), anything else → raw
     /// PCM as the guest wrote it. One file per output stream (out.wav, out.1.wav, …); a
     /// format change starts a new segment (out.seg2.wav, …)
@@ -64,7 +79,8 @@ pub struct Cli {
     pub reopen: bool,
 
     /// Disable pacing: ask the device to release the guest's buffers as fast as the reader
-    /// takes them (faster-than-real-time capture; best with -x)
+    /// takes them (faster-than-real-time capture; best with -x). dsproxy-device only: QEMU
+    /// paces its own cards (--qmp)
     #[arg(short = 'd', long = "no-pacing")]
     pub no_pacing: bool,
 

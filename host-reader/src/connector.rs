@@ -168,10 +168,14 @@ impl Connector {
                     });
                 }
                 let path = p.source.path().to_path_buf();
-                let inj = Injector::spawn(p.source, stream).map_err(|e| ReaderError::Inject {
-                    path,
-                    why: e.to_string(),
-                })?;
+                let mut inj =
+                    Injector::spawn(p.source, stream).map_err(|e| ReaderError::Inject {
+                        path,
+                        why: e.to_string(),
+                    })?;
+                if p.stream.is_some() {
+                    inj.pin();
+                }
                 session.set_injector(inj);
             }
             session.plan(hello, grows)

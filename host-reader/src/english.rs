@@ -140,7 +140,12 @@ impl English {
         if all || prev.channels != p.channels {
             out.push(ioctl("SNDCTL_DSP_CHANNELS", p.channels.to_string()));
         }
-        if all || prev.buffer_bytes != p.buffer_bytes || prev.period_bytes != p.period_bytes {
+        // A source that does not see the guest's fragments (QEMU's D-Bus audio) says 0 x 0:
+        // there is nothing to say.
+        let fragments_known = p.buffer_bytes != 0 || p.period_bytes != 0;
+        if fragments_known
+            && (all || prev.buffer_bytes != p.buffer_bytes || prev.period_bytes != p.period_bytes)
+        {
             out.push(ioctl(
                 "SNDCTL_DSP_SETFRAGMENT",
                 fragments(p.buffer_bytes, p.period_bytes),
@@ -389,6 +394,16 @@ mod tests {
         assert_eq!(format_name(9), "S20_3LE (no AFMT_ equivalent)");
         assert_eq!(format_name(99), "unknown format 99");
         assert_eq!(fragments(4096, 0), "0 x 0 (buffer of 4096 bytes)");
+        // QEMU's D-Bus audio does not see fragments: 0 x 0 says nothing about them.
+        let mut e = English::new(&hello(), Some(0));
+        assert_eq!(
+            e.lines(&params(0, 7, 5, 2, 0, 0)),
+            vec![
+                "SNDCTL_DSP_SPEED    => 48000",
+                "SNDCTL_DSP_SETFMT   => AFMT_S16_LE",
+                "SNDCTL_DSP_CHANNELS => 2",
+            ]
+        );
     }
 
     #[test]

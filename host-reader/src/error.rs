@@ -37,6 +37,9 @@ pub enum ReaderError {
     /// A `--mixer` the device did not confirm.
     #[error("{0}")]
     Mixer(String),
+    /// QEMU (`--qmp`) refused or cannot serve what the reader needs.
+    #[error("{target}: {why}")]
+    Qemu { target: String, why: String },
     #[error("--inject {}: {why}", path.display())]
     Inject { path: PathBuf, why: String },
     /// The files could not be judged (unreadable, not audio).

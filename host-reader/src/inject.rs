@@ -129,6 +129,8 @@ enum Msg {
 pub struct Injector {
     /// `None` until the card has an input stream (QEMU opens its input voices late).
     stream: Option<u32>,
+    /// `--inject-stream` named it: it never moves.
+    pinned: bool,
     tx: mpsc::Sender<Msg>,
 }
 
@@ -140,7 +142,21 @@ impl Injector {
         std::thread::Builder::new()
             .name("inject".into())
             .spawn(move || run(source, rx))?;
-        Ok(Injector { stream, tx })
+        Ok(Injector {
+            stream,
+            pinned: false,
+            tx,
+        })
+    }
+
+    /// `--inject-stream`: the stream is the user's choice, not the card's first.
+    pub fn pin(&mut self) {
+        self.pinned = true;
+    }
+
+    /// Whether the stream was named by `--inject-stream`.
+    pub fn is_pinned(&self) -> bool {
+        self.pinned
     }
 
     /// The input stream this injects into.

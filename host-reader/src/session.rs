@@ -408,8 +408,33 @@ impl Session {
                 self.session_seen = true;
             }
         }
+        self.follow_capture(stream);
         self.update_injector(stream);
         Flow::Continue
+    }
+
+    /// Without `--inject-stream`, the injected audio goes to the capture the guest starts
+    /// when the one it was going to is idle: a card with several inputs (AC97's line in and
+    /// microphone are two of QEMU's voices) is recorded from whichever the guest opened.
+    fn follow_capture(&mut self, stream: u32) {
+        let starts_input = self.streams.get(&stream).is_some_and(|st| !st.is_output());
+        let Some(inj) = &mut self.injector else {
+            return;
+        };
+        if !starts_input || inj.is_pinned() || inj.stream() == Some(stream) {
+            return;
+        }
+        let current_idle = inj
+            .stream()
+            .and_then(|s| self.streams.get(&s))
+            .is_none_or(|st| !st.is_active());
+        if current_idle {
+            if let Some(old) = inj.stream() {
+                inj.update(None, false);
+                log::info!("--inject: now into input stream {stream} (stream {old} is idle)");
+            }
+            inj.set_stream(stream);
+        }
     }
 
     fn on_stop(&mut self, stream: u32, drained: bool) -> Result<Flow, ReaderError> {

@@ -431,6 +431,17 @@ mod tests {
     }
 
     #[test]
+    fn stdout_on_dev_null_is_recognised() {
+        use std::os::fd::AsRawFd;
+        let null = std::fs::File::create("/dev/null").unwrap();
+        assert!(fd_is_dev_null(null.as_raw_fd()));
+        let zero = std::fs::File::open("/dev/zero").unwrap();
+        assert!(!fd_is_dev_null(zero.as_raw_fd()));
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        assert!(!fd_is_dev_null(a.as_raw_fd()));
+    }
+
+    #[test]
     fn dev_null_is_recognised() {
         assert!(path_is_dev_null(std::path::Path::new("/dev/null")));
         assert!(!path_is_dev_null(std::path::Path::new("/dev/zero")));

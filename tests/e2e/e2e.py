@@ -45,8 +45,9 @@ and once, at the end:
                the artifacts
     demo       scripts/demo.sh (the README's main command) leaves a bit-exact out.wav and
                out.png, and ends with the reader's verdict line
-QEMU's own emulated cards (the stand-in for Windows guests: AC97, Intel HDA, ich9 HDA) have
-combinations and boots of their own, 6.12-ac97/6.12-hda/6.12-ich9 and wav/wav44: see
+QEMU's own emulated cards (the stand-in for Windows guests: AC97, Intel HDA, ich9 HDA,
+virtio-sound-pci) have combinations and boots of their own, 6.12-ac97/6.12-hda/6.12-ich9/
+6.12-virtio and wav/wav44 (QEMU's wav backend) and dbus (dsproxy-host-reader --qmp): see
 tests/e2e/emulated.py.
 Every check prints one PASS or FAIL line; the last line is "N passed, M failed". A missing
 component (device not built, module missing...) makes the checks that need it FAIL.
@@ -1704,6 +1705,9 @@ class EmulatedContext:
 
     def __init__(self, wall):
         self.wall, self.timings, self.work, self.repo = wall, TIMINGS, WORK, REPO
+        # For the D-Bus boots: dsproxy-host-reader --qmp, run like the tap boots' readers.
+        self.reader, self.host_record, self.proc = Built.reader, HOST_RECORD, Proc
+        self.write_wav = write_wav
         self.check, self.note, self.tail = R.check, note, tail
         self.run_logged, self.guest_script = run_logged, guest_script
 
@@ -1716,6 +1720,9 @@ class EmulatedContext:
         if not Built.progs:
             return Built.why.get("progs", "test programs missing")
         return None
+
+    def reader_unavailable(self):
+        return None if Built.reader else Built.why.get("reader", "dsproxy-host-reader missing")
 
     def build_image(self, cdir, flavor, scripts, name):
         """An image with the boot scripts in /e2e/ (the ac97/hda module sets are in every

@@ -59,7 +59,7 @@ pub mod kind {
 }
 
 /// Stream direction, as virtio-snd numbers it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Direction {
     Output = 0,
     Input = 1,

@@ -7,6 +7,7 @@
 //! source the audio came from. What a source takes back — `--mixer` requests and `--inject`
 //! audio — goes through its [`Outlet`].
 
+pub mod qemu;
 pub mod tap;
 
 use std::io;
