@@ -6,11 +6,11 @@ use std::collections::VecDeque;
 use dsproxy_wire::format::{PcmFormat, PcmRate, PcmShape};
 use dsproxy_wire::record::{Direction, Params};
 
+use crate::chain::Segment;
 use crate::clock::{PacingClock, ReserveWait};
 use crate::config::CardConfig;
 use crate::error::RequestError;
 use crate::spec::{code, le32, size, LeBuf, D_INPUT, D_OUTPUT};
-use crate::xfer::PcmBuffer;
 
 /// Where a stream is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -194,6 +194,18 @@ pub fn info_bytes(cfg: &CardConfig, id: u32) -> Option<Vec<u8>> {
         .u8(cfg.channels_max(id))
         .zeros(5);
     Some(b.into_vec())
+}
+
+/// A PCM buffer the guest queued, waiting for the clock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PcmBuffer {
+    pub head: u16,
+    /// The PCM bytes: device-readable for output, device-writable for input.
+    pub data: Vec<Segment>,
+    /// PCM bytes in `data`.
+    pub len: u32,
+    /// Where the 8-byte status goes.
+    pub status: Vec<Segment>,
 }
 
 /// One PCM stream of the card.

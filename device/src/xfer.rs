@@ -14,21 +14,10 @@ use vm_memory::GuestMemory;
 use crate::card::{Card, CardTap};
 use crate::chain::{read_segments, slice_segments, write_segments, Chain, Segment};
 use crate::error::{Rejected, RequestError};
+use crate::pcm::PcmBuffer;
 use crate::profile::Profile;
 use crate::spec::{code, event_bytes, size, Status, RX_QUEUE, TX_QUEUE};
 use crate::Used;
-
-/// A PCM buffer the guest queued, waiting for the clock.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PcmBuffer {
-    pub head: u16,
-    /// The PCM bytes: device-readable for output, device-writable for input.
-    pub data: Vec<Segment>,
-    /// PCM bytes in `data`.
-    pub len: u32,
-    /// Where the 8-byte status goes.
-    pub status: Vec<Segment>,
-}
 
 /// The status location of a chain on `queue`, if it has one (the last 8 writable bytes).
 fn status_segments(chain: &Chain) -> Option<Vec<Segment>> {
