@@ -9,7 +9,7 @@ use log::{debug, info, warn};
 use vm_memory::GuestMemory;
 
 use crate::chain::Chain;
-use crate::config::{CardConfig, Pacing};
+use crate::config::CardConfig;
 use crate::controls::Controls;
 use crate::error::{Rejected, RequestError};
 use crate::event_queue::EventQueue;
@@ -351,135 +351,12 @@ impl<T: CardTap> Card<T> {
     }
 
     /// The queue of stream direction `dir` is stopped.
-    fn dir_stopped(&self, dir: Direction) -> bool {
+    pub(crate) fn dir_stopped(&self, dir: Direction) -> bool {
         let q = match dir {
             Direction::Output => TX_QUEUE,
             Direction::Input => RX_QUEUE,
         };
         self.stopped[q as usize]
-    }
-
-    /// The card completes TX buffers without the clock (`--pacing none`, or a reader asked).
-    fn unpaced(&self) -> bool {
-        self.cfg.pacing == Pacing::None || self.tap.no_pacing_requested()
-    }
-
-    /// Whether output must wait: `--wait-for-reader` with no reader, or a reader is full.
-    fn output_held(&self) -> bool {
-        (self.cfg.wait_for_reader && !self.tap.has_readers()) || !self.tap.can_accept()
-    }
-
-    /// Completes every buffer of stream `idx` that is due at `now`.
-    pub fn service_stream<M: GuestMemory + ?Sized>(&mut self, mem: &M, idx: usize, now: u64) {
-        loop {
-            let unpaced = self.unpaced();
-            let held = self.output_held();
-            let Some(dir) = self.streams.get(idx).map(|s| s.direction) else {
-                return;
-            };
-            if self.dir_stopped(dir) {
-                return;
-            }
-            let Some(s) = self.streams.get_mut(idx) else {
-                return;
-            };
-            if s.state != StreamState::Running {
-                return;
-            }
-            let Some(head_len) = s.queue.front().map(|b| b.len as u64) else {
-                if s.direction == Direction::Output && unpaced {
-                    // Without pacing the clock does not advance with the bytes: the queue
-                    // ran dry now (the last buffer's wait ended with nothing behind it).
-                    s.clock.starve_at(now);
-                } else {
-                    s.clock.starve();
-                }
-                return;
-            };
-            if s.direction == Direction::Output {
-                if unpaced {
-                    // Real time no longer applies; the clock restarts when it does again.
-                    s.unpaced = true;
-                    if held {
-                        return;
-                    }
-                    if s.queued_bytes.saturating_sub(head_len) < s.unpaced_reserve() {
-                        // The stream keeps its reserve: the head completes when enough has
-                        // arrived behind it or its own duration has passed (ReserveWait).
-                        let since = s.reserve_wait.begin(now);
-                        let due = since.saturating_add(s.clock.bytes_to_ns(head_len));
-                        if due > now {
-                            return;
-                        }
-                    }
-                    self.complete_tx_head(mem, idx, now);
-                    continue;
-                }
-                s.reserve_wait.clear();
-                if s.unpaced {
-                    s.unpaced = false;
-                    s.clock.start(now);
-                }
-                if s.clock.is_held() {
-                    if held {
-                        return;
-                    }
-                    if let Some(d) = s.clock.resume(now) {
-                        debug!("stream {}: clock resumes after {d} ns held", s.id);
-                    }
-                }
-                let Some(deadline) = s.clock.deadline(head_len) else {
-                    return;
-                };
-                if deadline > now {
-                    return;
-                }
-                if held {
-                    debug!("stream {}: clock held (no reader / reader full)", s.id);
-                    s.clock.hold(now);
-                    return;
-                }
-                s.clock.complete(head_len);
-                self.complete_tx_head(mem, idx, deadline);
-            } else {
-                if s.clock.is_held() {
-                    s.clock.resume(now);
-                }
-                let Some(deadline) = s.clock.deadline(head_len) else {
-                    return;
-                };
-                if deadline > now {
-                    return;
-                }
-                s.clock.complete(head_len);
-                self.complete_rx_head(mem, idx);
-            }
-        }
-    }
-
-    /// Completes whatever is due on every stream.
-    pub fn service_all<M: GuestMemory + ?Sized>(&mut self, mem: &M, now: u64) {
-        for idx in 0..self.streams.len() {
-            self.service_stream(mem, idx, now);
-        }
-    }
-
-    /// When stream `idx` next needs the worker (its timer's deadline), if it does.
-    pub fn next_deadline(&self, idx: usize) -> Option<u64> {
-        let s = self.streams.get(idx)?;
-        if s.state != StreamState::Running || self.dir_stopped(s.direction) {
-            return None;
-        }
-        if s.direction == Direction::Output && self.unpaced() {
-            // Only a waiting head needs the timer (a hold ends with the tap's notifier).
-            if self.output_held() {
-                return None;
-            }
-            let head = s.queue.front()?;
-            return s.reserve_wait.due(s.clock.bytes_to_ns(head.len as u64));
-        }
-        let head = s.queue.front()?;
-        s.clock.deadline(head.len as u64)
     }
 
     /// The tap says something changed: reader requests, readers coming or going, room.
