@@ -18,10 +18,15 @@ use crate::reject_log::{LineBudget, RejectLog};
 use crate::spec::{
     ctl, ctl_notify_bytes, size, CONTROL_QUEUE, EVENT_QUEUE, NUM_QUEUES, RX_QUEUE, TX_QUEUE,
 };
-use crate::tap::{TapHandle, TapRequest};
 use crate::Used;
 
-/// What the card needs of the tap. [`TapHandle`] is the real one; tests record instead.
+/// A reader's request, handed to the queue worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TapRequest {
+    SetControl { id: u32, values: Vec<i64> },
+}
+
+/// What the card needs of the tap. [`TapHandle`](crate::tap::TapHandle) is the real one; tests record instead.
 pub trait CardTap {
     fn publish(&self, rec: &Record);
     fn publish_pcm(&self, stream: u32, offset: u64, time_ns: u64, data: &[u8]);
@@ -30,30 +35,6 @@ pub trait CardTap {
     fn no_pacing_requested(&self) -> bool;
     fn take_requests(&self) -> Vec<TapRequest>;
     fn read_inject(&self, stream: u32, out: &mut [u8]) -> usize;
-}
-
-impl CardTap for TapHandle {
-    fn publish(&self, rec: &Record) {
-        TapHandle::publish(self, rec)
-    }
-    fn publish_pcm(&self, stream: u32, offset: u64, time_ns: u64, data: &[u8]) {
-        TapHandle::publish_pcm(self, stream, offset, time_ns, data)
-    }
-    fn has_readers(&self) -> bool {
-        TapHandle::has_readers(self)
-    }
-    fn can_accept(&self) -> bool {
-        TapHandle::can_accept(self)
-    }
-    fn no_pacing_requested(&self) -> bool {
-        TapHandle::no_pacing_requested(self)
-    }
-    fn take_requests(&self) -> Vec<TapRequest> {
-        TapHandle::take_requests(self)
-    }
-    fn read_inject(&self, stream: u32, out: &mut [u8]) -> usize {
-        TapHandle::read_inject(self, stream, out)
-    }
 }
 
 /// The emulated sound card.

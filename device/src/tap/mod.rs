@@ -12,18 +12,19 @@
 //! eventfd write per tap-thread pass. Everything else (the state mirror, fan-out to readers,
 //! per-reader byte accounting, GAP records for live readers) happens on the tap thread.
 //!
-//! Files: `listener` (sockets), `conn` (one reader: queues, non-blocking I/O, request
-//! decoding, gap runs), `mirror` (state mirror and snapshot), `event_loop` (the thread:
-//! wake-ups, accept, shutdown), `event_loop/fanout` (fan-out and backpressure accounting),
-//! `event_loop/reader_io` (reading readers and their requests), `inject` (input audio
-//! buffers), `shared` (what the worker and the thread share), `subscription` (stream
-//! selection).
+//! Files: `card_tap` (the card's `CardTap` over a `TapHandle`), `listener` (sockets), `conn`
+//! (one reader: queues, non-blocking I/O, request decoding, gap runs), `mirror` (state mirror
+//! and snapshot), `event_loop` (the thread: wake-ups, accept, shutdown), `event_loop/fanout`
+//! (fan-out and backpressure accounting), `event_loop/reader_io` (reading readers and their
+//! requests), `inject` (input audio buffers), `shared` (what the worker and the thread share),
+//! `subscription` (stream selection).
 //!
 //! Times: the tap has no clock of its own. HELLO carries `hello.time_ns` (set by the core
 //! at startup, its device clock) plus the time elapsed since the tap started; GAP carries the
 //! time of the first PCM record it replaces. The core should publish every control's value
 //! once at startup (a CONTROL record) so the snapshot can replay it.
 
+mod card_tap;
 mod conn;
 mod event_loop;
 mod inject;
@@ -45,6 +46,8 @@ use event_manager::{EventManager, SubscriberOps};
 
 use shared::{Item, Shared};
 
+pub use crate::card::TapRequest;
+
 /// How the tap is set up.
 #[derive(Debug, Clone)]
 pub struct TapConfig {
@@ -59,12 +62,6 @@ pub struct TapConfig {
     /// Bytes of injected audio buffered per input stream before the tap stops reading
     /// INJECT records from the reader (TCP/unix flow control then slows the reader down).
     pub inject_limit: usize,
-}
-
-/// A reader's request, handed to the queue worker.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TapRequest {
-    SetControl { id: u32, values: Vec<i64> },
 }
 
 #[derive(Debug, thiserror::Error)]
