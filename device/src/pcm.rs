@@ -4,8 +4,11 @@
 use std::collections::VecDeque;
 
 use dsproxy_wire::format::{PcmFormat, PcmRate, PcmShape};
-use dsproxy_wire::record::{Direction, Params};
+use dsproxy_wire::record::{Direction, Params, Record};
+use log::debug;
+use vm_memory::GuestMemory;
 
+use crate::card::{Card, CardTap};
 use crate::chain::Segment;
 use crate::clock::{PacingClock, ReserveWait};
 use crate::config::CardConfig;
@@ -330,6 +333,108 @@ impl Stream {
         self.reserve_wait.clear();
         self.queued_bytes = self.queued_bytes.saturating_sub(b.len as u64);
         Some(b)
+    }
+}
+
+impl<T: CardTap> Card<T> {
+    pub(crate) fn set_params<M: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &M,
+        p: &SetParams,
+    ) -> Result<(), RequestError> {
+        let idx = self.stream_index(p.stream)?;
+        let state = self.streams[idx].state;
+        let next = state.after(code::PCM_SET_PARAMS)?;
+        let params = p.check(&self.cfg)?;
+        // Buffers pre-queued under the old parameters no longer fit the new ones.
+        let returned = self.return_all(mem, idx);
+        if returned > 0 {
+            debug!(
+                "stream {}: new parameters, {returned} queued bytes returned unplayed",
+                p.stream
+            );
+        }
+        let s = &mut self.streams[idx];
+        s.params = Some(params);
+        s.clock = crate::clock::PacingClock::new(params.byte_rate);
+        s.state = next;
+        debug!(
+            "stream {}: params {} buffer {} period {}",
+            p.stream, params.shape, params.buffer_bytes, params.period_bytes
+        );
+        self.tap
+            .publish(&Record::Params(params.to_record(p.stream)));
+        Ok(())
+    }
+
+    pub(crate) fn stream_command<M: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &M,
+        c: u32,
+        id: u32,
+        now: u64,
+    ) -> Result<(), RequestError> {
+        let idx = self.stream_index(id)?;
+        let time_ns = self.tap_time(now);
+        let state = self.streams[idx].state;
+        let next = state.after(c)?;
+        match c {
+            code::PCM_PREPARE => {
+                let s = &mut self.streams[idx];
+                s.offset = 0;
+                s.period_progress = 0;
+                s.state = next;
+                debug!("stream {id}: prepared");
+                self.tap.publish(&Record::Prepare {
+                    stream: id,
+                    time_ns,
+                });
+            }
+            code::PCM_START => {
+                let s = &mut self.streams[idx];
+                s.state = next;
+                s.clock.start(now);
+                s.unpaced = false;
+                s.reserve_wait.clear();
+                s.stats.start(now);
+                debug!("stream {id}: started ({} bytes queued)", s.queued_bytes);
+                self.tap.publish(&Record::Start {
+                    stream: id,
+                    time_ns,
+                });
+                self.service_stream(mem, idx, now);
+            }
+            code::PCM_STOP => {
+                let s = &mut self.streams[idx];
+                s.state = next;
+                s.clock.stop();
+                s.reserve_wait.clear();
+                s.stats.stop(now);
+                let queued = s.queued_bytes;
+                debug!("stream {id}: stopped ({queued} bytes still queued)");
+                self.tap.publish(&Record::Stop {
+                    stream: id,
+                    time_ns,
+                    drained: queued == 0,
+                    discarded_bytes: queued,
+                });
+            }
+            code::PCM_RELEASE => {
+                let returned = self.return_all(mem, idx);
+                let s = &mut self.streams[idx];
+                s.state = next;
+                s.clock.stop();
+                debug!("stream {id}: released ({returned} bytes returned unplayed)");
+                self.tap.publish(&Record::Release {
+                    stream: id,
+                    time_ns,
+                });
+                self.log_release(idx, now, "guest");
+            }
+            _ => return Err(RequestError::UnknownCode(c)),
+        }
+        debug_assert_ne!(next, StreamState::Idle);
+        Ok(())
     }
 }
 
