@@ -10,15 +10,9 @@ use vm_memory::GuestMemory;
 use crate::card::{Card, CardTap};
 use crate::chain::Chain;
 use crate::error::{Rejected, RequestError};
-use crate::pcm::SetParams;
+use crate::pcm::{PcmCommand, SetParams};
 use crate::spec::{code, le32, size, Status, CONTROL_QUEUE};
 use crate::{chmap, jack, pcm, Used};
-
-/// A control request's outcome before it is written back.
-struct Reply {
-    /// Bytes after the status header.
-    payload: Vec<u8>,
-}
 
 impl<T: CardTap> Card<T> {
     pub(crate) fn handle_control<M: GuestMemory + ?Sized>(
@@ -53,7 +47,7 @@ impl<T: CardTap> Card<T> {
         let mut req_code = None;
         let result = self.control_request(mem, &chain, now, &mut req_code);
         let (status, payload) = match result {
-            Ok(r) => (Status::Ok, r.payload),
+            Ok(payload) => (Status::Ok, payload),
             Err((stream, e)) => {
                 self.reject(
                     &Rejected {
@@ -101,15 +95,15 @@ impl<T: CardTap> Card<T> {
         });
     }
 
-    /// Reads the request and does it. Errors carry the stream the request was about, for
-    /// the log line.
+    /// Reads the request and does it; returns the response bytes that follow the status
+    /// header. Errors carry the stream the request was about, for the log line.
     fn control_request<M: GuestMemory + ?Sized>(
         &mut self,
         mem: &M,
         chain: &Chain,
         now: u64,
         req_code: &mut Option<u32>,
-    ) -> Result<Reply, (Option<u32>, RequestError)> {
+    ) -> Result<Vec<u8>, (Option<u32>, RequestError)> {
         let plain = |e| (None, e);
         if chain.misordered {
             return Err(plain(RequestError::Misordered));
@@ -143,9 +137,7 @@ impl<T: CardTap> Card<T> {
                 let r = read_request(mem, chain, size::JACK_REMAP).map_err(plain)?;
                 let id = le32(&r, 4).unwrap_or(u32::MAX);
                 jack::remap(&self.cfg, id)
-                    .map(|()| Reply {
-                        payload: Vec::new(),
-                    })
+                    .map(|()| Vec::new())
                     .map_err(|e| (Some(id), e))
             }
             code::PCM_INFO => {
@@ -181,18 +173,15 @@ impl<T: CardTap> Card<T> {
                     })
                 })?;
                 self.set_params(mem, &p)
-                    .map(|()| Reply {
-                        payload: Vec::new(),
-                    })
+                    .map(|()| Vec::new())
                     .map_err(|e| (Some(p.stream), e))
             }
             code::PCM_PREPARE | code::PCM_START | code::PCM_STOP | code::PCM_RELEASE => {
                 let r = read_request(mem, chain, size::PCM_HDR).map_err(plain)?;
                 let id = le32(&r, 4).unwrap_or(u32::MAX);
-                self.stream_command(mem, c, id, now)
-                    .map(|()| Reply {
-                        payload: Vec::new(),
-                    })
+                let cmd = PcmCommand::try_from(c).map_err(plain)?;
+                self.stream_command(mem, cmd, id, now)
+                    .map(|()| Vec::new())
                     .map_err(|e| (Some(id), e))
             }
             code::CTL_INFO
@@ -219,7 +208,7 @@ impl<T: CardTap> Card<T> {
         chain: &Chain,
         c: u32,
         wlen: u64,
-    ) -> Result<Reply, RequestError> {
+    ) -> Result<Vec<u8>, RequestError> {
         if c == code::CTL_INFO {
             let controls = &self.controls;
             let size_optional = self.cfg.profile.query_size_optional();
@@ -250,9 +239,7 @@ impl<T: CardTap> Card<T> {
             }),
             code::CTL_READ => {
                 need_out(size::CTL_VALUE)?;
-                Ok(Reply {
-                    payload: self.controls.value_bytes(id)?,
-                })
+                self.controls.value_bytes(id)
             }
             code::CTL_WRITE => {
                 let _ = elem;
@@ -268,14 +255,12 @@ impl<T: CardTap> Card<T> {
                 } else {
                     debug!("guest wrote control {id} unchanged");
                 }
-                Ok(Reply {
-                    payload: Vec::new(),
-                })
+                Ok(Vec::new())
             }
             code::CTL_TLV_READ => {
                 let tlv = self.controls.tlv_bytes(id)?;
                 need_out(tlv.len())?;
-                Ok(Reply { payload: tlv })
+                Ok(tlv)
             }
             // The card's TLVs are read-only (no TLV write/command access bits).
             code::CTL_TLV_WRITE => Err(RequestError::NotSupported("TLV write")),
@@ -311,7 +296,7 @@ fn query<M, F>(
     items: u32,
     min_size: usize,
     item: F,
-) -> Result<Reply, RequestError>
+) -> Result<Vec<u8>, RequestError>
 where
     M: GuestMemory + ?Sized,
     F: Fn(u32) -> Result<Vec<u8>, RequestError>,
@@ -351,5 +336,5 @@ where
         b.resize(item_size as usize, 0);
         payload.extend_from_slice(&b);
     }
-    Ok(Reply { payload })
+    Ok(payload)
 }

@@ -15,6 +15,45 @@ use crate::config::CardConfig;
 use crate::error::RequestError;
 use crate::spec::{code, le32, size, LeBuf, D_INPUT, D_OUTPUT};
 
+/// A request that moves a stream through its states. PCM_INFO is a query, not one of these,
+/// so it cannot be handed to [`StreamState::after`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PcmCommand {
+    SetParams,
+    Prepare,
+    Start,
+    Stop,
+    Release,
+}
+
+impl PcmCommand {
+    /// The request's `code::PCM_*`.
+    pub fn code(self) -> u32 {
+        match self {
+            PcmCommand::SetParams => code::PCM_SET_PARAMS,
+            PcmCommand::Prepare => code::PCM_PREPARE,
+            PcmCommand::Start => code::PCM_START,
+            PcmCommand::Stop => code::PCM_STOP,
+            PcmCommand::Release => code::PCM_RELEASE,
+        }
+    }
+}
+
+impl TryFrom<u32> for PcmCommand {
+    type Error = RequestError;
+
+    fn try_from(c: u32) -> Result<PcmCommand, RequestError> {
+        match c {
+            code::PCM_SET_PARAMS => Ok(PcmCommand::SetParams),
+            code::PCM_PREPARE => Ok(PcmCommand::Prepare),
+            code::PCM_START => Ok(PcmCommand::Start),
+            code::PCM_STOP => Ok(PcmCommand::Stop),
+            code::PCM_RELEASE => Ok(PcmCommand::Release),
+            other => Err(RequestError::UnknownCode(other)),
+        }
+    }
+}
+
 /// Where a stream is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StreamState {
@@ -39,22 +78,23 @@ impl StreamState {
         }
     }
 
-    /// The state after the stream command `request` (a `code::PCM_*`), if it is allowed.
+    /// The state after `cmd`, if it is allowed.
     ///
     /// SET_PARAMS from the initial state, PARAMS_SET, PREPARED and RELEASED; PREPARE from
     /// PARAMS_SET, PREPARED and RELEASED; START from PREPARED and STOPPED; STOP from RUNNING;
     /// RELEASE from PREPARED and STOPPED (and, leniently, PARAMS_SET).
-    pub fn after(self, request: u32) -> Result<StreamState, RequestError> {
+    pub fn after(self, cmd: PcmCommand) -> Result<StreamState, RequestError> {
+        use PcmCommand::*;
         use StreamState::*;
-        let next = match (request, self) {
-            (code::PCM_SET_PARAMS, Idle | ParamsSet | Prepared | Released) => ParamsSet,
-            (code::PCM_PREPARE, ParamsSet | Prepared | Released) => Prepared,
-            (code::PCM_START, Prepared | Stopped) => Running,
-            (code::PCM_STOP, Running) => Stopped,
-            (code::PCM_RELEASE, ParamsSet | Prepared | Stopped) => Released,
+        let next = match (cmd, self) {
+            (SetParams, Idle | ParamsSet | Prepared | Released) => ParamsSet,
+            (Prepare, ParamsSet | Prepared | Released) => Prepared,
+            (Start, Prepared | Stopped) => Running,
+            (Stop, Running) => Stopped,
+            (Release, ParamsSet | Prepared | Stopped) => Released,
             _ => {
                 return Err(RequestError::BadState {
-                    request: code::name(request),
+                    request: code::name(cmd.code()),
                     state: self.name(),
                 })
             }
@@ -344,7 +384,7 @@ impl<T: CardTap> Card<T> {
     ) -> Result<(), RequestError> {
         let idx = self.stream_index(p.stream)?;
         let state = self.streams[idx].state;
-        let next = state.after(code::PCM_SET_PARAMS)?;
+        let next = state.after(PcmCommand::SetParams)?;
         let params = p.check(&self.cfg)?;
         // Buffers pre-queued under the old parameters no longer fit the new ones.
         let returned = self.return_all(mem, idx);
@@ -370,16 +410,16 @@ impl<T: CardTap> Card<T> {
     pub(crate) fn stream_command<M: GuestMemory + ?Sized>(
         &mut self,
         mem: &M,
-        c: u32,
+        cmd: PcmCommand,
         id: u32,
         now: u64,
     ) -> Result<(), RequestError> {
         let idx = self.stream_index(id)?;
         let time_ns = self.tap_time(now);
         let state = self.streams[idx].state;
-        let next = state.after(c)?;
-        match c {
-            code::PCM_PREPARE => {
+        let next = state.after(cmd)?;
+        match cmd {
+            PcmCommand::Prepare => {
                 let s = &mut self.streams[idx];
                 s.offset = 0;
                 s.period_progress = 0;
@@ -390,7 +430,7 @@ impl<T: CardTap> Card<T> {
                     time_ns,
                 });
             }
-            code::PCM_START => {
+            PcmCommand::Start => {
                 let s = &mut self.streams[idx];
                 s.state = next;
                 s.clock.start(now);
@@ -404,7 +444,7 @@ impl<T: CardTap> Card<T> {
                 });
                 self.service_stream(mem, idx, now);
             }
-            code::PCM_STOP => {
+            PcmCommand::Stop => {
                 let s = &mut self.streams[idx];
                 s.state = next;
                 s.clock.stop();
@@ -419,7 +459,7 @@ impl<T: CardTap> Card<T> {
                     discarded_bytes: queued,
                 });
             }
-            code::PCM_RELEASE => {
+            PcmCommand::Release => {
                 let returned = self.return_all(mem, idx);
                 let s = &mut self.streams[idx];
                 s.state = next;
@@ -431,7 +471,8 @@ impl<T: CardTap> Card<T> {
                 });
                 self.log_release(idx, now, "guest");
             }
-            _ => return Err(RequestError::UnknownCode(c)),
+            // SET_PARAMS carries parameters: `set_params` does it.
+            PcmCommand::SetParams => return Err(RequestError::UnknownCode(cmd.code())),
         }
         debug_assert_ne!(next, StreamState::Idle);
         Ok(())
@@ -445,33 +486,31 @@ mod tests {
 
     #[test]
     fn state_machine_matches_spec() {
+        use PcmCommand::*;
         let all = [Idle, ParamsSet, Prepared, Running, Stopped, Released];
-        let allowed = |req, from| from_ok(req, from);
-        fn from_ok(req: u32, from: StreamState) -> bool {
-            match req {
-                code::PCM_SET_PARAMS => matches!(from, Idle | ParamsSet | Prepared | Released),
-                code::PCM_PREPARE => matches!(from, ParamsSet | Prepared | Released),
-                code::PCM_START => matches!(from, Prepared | Stopped),
-                code::PCM_STOP => matches!(from, Running),
-                code::PCM_RELEASE => matches!(from, ParamsSet | Prepared | Stopped),
-                _ => false,
+        fn allowed(cmd: PcmCommand, from: StreamState) -> bool {
+            match cmd {
+                SetParams => matches!(from, Idle | ParamsSet | Prepared | Released),
+                Prepare => matches!(from, ParamsSet | Prepared | Released),
+                Start => matches!(from, Prepared | Stopped),
+                Stop => matches!(from, Running),
+                Release => matches!(from, ParamsSet | Prepared | Stopped),
             }
         }
-        for req in [
-            code::PCM_SET_PARAMS,
-            code::PCM_PREPARE,
-            code::PCM_START,
-            code::PCM_STOP,
-            code::PCM_RELEASE,
-            code::PCM_INFO,
-        ] {
+        for cmd in [SetParams, Prepare, Start, Stop, Release] {
+            assert_eq!(PcmCommand::try_from(cmd.code()), Ok(cmd));
             for s in all {
-                assert_eq!(s.after(req).is_ok(), allowed(req, s), "{req:#x} from {s:?}");
+                assert_eq!(s.after(cmd).is_ok(), allowed(cmd, s), "{cmd:?} from {s:?}");
             }
         }
-        assert_eq!(Prepared.after(code::PCM_START), Ok(Running));
-        assert_eq!(Running.after(code::PCM_STOP), Ok(Stopped));
-        assert_eq!(Stopped.after(code::PCM_RELEASE), Ok(Released));
+        // PCM_INFO is a query: it never reaches the state machine.
+        assert_eq!(
+            PcmCommand::try_from(code::PCM_INFO),
+            Err(RequestError::UnknownCode(code::PCM_INFO))
+        );
+        assert_eq!(Prepared.after(Start), Ok(Running));
+        assert_eq!(Running.after(Stop), Ok(Stopped));
+        assert_eq!(Stopped.after(Release), Ok(Released));
     }
 
     #[test]
