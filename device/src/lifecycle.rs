@@ -59,7 +59,7 @@ impl<T: CardTap> Card<T> {
         }
     }
 
-    /// A stopped vring runs again. `fresh` says the ring restarted from index 0, i.e. the
+    /// A stopped vring runs again. `from_zero` says the ring restarted from index 0, i.e. the
     /// driver reset the device and the descriptors the card still held are no longer
     /// anybody's: they are forgotten (not returned — that would corrupt the new ring).
     /// Otherwise the held buffers play on, the clocks re-anchored at `now`.
@@ -67,7 +67,7 @@ impl<T: CardTap> Card<T> {
         &mut self,
         mem: &M,
         queue: u16,
-        fresh: bool,
+        from_zero: bool,
         now: u64,
     ) {
         let Some(flag) = self.stopped.get_mut(queue as usize) else {
@@ -76,14 +76,14 @@ impl<T: CardTap> Card<T> {
         *flag = false;
         let dir = match queue {
             EVENT_QUEUE => {
-                if fresh {
+                if from_zero {
                     let n = self.events.clear();
                     debug!("event queue restarted from 0: {n} stale event buffers forgotten");
                 }
                 return;
             }
             CONTROL_QUEUE => {
-                if fresh {
+                if from_zero {
                     self.log_device_event(
                         now,
                         "control queue restarted from 0: the driver reset the device",
@@ -98,7 +98,7 @@ impl<T: CardTap> Card<T> {
         };
         let mut lines = Vec::new();
         for s in self.streams.iter_mut().filter(|s| s.direction == dir) {
-            if fresh && !s.queue.is_empty() {
+            if from_zero && !s.queue.is_empty() {
                 lines.push(format!(
                     "stream {}: {} buffers of the old ring forgotten (driver reset)",
                     s.id,
@@ -171,8 +171,8 @@ impl<T: CardTap> Card<T> {
                 });
             }
             if let Some(s) = self.streams.get_mut(idx) {
-                let fresh = Stream::new(s.id, s.direction);
-                *s = fresh;
+                let idle = Stream::new(s.id, s.direction);
+                *s = idle;
             }
         }
     }

@@ -269,7 +269,7 @@ pub struct Stream {
     pub period_progress: u64,
     /// The buffers were last completed without the clock (no pacing); on the way back to
     /// real time the clock re-anchors.
-    pub unpaced: bool,
+    pub ran_unpaced: bool,
     /// Without pacing: since when the head buffer has been waiting (the stream keeps its
     /// reserve, see [`unpaced_reserve`](Self::unpaced_reserve)).
     pub reserve_wait: ReserveWait,
@@ -327,7 +327,7 @@ impl Stream {
             clock: PacingClock::default(),
             offset: 0,
             period_progress: 0,
-            unpaced: false,
+            ran_unpaced: false,
             reserve_wait: ReserveWait::default(),
             stats: StreamStats::default(),
         }
@@ -434,7 +434,7 @@ impl<T: CardTap> Card<T> {
                 let s = &mut self.streams[idx];
                 s.state = next;
                 s.clock.start(now);
-                s.unpaced = false;
+                s.ran_unpaced = false;
                 s.reserve_wait.clear();
                 s.stats.start(now);
                 debug!("stream {id}: started ({} bytes queued)", s.queued_bytes);

@@ -273,7 +273,7 @@ impl<T: CardTap> Card<T> {
     }
 
     /// The card completes TX buffers without the clock (`--pacing none`, or a reader asked).
-    fn unpaced(&self) -> bool {
+    fn pacing_off(&self) -> bool {
         self.cfg.pacing == Pacing::None || self.tap.no_pacing_requested()
     }
 
@@ -285,7 +285,7 @@ impl<T: CardTap> Card<T> {
     /// Completes every buffer of stream `idx` that is due at `now`.
     pub fn service_stream<M: GuestMemory + ?Sized>(&mut self, mem: &M, idx: usize, now: u64) {
         loop {
-            let unpaced = self.unpaced();
+            let pacing_off = self.pacing_off();
             let held = self.output_held();
             let Some(dir) = self.streams.get(idx).map(|s| s.direction) else {
                 return;
@@ -300,7 +300,7 @@ impl<T: CardTap> Card<T> {
                 return;
             }
             let Some(head_len) = s.queue.front().map(|b| b.len as u64) else {
-                if s.direction == Direction::Output && unpaced {
+                if s.direction == Direction::Output && pacing_off {
                     // Without pacing the clock does not advance with the bytes: the queue
                     // ran dry now (the last buffer's wait ended with nothing behind it).
                     s.clock.starve_at(now);
@@ -310,9 +310,9 @@ impl<T: CardTap> Card<T> {
                 return;
             };
             if s.direction == Direction::Output {
-                if unpaced {
+                if pacing_off {
                     // Real time no longer applies; the clock restarts when it does again.
-                    s.unpaced = true;
+                    s.ran_unpaced = true;
                     if held {
                         return;
                     }
@@ -329,8 +329,8 @@ impl<T: CardTap> Card<T> {
                     continue;
                 }
                 s.reserve_wait.clear();
-                if s.unpaced {
-                    s.unpaced = false;
+                if s.ran_unpaced {
+                    s.ran_unpaced = false;
                     s.clock.start(now);
                 }
                 if s.clock.is_held() {
@@ -383,7 +383,7 @@ impl<T: CardTap> Card<T> {
         if s.state != StreamState::Running || self.dir_stopped(s.direction) {
             return None;
         }
-        if s.direction == Direction::Output && self.unpaced() {
+        if s.direction == Direction::Output && self.pacing_off() {
             // Only a waiting head needs the timer (a hold ends with the tap's notifier).
             if self.output_held() {
                 return None;
