@@ -144,9 +144,10 @@ impl<T: CardTap> Card<T> {
     }
 
     /// Logs what stream `idx` did since its last release (bytes, time running, underruns,
-    /// queued bytes returned or dropped unplayed) and starts counting afresh. The requests themselves are
-    /// logged at debug level; this is the one info line per use of a stream — and at most a
-    /// few a second, so a guest looping PREPARE/RELEASE cannot flood the log either.
+    /// queued bytes returned or dropped unplayed) and starts counting afresh. The requests
+    /// themselves are logged at debug level; this is the one info line per use of a stream —
+    /// and at most a few a second, so a guest looping PREPARE/RELEASE cannot flood the log
+    /// either.
     pub(crate) fn log_release(&mut self, idx: usize, now: u64, why: &str) {
         let Some(s) = self.streams.get_mut(idx) else {
             return;

@@ -223,7 +223,8 @@ impl<T: CardTap> Card<T> {
         }
         let r = read_request(mem, chain, size::CTL_HDR)?;
         let id = le32(&r, 4).unwrap_or(u32::MAX);
-        let elem = self.controls.get(id)?;
+        // An unknown element is refused before its request is looked at further.
+        self.controls.get(id)?;
         let need_out = |n: usize| {
             let need = (size::HDR + n) as u64;
             if wlen < need {
@@ -242,7 +243,6 @@ impl<T: CardTap> Card<T> {
                 self.controls.value_bytes(id)
             }
             code::CTL_WRITE => {
-                let _ = elem;
                 let r = read_request(mem, chain, size::CTL_HDR + size::CTL_VALUE)?;
                 let value = r.get(size::CTL_HDR..).unwrap_or(&[]);
                 if let Some(values) = self.controls.write_value_bytes(id, value)? {

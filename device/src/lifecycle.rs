@@ -25,10 +25,8 @@ impl<T: CardTap> Card<T> {
     /// either play on after [`restart_queue`](Self::restart_queue) or are forgotten if the
     /// driver turns out to have reset the device.
     ///
-    /// Completing them here instead would put them in the used ring while the guest cannot
-    /// take the interrupt, and the Linux driver then never sends another buffer; why the
-    /// GET_VRING_BASE reply does not "un-pop" them either is explained at
-    /// `SndBackend::stop_vring` (backend.rs).
+    /// Why they are held rather than completed now or "un-popped" in the GET_VRING_BASE
+    /// reply: see `SndBackend::stop_vring` (backend.rs).
     pub fn stop_queue(&mut self, queue: u16, now: u64) {
         let Some(flag) = self.stopped.get_mut(queue as usize) else {
             return;

@@ -277,9 +277,8 @@ pub struct Stream {
     pub stats: StreamStats,
 }
 
-/// A stream's figures between two releases: the one line the log gets per use of a stream
-/// (the requests themselves are logged at debug level, so a guest looping valid requests
-/// cannot flood the log).
+/// A stream's figures between two releases, for the summary line
+/// `Card::log_release` (card.rs) logs (why one line per use of a stream: see there).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StreamStats {
     /// PCM bytes played (output) or captured (input).

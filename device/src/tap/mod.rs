@@ -1,8 +1,5 @@
 //! The tap: readers attach here and receive the card's record stream.
 //!
-//! INTERFACE CONTRACT between the queue worker (device core) and the tap thread: the
-//! signatures below are the contract.
-//!
 //! Threading: `Tap::start` binds the sockets and spawns one tap thread (event-manager based)
 //! that accepts readers, writes queued records to them without ever blocking the queue worker,
 //! and reads their requests. The queue worker holds a cloneable `TapHandle`.
@@ -21,8 +18,8 @@
 //!
 //! Times: the tap has no clock of its own. HELLO carries `hello.time_ns` (set by the core
 //! at startup, its device clock) plus the time elapsed since the tap started; GAP carries the
-//! time of the first PCM record it replaces. The core should publish every control's value
-//! once at startup (a CONTROL record) so the snapshot can replay it.
+//! time of the first PCM record it replaces. The daemon publishes every control's value once
+//! at startup (main.rs) so the snapshot can replay it.
 
 mod card_tap;
 mod conn;
