@@ -26,10 +26,24 @@ pub enum TapRequest {
     SetControl { id: u32, values: Vec<i64> },
 }
 
+/// Writes the PCM bytes from offset `at` of a buffer into `out` (see [`CardTap::publish_pcm`]).
+pub type PcmFill<'a> = dyn FnMut(usize, &mut [u8]) -> Result<(), RequestError> + 'a;
+
 /// What the card needs of the tap. [`TapHandle`](crate::tap::TapHandle) is the real one; tests record instead.
 pub trait CardTap {
     fn publish(&self, rec: &Record);
-    fn publish_pcm(&self, stream: u32, offset: u64, time_ns: u64, data: &[u8]);
+    /// Publishes `len` PCM bytes the card played. `fill(at, out)` writes the bytes from `at`
+    /// on into `out`, a record's data area: the card reads guest memory straight into the
+    /// tap's frames, chunk by chunk, with no buffer in between. An error from `fill` stops
+    /// the publishing and is returned.
+    fn publish_pcm(
+        &self,
+        stream: u32,
+        offset: u64,
+        time_ns: u64,
+        len: usize,
+        fill: &mut PcmFill<'_>,
+    ) -> Result<(), RequestError>;
     fn has_readers(&self) -> bool;
     fn can_accept(&self) -> bool;
     fn no_pacing_requested(&self) -> bool;

@@ -9,7 +9,7 @@
 
 use dsproxy_wire::record::{Direction, Record};
 use log::{debug, warn};
-use vm_memory::GuestMemory;
+use vm_memory::{Address, GuestMemory, Permissions};
 
 use crate::card::{Card, CardTap};
 use crate::chain::{read_segments, slice_segments, write_segments, Chain, Segment};
@@ -411,13 +411,28 @@ impl<T: CardTap> Card<T> {
         };
         let mut status = Status::Ok;
         if self.tap.has_readers() {
-            let mut data = vec![0u8; buf.len as usize];
-            match read_segments(&buf.data, mem, 0, &mut data) {
-                Ok(()) => self.tap.publish_pcm(s.id, s.offset, time_ns, &data),
-                Err(e) => {
-                    warn!("stream {}: TX buffer unreadable at completion: {e}", s.id);
-                    status = Status::IoErr;
-                }
+            // Checked whole first, so an unreadable buffer publishes nothing (the guest's
+            // memory map cannot change under `mem` meanwhile).
+            let published = match buf
+                .data
+                .iter()
+                .find(|seg| !mem.check_range(seg.addr, seg.len as usize, Permissions::Read))
+            {
+                Some(seg) => Err(RequestError::Unmapped {
+                    addr: seg.addr.raw_value(),
+                    len: seg.len as u64,
+                }),
+                None => self.tap.publish_pcm(
+                    s.id,
+                    s.offset,
+                    time_ns,
+                    buf.len as usize,
+                    &mut |at, out| read_segments(&buf.data, mem, at as u64, out),
+                ),
+            };
+            if let Err(e) = published {
+                warn!("stream {}: TX buffer unreadable at completion: {e}", s.id);
+                status = Status::IoErr;
             }
         }
         s.offset = s.offset.saturating_add(buf.len as u64);

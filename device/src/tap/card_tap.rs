@@ -3,14 +3,22 @@
 use dsproxy_wire::record::Record;
 
 use super::{TapHandle, TapRequest};
-use crate::card::CardTap;
+use crate::card::{CardTap, PcmFill};
+use crate::error::RequestError;
 
 impl CardTap for TapHandle {
     fn publish(&self, rec: &Record) {
         TapHandle::publish(self, rec)
     }
-    fn publish_pcm(&self, stream: u32, offset: u64, time_ns: u64, data: &[u8]) {
-        TapHandle::publish_pcm(self, stream, offset, time_ns, data)
+    fn publish_pcm(
+        &self,
+        stream: u32,
+        offset: u64,
+        time_ns: u64,
+        len: usize,
+        fill: &mut PcmFill<'_>,
+    ) -> Result<(), RequestError> {
+        TapHandle::publish_pcm_with(self, stream, offset, time_ns, len, fill)
     }
     fn has_readers(&self) -> bool {
         TapHandle::has_readers(self)

@@ -223,23 +223,51 @@ impl TapHandle {
         }
     }
 
-    /// Hot path: queues PCM bytes the card played, split into records of at most
-    /// `MAX_PCM_CHUNK` bytes. A live reader that has no room gets a GAP record instead.
+    /// Queues PCM bytes the card played, split into records of at most `MAX_PCM_CHUNK` bytes
+    /// (see [`publish_pcm_with`](Self::publish_pcm_with), which the card uses).
     pub fn publish_pcm(&self, stream: u32, offset: u64, time_ns: u64, data: &[u8]) {
+        let _: Result<(), ()> =
+            self.publish_pcm_with(stream, offset, time_ns, data.len(), |at, out| {
+                let src = data.get(at..at.saturating_add(out.len())).ok_or(())?;
+                out.copy_from_slice(src);
+                Ok(())
+            });
+    }
+
+    /// Hot path: queues `len` PCM bytes the card played, split into records of at most
+    /// `MAX_PCM_CHUNK` bytes. `fill(at, out)` writes the bytes from `at` on into `out`, the
+    /// data area of a record's frame, so the audio is copied once, from guest memory into the
+    /// frame every reader is sent. An error from `fill` stops it (the chunks before are
+    /// queued) and is returned. A live reader that has no room gets a GAP record instead.
+    pub fn publish_pcm_with<E>(
+        &self,
+        stream: u32,
+        offset: u64,
+        time_ns: u64,
+        len: usize,
+        mut fill: impl FnMut(usize, &mut [u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
         // No one connected: the card keeps time and discards (a reader that connects now
         // joins mid-stream anyway).
-        if data.is_empty() || self.shared.connected.load(Ordering::Acquire) == 0 {
-            return;
+        if len == 0 || self.shared.connected.load(Ordering::Acquire) == 0 {
+            return Ok(());
         }
-        let mut chunk_offset = offset;
-        for chunk in data.chunks(MAX_PCM_CHUNK) {
-            let mut buf = Vec::with_capacity(HEADER_LEN + 32 + chunk.len());
-            if let Err(e) = encode_pcm_header(&mut buf, stream, chunk_offset, time_ns, chunk.len())
-            {
+        let mut at = 0;
+        let mut result = Ok(());
+        while at < len {
+            let n = (len - at).min(MAX_PCM_CHUNK);
+            let chunk_offset = offset.wrapping_add(at as u64);
+            let mut buf = Vec::with_capacity(HEADER_LEN + 32 + n);
+            if let Err(e) = encode_pcm_header(&mut buf, stream, chunk_offset, time_ns, n) {
                 log::error!("tap: PCM not published: {e}");
-                return;
+                break;
             }
-            buf.extend_from_slice(chunk);
+            let start = buf.len();
+            buf.resize(start + n, 0);
+            if let Err(e) = fill(at, &mut buf[start..]) {
+                result = Err(e);
+                break;
+            }
             let frame = Arc::new(buf);
             let bytes = frame.len();
             self.shared.add_inflight(bytes);
@@ -247,17 +275,20 @@ impl TapHandle {
                 stream,
                 offset: chunk_offset,
                 time_ns,
-                data_len: chunk.len(),
+                data_len: n,
                 frame,
             };
             if self.tx.send(item).is_err() {
                 // The tap thread is gone.
                 self.shared.sub_inflight(bytes);
-                return;
+                return result;
             }
-            chunk_offset = chunk_offset.wrapping_add(chunk.len() as u64);
+            at += n;
         }
-        self.shared.wake_tap();
+        if at > 0 {
+            self.shared.wake_tap();
+        }
+        result
     }
 
     /// At least one reader has subscribed.
