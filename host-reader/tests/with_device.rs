@@ -400,3 +400,56 @@ fn no_controls_cards_are_recorded_and_the_controls_on_notice_is_printed() {
         f.stderr
     );
 }
+
+/// The TCP address the daemon's tap bound (`--listen` with port 0), from its log.
+fn tcp_addr(d: &Daemon) -> String {
+    let log = d.log_text();
+    log.lines()
+        .find_map(|l| l.split(" and tcp ").nth(1))
+        .map(|a| a.split_whitespace().next().unwrap_or(a).to_string())
+        .unwrap_or_else(|| panic!("no TCP address in the daemon's log:\n{log}"))
+}
+
+/// A reader over TCP (`--listen`) only listens: its `--mixer` is refused, the reader prints
+/// the device's reason and fails, the guest's mixer is untouched. With
+/// `--allow-tcp-control` the same reader sets it.
+#[test]
+fn tcp_readers_only_listen_unless_the_daemon_allows_control() {
+    use dsproxy_testfront::check::find_control;
+    for allowed in [false, true] {
+        let mut args = vec!["--listen", "127.0.0.1:0"];
+        if allowed {
+            args.push("--allow-tcp-control");
+        }
+        let d = Daemon::dsproxy(device_bin(), &args).expect("start dsproxy-device");
+        let addr = tcp_addr(&d);
+        let mut fe = frontend(&d);
+        let ctls = fe.ctl_info().unwrap();
+        let pcm_vol = find_control(&ctls, "PCM Playback Volume", 0).expect("PCM volume");
+        let before = fe.ctl_read(pcm_vol, 2).unwrap();
+        assert_ne!(before, vec![37, 21]);
+        let f = Reader::spawn(&["-n", &addr, "-x", "--mixer", "pcm=37:21"]).finish();
+        if allowed {
+            assert_eq!(f.status.code(), Some(0), "{}\n{}", f.stderr, d.log_tail(20));
+            assert_eq!(fe.ctl_read(pcm_vol, 2).unwrap(), vec![37, 21]);
+        } else {
+            assert_ne!(f.status.code(), Some(0), "{}", f.stderr);
+            assert!(
+                f.stderr.contains(
+                    "device error: this tap connection is TCP, and TCP readers only listen"
+                ) && f.stderr.contains("--allow-tcp-control"),
+                "{}",
+                f.stderr
+            );
+            assert_eq!(fe.ctl_read(pcm_vol, 2).unwrap(), before);
+            assert!(
+                d.log_text().contains("refused, TCP readers only listen"),
+                "{}",
+                d.log_tail(20)
+            );
+        }
+        // Bound to loopback: no warning about other hosts.
+        assert!(!d.log_text().contains("accepts readers from other hosts"));
+        drop(fe);
+    }
+}

@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use dsproxy_wire::record::{
-    ControlDesc, ControlOrigin, Direction, Hello, Params, Record, StreamDesc, MAX_PCM_CHUNK,
-    SUB_LIVE, SUB_NO_PACING,
+    ControlDesc, ControlOrigin, Direction, Hello, NoticeLevel, Params, Record, StreamDesc,
+    MAX_PCM_CHUNK, SUB_LIVE, SUB_NO_PACING,
 };
 use dsproxy_wire::{ReadError, RecordReader};
 
@@ -90,6 +90,7 @@ fn config(dir: &TestDir, high_water: usize, inject_limit: usize) -> TapConfig {
     TapConfig {
         unix_path: dir.sock(),
         tcp: None,
+        tcp_control: false,
         hello: test_hello(),
         high_water,
         inject_limit,
@@ -875,6 +876,95 @@ fn tcp_readers_work_on_an_ephemeral_port() {
         Record::Pcm { data, .. } => check_pattern(0, &data),
         other => panic!("expected PCM, got {other:?}"),
     }
+    tap.shutdown();
+}
+
+/// A TCP reader of a tap started with `tcp_control` = `allowed`, subscribed to everything.
+fn tcp_reader(dir: &TestDir, allowed: bool) -> (Tap, Client<TcpStream>) {
+    let mut cfg = config(dir, 1 << 20, 1 << 16);
+    cfg.tcp = Some("127.0.0.1:0".parse().unwrap());
+    cfg.tcp_control = allowed;
+    let tap = Tap::start(cfg).unwrap();
+    let s = TcpStream::connect(tap.tcp_addr().expect("bound TCP address")).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    let mut c = Client {
+        rr: RecordReader::new(s),
+    };
+    c.subscribe(0, 0);
+    (tap, c)
+}
+
+#[test]
+fn tcp_readers_only_listen_and_are_told_so() {
+    let dir = TestDir::new();
+    let (tap, mut c) = tcp_reader(&dir, false);
+    let h = tap.handle();
+    for _ in 0..3 {
+        c.send(&Record::SetControl {
+            id: 0,
+            values: vec![10, 20],
+        });
+        c.send(&Record::Inject {
+            stream: 1,
+            data: vec![1, 2, 3, 4],
+        });
+    }
+    // One NOTICE says why, whatever the number of refused requests.
+    match c.next() {
+        Record::Notice { level, text, .. } => {
+            assert_eq!(level, NoticeLevel::Error);
+            assert_eq!(text, super::TCP_LISTEN_ONLY);
+        }
+        other => panic!("expected the listen-only NOTICE, got {other:?}"),
+    }
+    // Still connected and served: the next record is what the card publishes.
+    h.publish_pcm(0, 0, 7, &pattern_bytes(0, 100));
+    match c.next() {
+        Record::Pcm { data, .. } => check_pattern(0, &data),
+        other => panic!("expected PCM after the refusals, got {other:?}"),
+    }
+    assert!(h.take_requests().is_empty(), "a TCP reader set a control");
+    let mut buf = [0u8; 16];
+    assert_eq!(h.read_inject(1, &mut buf), 0, "a TCP reader injected audio");
+    // A unix reader of the same tap may.
+    let mut u = Client::connect(&dir.sock());
+    u.subscribe(0, 0);
+    u.send(&Record::SetControl {
+        id: 0,
+        values: vec![1, 2],
+    });
+    assert!(wait_until(|| !h.take_requests().is_empty()));
+    tap.shutdown();
+}
+
+#[test]
+fn tcp_readers_may_control_with_allow_tcp_control() {
+    let dir = TestDir::new();
+    let (tap, mut c) = tcp_reader(&dir, true);
+    let h = tap.handle();
+    c.send(&Record::SetControl {
+        id: 0,
+        values: vec![10, 20],
+    });
+    c.send(&Record::Inject {
+        stream: 1,
+        data: vec![1, 2, 3, 4],
+    });
+    let mut got = Vec::new();
+    assert!(wait_until(|| {
+        got.extend(h.take_requests());
+        !got.is_empty()
+    }));
+    assert_eq!(
+        got,
+        vec![TapRequest::SetControl {
+            id: 0,
+            values: vec![10, 20]
+        }]
+    );
+    let mut buf = [0u8; 16];
+    assert!(wait_until(|| h.shared.inject.buffered(1) == 4));
+    assert_eq!(h.read_inject(1, &mut buf), 4);
     tap.shutdown();
 }
 
