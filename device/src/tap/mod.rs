@@ -243,12 +243,22 @@ impl TapHandle {
                 return;
             }
         };
+        if !self.shared.reserve_event() {
+            return;
+        }
+        let lost = self.shared.take_lost();
+        if lost > 0 && self.tx.send(Item::Lost(lost)).is_err() {
+            self.shared.release_event();
+            return;
+        }
         let item = Item::Event {
             rec: rec.clone(),
             frame,
         };
         if self.tx.send(item).is_ok() {
             self.shared.wake_tap();
+        } else {
+            self.shared.release_event();
         }
     }
 

@@ -1207,3 +1207,120 @@ fn hostile_input_never_takes_the_tap_down() {
     assert_eq!(good.next(), params(0));
     tap.shutdown();
 }
+
+/// A reader sending SET_CONTROL faster than the worker takes them leaves one request per
+/// control, with its latest values: the list the worker drains cannot grow without bound.
+#[test]
+fn pending_set_controls_are_coalesced_per_control() {
+    let dir = TestDir::new();
+    let tap = start(&dir, 1 << 20, 1 << 16);
+    let h = tap.handle();
+    let mut c = Client::connect(&dir.sock());
+    c.subscribe(0, 0);
+    for v in 0..1000i64 {
+        c.send(&Record::SetControl {
+            id: 0,
+            values: vec![v % 97, v % 97],
+        });
+    }
+    c.send(&Record::SetControl {
+        id: 0,
+        values: vec![100, 100],
+    });
+    let last = TapRequest::SetControl {
+        id: 0,
+        values: vec![100, 100],
+    };
+    assert!(wait_until(|| h
+        .shared
+        .requests
+        .lock()
+        .unwrap()
+        .contains(&last)));
+    assert_eq!(h.take_requests(), vec![last]);
+    // Other controls keep their own entry, in order.
+    for (id, v) in [(3, 1), (4, 1), (3, 2)] {
+        h.shared.push_request(TapRequest::SetControl {
+            id,
+            values: vec![v],
+        });
+    }
+    assert_eq!(
+        h.take_requests(),
+        vec![
+            TapRequest::SetControl {
+                id: 3,
+                values: vec![2]
+            },
+            TapRequest::SetControl {
+                id: 4,
+                values: vec![1]
+            }
+        ]
+    );
+    tap.shutdown();
+}
+
+/// The worker never holds more than `EVENTS_INFLIGHT_LIMIT` records for a tap thread that
+/// does not take them; the rest are counted, and the count goes out, in place, with the next
+/// record that fits.
+#[test]
+fn records_for_a_stalled_tap_thread_are_bounded_and_the_loss_is_told() {
+    use super::shared::{Item, EVENTS_INFLIGHT_LIMIT};
+    let shared = Shared::new(1 << 20, 1 << 16).unwrap();
+    // No tap thread: nothing takes what the worker sends.
+    let (tx, rx) = mpsc::channel();
+    let h = TapHandle {
+        shared: Arc::clone(&shared),
+        tx,
+    };
+    let xrun = |n: u64| Record::Xrun {
+        stream: 0,
+        time_ns: n,
+        duration_ns: 1,
+    };
+    for n in 0..EVENTS_INFLIGHT_LIMIT as u64 + 5 {
+        h.publish(&xrun(n));
+    }
+    let queued: Vec<Item> = rx.try_iter().collect();
+    assert_eq!(queued.len(), EVENTS_INFLIGHT_LIMIT);
+    // The thread takes them all; the next record is preceded by the count of the lost.
+    for _ in &queued {
+        shared.release_event();
+    }
+    h.publish(&xrun(1 << 40));
+    let next: Vec<Item> = rx.try_iter().collect();
+    assert!(
+        matches!(next.as_slice(), [Item::Lost(5), Item::Event { rec: Record::Xrun { time_ns, .. }, .. }] if *time_ns == 1 << 40),
+        "{} items",
+        next.len()
+    );
+    h.publish(&xrun(7));
+    assert!(matches!(
+        rx.try_iter().collect::<Vec<_>>().as_slice(),
+        [Item::Event { .. }]
+    ));
+}
+
+/// What a reader is told about records the tap thread never got: a NOTICE (warning) in the
+/// stream, kept for the snapshot of readers that join later.
+#[test]
+fn lost_records_reach_readers_as_a_notice() {
+    let dir = TestDir::new();
+    let tap = start(&dir, 1 << 20, 1 << 16);
+    let h = tap.handle();
+    let mut c = Client::connect(&dir.sock());
+    c.subscribe(0, 0);
+    h.tx.send(super::shared::Item::Lost(7)).unwrap();
+    h.shared.wake_tap();
+    let told = |rec: &Record| {
+        matches!(rec, Record::Notice { level: NoticeLevel::Warning, text, .. }
+            if text.contains("7 records") && text.contains("fell behind"))
+    };
+    let rec = c.next();
+    assert!(told(&rec), "{rec:?}");
+    let mut late = Client::connect(&dir.sock());
+    let snap = late.subscribe(0, 0);
+    assert!(snap.iter().any(told), "{snap:?}");
+    tap.shutdown();
+}

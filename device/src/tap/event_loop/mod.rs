@@ -57,6 +57,8 @@ pub(super) struct TapLoop {
     init_error: Option<String>,
     /// TCP readers may send SET_CONTROL and INJECT (see [`super::TapConfig::tcp_control`]).
     tcp_control: bool,
+    /// Lines about dropped records ([`Item::Lost`]), a few a second.
+    lost_lines: crate::reject_log::LineBudget,
 }
 
 impl TapLoop {
@@ -84,6 +86,7 @@ impl TapLoop {
             stop_deadline: None,
             init_error: None,
             tcp_control: false,
+            lost_lines: Default::default(),
         };
         lp.set_hello(hello);
         lp
