@@ -339,3 +339,22 @@ fn event_buffers_are_held_up_to_the_ring_size() {
     assert_eq!(r.card.events_posted(), 2);
     assert_eq!(r.card.rejections().count("event", "hold_limit"), 1);
 }
+
+/// Descriptors cost the daemon memory whatever the bytes they carry: a queue holds at most
+/// 4 per ring entry plus one per page of what its streams may hold (here 4 x 4 + 15360 / 4096
+/// rounded up = 20), so a buffer in 4-byte pieces is refused even though its bytes fit.
+#[test]
+fn a_queue_holds_a_bounded_number_of_descriptors() {
+    let mut r = rig();
+    r.card.set_ring_size(TX, 4);
+    let mut pieces = vec![hdr(0)];
+    pieces.extend((0..30).map(|i| D::R(vec![i as u8; 4])));
+    pieces.push(D::W(8));
+    let (p, used) = r.submit(TX, &pieces);
+    assert_eq!((used.len(), used[0].head, used[0].len), (1, p.head, 8));
+    assert_eq!(r.pcm_status(p.last()), (IO_ERR, 0));
+    assert_eq!(r.card.rejections().count("tx", "hold_limit"), 1);
+    // A buffer laid out like a driver's (a page or two) is still taken.
+    let (_, used) = r.tx(0, &[1u8; 1920]);
+    assert!(used.is_empty());
+}
