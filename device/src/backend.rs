@@ -330,6 +330,7 @@ impl SndBackend {
                 }
             }
         };
+        inner.card.set_ring_size(q, queue_size);
         for c in chains {
             if c.head >= queue_size {
                 // The driver put a head in the available ring that no descriptor has (virtio

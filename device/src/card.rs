@@ -70,6 +70,9 @@ pub struct Card<T: CardTap> {
     rejections: RejectLog,
     /// Stream summaries (one per release) logged at info level, a few a second.
     summaries: LineBudget,
+    /// The size of each ring (SET_VRING_NUM), which bounds what the card holds from it;
+    /// the largest size accepted until the backend says.
+    ring_sizes: [u16; NUM_QUEUES],
     /// Lines about the driver and the rings (features, resets, vring stops), a few a
     /// second: a guest can reset its device in a loop.
     device_events: LineBudget,
@@ -88,6 +91,7 @@ impl<T: CardTap> Card<T> {
         let streams = (0..cfg.num_streams())
             .map(|id| Stream::new(id, cfg.stream_direction(id).unwrap_or(Direction::Output)))
             .collect();
+        let ring_sizes = [cfg.queue_size; NUM_QUEUES];
         Card {
             cfg,
             tap,
@@ -98,10 +102,27 @@ impl<T: CardTap> Card<T> {
             events: EventQueue::default(),
             used: Vec::new(),
             stopped: [false; NUM_QUEUES],
+            ring_sizes,
             rejections: RejectLog::default(),
             summaries: LineBudget::default(),
             device_events: LineBudget::default(),
         }
+    }
+
+    /// Ring `queue` has `size` entries (the backend reads it from the vring before it hands
+    /// the card the ring's chains).
+    pub fn set_ring_size(&mut self, queue: u16, size: u16) {
+        if let Some(r) = self.ring_sizes.get_mut(queue as usize) {
+            *r = size;
+        }
+    }
+
+    /// The size of ring `queue`.
+    pub fn ring_size(&self, queue: u16) -> u16 {
+        self.ring_sizes
+            .get(queue as usize)
+            .copied()
+            .unwrap_or(self.cfg.queue_size)
     }
 
     pub fn config(&self) -> &CardConfig {
@@ -302,7 +323,8 @@ impl<T: CardTap> Card<T> {
             CONTROL_QUEUE => self.handle_control(mem, chain, now),
             EVENT_QUEUE => {
                 let head = chain.head;
-                if let Err(e) = self.events.post(mem, chain) {
+                let limit = self.ring_size(EVENT_QUEUE) as usize;
+                if let Err(e) = self.events.post(mem, chain, limit) {
                     self.reject(
                         &Rejected {
                             queue: "event",

@@ -57,6 +57,11 @@ pub struct Cli {
     /// localhost). Off by default: the stream is unauthenticated.
     #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
     pub listen: Option<SocketAddr>,
+    /// Let TCP readers (--listen) set the guest's mixer and inject audio into its
+    /// microphone. Off by default: TCP readers only listen (unix readers, behind the
+    /// socket's 0600, always may).
+    #[arg(long)]
+    pub allow_tcp_control: bool,
     /// Output (playback) PCM streams.
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub outputs: u32,

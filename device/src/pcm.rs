@@ -251,6 +251,48 @@ pub struct PcmBuffer {
     pub status: Vec<Segment>,
 }
 
+impl PcmBuffer {
+    /// The descriptors (PCM and status) the device keeps while it holds the buffer.
+    pub fn descriptors(&self) -> usize {
+        self.data.len().saturating_add(self.status.len())
+    }
+}
+
+/// What the buffers held on one PCM queue (tx or rx), all its streams together, may add up
+/// to: what a driver can have in flight there. A guest that makes the same descriptor head
+/// available again and again would otherwise grow the daemon without bound; the buffers
+/// the device holds cost it their descriptors (it keeps guest addresses, not audio), so
+/// those are what is counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HoldLimit {
+    /// Chains: a driver has `ring size` descriptors, and every chain takes at least one.
+    pub buffers: usize,
+    /// Descriptors: per chain its two ends and status (at most 4 beyond the pages of its
+    /// PCM), plus one per page of what the queue's streams may hold
+    /// ([`Stream::max_held_bytes`]): a driver's PCM lies in pages (ALSA and Windows buffers
+    /// are page-backed), and an indirect chain may have more descriptors than the ring.
+    pub descriptors: usize,
+}
+
+/// Bytes of PCM one descriptor of a driver's buffer covers, but for the ends: a page.
+const PAGE_BYTES: u64 = 4096;
+
+impl HoldLimit {
+    /// The limit of a queue of `ring_size` entries whose streams are `streams`.
+    pub fn of<'a>(ring_size: u16, streams: impl Iterator<Item = &'a Stream>) -> HoldLimit {
+        let ring = ring_size as usize;
+        let pages: u64 = streams
+            .map(|s| s.max_held_bytes().div_ceil(PAGE_BYTES))
+            .fold(0u64, u64::saturating_add);
+        HoldLimit {
+            buffers: ring,
+            descriptors: ring
+                .saturating_mul(4)
+                .saturating_add(usize::try_from(pages).unwrap_or(usize::MAX)),
+        }
+    }
+}
+
 /// One PCM stream of the card.
 #[derive(Debug)]
 pub struct Stream {
@@ -262,6 +304,8 @@ pub struct Stream {
     pub queue: VecDeque<PcmBuffer>,
     /// PCM bytes in `queue`.
     pub queued_bytes: u64,
+    /// Descriptors (PCM and status) of the buffers in `queue`: what holding them costs.
+    pub queued_descriptors: usize,
     pub clock: PacingClock,
     /// Bytes played (output) or captured (input) since the last PREPARE.
     pub offset: u64,
@@ -323,6 +367,7 @@ impl Stream {
             params: None,
             queue: VecDeque::new(),
             queued_bytes: 0,
+            queued_descriptors: 0,
             clock: PacingClock::default(),
             offset: 0,
             period_progress: 0,
@@ -354,14 +399,26 @@ impl Stream {
             .map_or(0, |p| self.clock.bytes_to_ns(p.period_bytes as u64))
     }
 
+    /// The PCM bytes this stream may hold: twice its buffer. A driver keeps at most its
+    /// buffer in flight; the second one leaves room for a driver that queues its buffer
+    /// again before the device returned the first (a capture resumed after a pause: the
+    /// device keeps buffers over STOP). The caps that bound the daemon's memory are the
+    /// queue's, in [`HoldLimit`].
+    pub fn max_held_bytes(&self) -> u64 {
+        self.params
+            .map_or(0, |p| 2u64.saturating_mul(p.buffer_bytes as u64))
+    }
+
     pub fn push(&mut self, buf: PcmBuffer) {
         self.queued_bytes = self.queued_bytes.saturating_add(buf.len as u64);
+        self.queued_descriptors = self.queued_descriptors.saturating_add(buf.descriptors());
         self.queue.push_back(buf);
     }
 
     /// Takes every queued buffer out, oldest first.
     pub fn take_all(&mut self) -> Vec<PcmBuffer> {
         self.queued_bytes = 0;
+        self.queued_descriptors = 0;
         self.reserve_wait.clear();
         self.queue.drain(..).collect()
     }
@@ -371,6 +428,7 @@ impl Stream {
         // The next head begins its own wait, if it has to.
         self.reserve_wait.clear();
         self.queued_bytes = self.queued_bytes.saturating_sub(b.len as u64);
+        self.queued_descriptors = self.queued_descriptors.saturating_sub(b.descriptors());
         Some(b)
     }
 }

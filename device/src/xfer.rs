@@ -15,7 +15,7 @@ use crate::card::{Card, CardTap};
 use crate::chain::{read_segments, slice_segments, write_segments, Chain, Segment};
 use crate::config::Pacing;
 use crate::error::{Rejected, RequestError};
-use crate::pcm::{PcmBuffer, StreamState};
+use crate::pcm::{HoldLimit, PcmBuffer, StreamState};
 use crate::profile::Profile;
 use crate::spec::{code, event_bytes, size, Status, RX_QUEUE, TX_QUEUE};
 use crate::Used;
@@ -198,7 +198,13 @@ impl<T: CardTap> Card<T> {
         chain: Chain,
         now: u64,
     ) {
-        let (idx, buf) = match self.parse_xfer(mem, queue, &chain) {
+        let parsed = self.parse_xfer(mem, queue, &chain).and_then(|(idx, buf)| {
+            match self.check_hold(queue, idx, &buf) {
+                Ok(()) => Ok((idx, buf)),
+                Err(e) => Err((self.streams.get(idx).map(|s| s.id), e)),
+            }
+        });
+        let (idx, buf) = match parsed {
             Ok(v) => v,
             Err((stream, e)) => {
                 self.reject_xfer(mem, queue, &chain, stream, &e, now);
@@ -238,6 +244,42 @@ impl<T: CardTap> Card<T> {
             self.send_event(mem, &event_bytes(code::EVT_PCM_XRUN, id));
         }
         self.service_stream(mem, idx, now);
+    }
+
+    /// Whether stream `idx` may take `buf` without the queue holding more than a driver can
+    /// have in flight there (see [`HoldLimit`]).
+    fn check_hold(&self, queue: u16, idx: usize, buf: &PcmBuffer) -> Result<(), RequestError> {
+        let Some(s) = self.streams.get(idx) else {
+            return Ok(());
+        };
+        let queue_name = if queue == TX_QUEUE { "tx" } else { "rx" };
+        let over = |what, held: u64, limit: u64| {
+            if held > limit {
+                Err(RequestError::HoldLimit {
+                    queue: queue_name,
+                    what,
+                    held,
+                    limit,
+                })
+            } else {
+                Ok(())
+            }
+        };
+        over(
+            "PCM bytes of the stream (twice its buffer)",
+            s.queued_bytes.saturating_add(buf.len as u64),
+            s.max_held_bytes(),
+        )?;
+        let peers = || self.streams.iter().filter(|t| t.direction == s.direction);
+        let limit = HoldLimit::of(self.ring_size(queue), peers());
+        let buffers: usize = peers().map(|t| t.queue.len()).sum();
+        over("buffers", buffers as u64 + 1, limit.buffers as u64)?;
+        let descriptors: usize = peers().map(|t| t.queued_descriptors).sum();
+        over(
+            "descriptors",
+            descriptors.saturating_add(buf.descriptors()) as u64,
+            limit.descriptors as u64,
+        )
     }
 
     /// Returns a bad tx/rx chain with BAD_MSG in its status, if it has room for one.

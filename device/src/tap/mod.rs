@@ -52,6 +52,10 @@ pub struct TapConfig {
     pub unix_path: PathBuf,
     /// Optional TCP listen address (`--listen`).
     pub tcp: Option<SocketAddr>,
+    /// TCP readers may send SET_CONTROL and INJECT (`--allow-tcp-control`). Without it they
+    /// only listen: a reader can set the guest's mixer and feed its microphone, and TCP has
+    /// no permissions like the unix socket's 0600.
+    pub tcp_control: bool,
     /// The device description sent first to every reader.
     pub hello: Hello,
     /// Bytes queued for one non-live reader above which `can_accept()` turns false.
@@ -60,6 +64,12 @@ pub struct TapConfig {
     /// INJECT records from the reader (TCP/unix flow control then slows the reader down).
     pub inject_limit: usize,
 }
+
+/// What a TCP reader is told (a NOTICE, level error) when it sends SET_CONTROL or INJECT to a
+/// daemon started without `--allow-tcp-control`.
+pub const TCP_LISTEN_ONLY: &str = "this tap connection is TCP, and TCP readers only listen: \
+    SET_CONTROL and INJECT are refused (they set the guest's mixer and feed its microphone). \
+    Attach over the unix socket, or start dsproxy-device with --allow-tcp-control";
 
 #[derive(Debug, thiserror::Error)]
 pub enum TapError {
@@ -101,11 +111,24 @@ impl Tap {
             None => None,
         };
         let tcp_addr = tcp.as_ref().and_then(|l| l.local_addr().ok());
+        if let Some(addr) = tcp_addr.filter(|a| !a.ip().is_loopback()) {
+            log::warn!(
+                "tap: --listen {addr} accepts readers from other hosts: the audio stream is \
+                 unauthenticated and unencrypted{}",
+                if cfg.tcp_control {
+                    ", and --allow-tcp-control lets any of them set the guest's mixer and \
+                     feed its microphone"
+                } else {
+                    " (TCP readers only listen: no mixer changes, no injected audio)"
+                }
+            );
+        }
         let (tx, rx) = mpsc::channel();
         let mut em = EventManager::<event_loop::TapLoop>::new()
             .map_err(|e| cleanup(TapError::Io(std::io::Error::other(e.to_string()))))?;
-        let tap_loop =
+        let mut tap_loop =
             event_loop::TapLoop::new(Arc::clone(&shared), rx, Some(unix), tcp, cfg.hello);
+        tap_loop.set_tcp_control(cfg.tcp_control);
         let id = em.add_subscriber(tap_loop);
         let init_error = em
             .subscriber_mut(id)
@@ -214,12 +237,22 @@ impl TapHandle {
                 return;
             }
         };
+        if !self.shared.reserve_event() {
+            return;
+        }
+        let lost = self.shared.take_lost();
+        if lost > 0 && self.tx.send(Item::Lost(lost)).is_err() {
+            self.shared.release_event();
+            return;
+        }
         let item = Item::Event {
             rec: rec.clone(),
             frame,
         };
         if self.tx.send(item).is_ok() {
             self.shared.wake_tap();
+        } else {
+            self.shared.release_event();
         }
     }
 

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use dsproxy_testfront::flood::{flood, FloodTarget};
 use dsproxy_testfront::proto::{status_name, D_OUTPUT, S_OK};
 use dsproxy_testfront::{play_many, signal, FrontendOpts, PlayOpts, PlayStream, SndFrontend};
 use dsproxy_wire::{PcmFormat, PcmRate, PcmShape};
@@ -75,6 +76,11 @@ struct Args {
     /// time since START (ms), their difference, and the latency_bytes the device reported.
     #[arg(long)]
     dump_completions: bool,
+    /// Instead of playing: a hostile driver floods this queue (control, event, tx or rx) for
+    /// --seconds, making one valid chain available again and again, and reports the peak RSS
+    /// of --daemon-pid.
+    #[arg(long)]
+    flood: Option<String>,
     /// A label for the figures (e.g. the device's name).
     #[arg(long, default_value = "")]
     label: String,
@@ -114,7 +120,50 @@ fn proc_cpu(pid: u32) -> Option<Duration> {
     Some(Duration::from_nanos((ut + st) * 1_000_000_000 / hz))
 }
 
+/// The peak resident set size of process `pid` in KiB (VmHWM).
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// `--flood`: see [`dsproxy_testfront::flood`].
+fn run_flood(a: &Args, queue: &str) -> Result<(), LoadgenError> {
+    let target = FloodTarget::parse(queue).ok_or_else(|| {
+        LoadgenError::Usage(format!(
+            "--flood {queue:?}: not one of control, event, tx, rx"
+        ))
+    })?;
+    let opts = FrontendOpts {
+        queue_size: a.queue_size,
+        want_ctls: !a.no_ctls,
+        want_event_idx: !a.no_event_idx,
+        event_buffers: 0,
+        ..FrontendOpts::default()
+    };
+    let mut fe = SndFrontend::connect(&a.socket, opts)?;
+    let before = a.daemon_pid.and_then(peak_rss_kib);
+    let r = flood(&mut fe, target, Duration::from_secs_f64(a.seconds), || {})?;
+    let peak = a.daemon_pid.and_then(peak_rss_kib);
+    let kib = |v: Option<u64>| v.map_or_else(|| "?".to_string(), |k| k.to_string());
+    println!(
+        "flood {:<8} queue size {:>5}: {:>9} chains in {:.1} s, daemon peak RSS {} KiB (before: {} KiB)",
+        target.name(),
+        a.queue_size,
+        r.posted,
+        r.elapsed.as_secs_f64(),
+        kib(peak),
+        kib(before)
+    );
+    drop(fe.disconnect());
+    Ok(())
+}
+
 fn run(a: &Args) -> Result<(), LoadgenError> {
+    if let Some(q) = &a.flood {
+        return run_flood(a, q);
+    }
     let format = PcmFormat::from_name(&a.format)
         .ok_or_else(|| LoadgenError::Usage(format!("unknown format {:?}", a.format)))?;
     let rate = PcmRate::from_hz(a.rate)
