@@ -17,15 +17,18 @@ const RSS_LIMIT_KIB: u64 = 16 * 1024;
 /// hundreds of thousands of buffers a second).
 const FLOOD: Duration = Duration::from_secs(3);
 const T: Duration = Duration::from_secs(5);
+/// The largest ring the daemon takes by default: the most it may hold.
+const QUEUE_SIZE: u16 = 1024;
+/// How many rings' worth of chains make a flood.
+const FLOOD_RINGS: u64 = 16;
 
 fn flooded(target: FloodTarget) {
     // Info level: the flood's rejections are rate-limited warnings; debug would log every
     // request and slow the daemon down, which makes a weaker flood.
     let d = Daemon::dsproxy_logging(env!("CARGO_BIN_EXE_dsproxy-device"), &[], Some("info"))
         .expect("start dsproxy-device");
-    // The largest ring the daemon takes by default: the most it may hold.
     let opts = FrontendOpts {
-        queue_size: 1024,
+        queue_size: QUEUE_SIZE,
         ..FrontendOpts::default()
     };
     let mut fe = SndFrontend::connect(&d.socket, opts)
@@ -42,8 +45,11 @@ fn flooded(target: FloodTarget) {
         report.posted,
         report.elapsed.as_secs_f64()
     );
+    // A flood is many times what the caps let the daemon hold (one ring's worth). Not a rate:
+    // a debug build on a loaded 2-core CI host posted 53 k RX chains in 3 s where a quiet
+    // machine posts 300 k+; either is far past the caps, which the log check below confirms.
     assert!(
-        report.posted > 100_000,
+        report.posted >= FLOOD_RINGS * u64::from(QUEUE_SIZE),
         "{} flood: only {} chains made available: not a flood",
         target.name(),
         report.posted
