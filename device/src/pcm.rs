@@ -4,13 +4,55 @@
 use std::collections::VecDeque;
 
 use dsproxy_wire::format::{PcmFormat, PcmRate, PcmShape};
-use dsproxy_wire::record::{Direction, Params};
+use dsproxy_wire::record::{Direction, Params, Record};
+use log::debug;
+use vm_memory::GuestMemory;
 
+use crate::card::{Card, CardTap};
+use crate::chain::Segment;
 use crate::clock::{PacingClock, ReserveWait};
 use crate::config::CardConfig;
 use crate::error::RequestError;
 use crate::spec::{code, le32, size, LeBuf, D_INPUT, D_OUTPUT};
-use crate::xfer::PcmBuffer;
+
+/// A request that moves a stream through its states. PCM_INFO is a query, not one of these,
+/// so it cannot be handed to [`StreamState::after`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PcmCommand {
+    SetParams,
+    Prepare,
+    Start,
+    Stop,
+    Release,
+}
+
+impl PcmCommand {
+    /// The request's `code::PCM_*`.
+    pub fn code(self) -> u32 {
+        match self {
+            PcmCommand::SetParams => code::PCM_SET_PARAMS,
+            PcmCommand::Prepare => code::PCM_PREPARE,
+            PcmCommand::Start => code::PCM_START,
+            PcmCommand::Stop => code::PCM_STOP,
+            PcmCommand::Release => code::PCM_RELEASE,
+        }
+    }
+}
+
+impl TryFrom<u32> for PcmCommand {
+    type Error = RequestError;
+
+    fn try_from(c: u32) -> Result<PcmCommand, RequestError> {
+        match c {
+            code::PCM_SET_PARAMS => Ok(PcmCommand::SetParams),
+            code::PCM_PREPARE => Ok(PcmCommand::Prepare),
+            code::PCM_START => Ok(PcmCommand::Start),
+            code::PCM_STOP => Ok(PcmCommand::Stop),
+            code::PCM_RELEASE => Ok(PcmCommand::Release),
+            other => Err(RequestError::UnknownCode(other)),
+        }
+    }
+}
 
 /// Where a stream is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,22 +78,23 @@ impl StreamState {
         }
     }
 
-    /// The state after the stream command `request` (a `code::PCM_*`), if it is allowed.
+    /// The state after `cmd`, if it is allowed.
     ///
     /// SET_PARAMS from the initial state, PARAMS_SET, PREPARED and RELEASED; PREPARE from
     /// PARAMS_SET, PREPARED and RELEASED; START from PREPARED and STOPPED; STOP from RUNNING;
     /// RELEASE from PREPARED and STOPPED (and, leniently, PARAMS_SET).
-    pub fn after(self, request: u32) -> Result<StreamState, RequestError> {
+    pub fn after(self, cmd: PcmCommand) -> Result<StreamState, RequestError> {
+        use PcmCommand::*;
         use StreamState::*;
-        let next = match (request, self) {
-            (code::PCM_SET_PARAMS, Idle | ParamsSet | Prepared | Released) => ParamsSet,
-            (code::PCM_PREPARE, ParamsSet | Prepared | Released) => Prepared,
-            (code::PCM_START, Prepared | Stopped) => Running,
-            (code::PCM_STOP, Running) => Stopped,
-            (code::PCM_RELEASE, ParamsSet | Prepared | Stopped) => Released,
+        let next = match (cmd, self) {
+            (SetParams, Idle | ParamsSet | Prepared | Released) => ParamsSet,
+            (Prepare, ParamsSet | Prepared | Released) => Prepared,
+            (Start, Prepared | Stopped) => Running,
+            (Stop, Running) => Stopped,
+            (Release, ParamsSet | Prepared | Stopped) => Released,
             _ => {
                 return Err(RequestError::BadState {
-                    request: code::name(request),
+                    request: code::name(cmd.code()),
                     state: self.name(),
                 })
             }
@@ -196,6 +239,25 @@ pub fn info_bytes(cfg: &CardConfig, id: u32) -> Option<Vec<u8>> {
     Some(b.into_vec())
 }
 
+/// A PCM buffer the guest queued, waiting for the clock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PcmBuffer {
+    pub head: u16,
+    /// The PCM bytes: device-readable for output, device-writable for input.
+    pub data: Vec<Segment>,
+    /// PCM bytes in `data`.
+    pub len: u32,
+    /// Where the 8-byte status goes.
+    pub status: Vec<Segment>,
+}
+
+impl PcmBuffer {
+    /// The descriptors (PCM and status) the device keeps while it holds the buffer.
+    pub fn descriptors(&self) -> usize {
+        self.data.len().saturating_add(self.status.len())
+    }
+}
+
 /// What the buffers held on one PCM queue (tx or rx), all its streams together, may add up
 /// to: what a driver can have in flight there. A guest that makes the same descriptor head
 /// available again and again would otherwise grow the daemon without bound; the buffers
@@ -251,7 +313,7 @@ pub struct Stream {
     pub period_progress: u64,
     /// The buffers were last completed without the clock (no pacing); on the way back to
     /// real time the clock re-anchors.
-    pub unpaced: bool,
+    pub ran_unpaced: bool,
     /// Without pacing: since when the head buffer has been waiting (the stream keeps its
     /// reserve, see [`unpaced_reserve`](Self::unpaced_reserve)).
     pub reserve_wait: ReserveWait,
@@ -259,9 +321,8 @@ pub struct Stream {
     pub stats: StreamStats,
 }
 
-/// A stream's figures between two releases: the one line the log gets per use of a stream
-/// (the requests themselves are logged at debug level, so a guest looping valid requests
-/// cannot flood the log).
+/// A stream's figures between two releases, for the summary line
+/// `Card::log_release` (card.rs) logs (why one line per use of a stream: see there).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StreamStats {
     /// PCM bytes played (output) or captured (input).
@@ -310,7 +371,7 @@ impl Stream {
             clock: PacingClock::default(),
             offset: 0,
             period_progress: 0,
-            unpaced: false,
+            ran_unpaced: false,
             reserve_wait: ReserveWait::default(),
             stats: StreamStats::default(),
         }
@@ -372,6 +433,109 @@ impl Stream {
     }
 }
 
+impl<T: CardTap> Card<T> {
+    pub(crate) fn set_params<M: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &M,
+        p: &SetParams,
+    ) -> Result<(), RequestError> {
+        let idx = self.stream_index(p.stream)?;
+        let state = self.streams[idx].state;
+        let next = state.after(PcmCommand::SetParams)?;
+        let params = p.check(&self.cfg)?;
+        // Buffers pre-queued under the old parameters no longer fit the new ones.
+        let returned = self.return_all(mem, idx);
+        if returned > 0 {
+            debug!(
+                "stream {}: new parameters, {returned} queued bytes returned unplayed",
+                p.stream
+            );
+        }
+        let s = &mut self.streams[idx];
+        s.params = Some(params);
+        s.clock = crate::clock::PacingClock::new(params.byte_rate);
+        s.state = next;
+        debug!(
+            "stream {}: params {} buffer {} period {}",
+            p.stream, params.shape, params.buffer_bytes, params.period_bytes
+        );
+        self.tap
+            .publish(&Record::Params(params.to_record(p.stream)));
+        Ok(())
+    }
+
+    pub(crate) fn stream_command<M: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &M,
+        cmd: PcmCommand,
+        id: u32,
+        now: u64,
+    ) -> Result<(), RequestError> {
+        let idx = self.stream_index(id)?;
+        let time_ns = self.tap_time(now);
+        let state = self.streams[idx].state;
+        let next = state.after(cmd)?;
+        match cmd {
+            PcmCommand::Prepare => {
+                let s = &mut self.streams[idx];
+                s.offset = 0;
+                s.period_progress = 0;
+                s.state = next;
+                debug!("stream {id}: prepared");
+                self.tap.publish(&Record::Prepare {
+                    stream: id,
+                    time_ns,
+                });
+            }
+            PcmCommand::Start => {
+                let s = &mut self.streams[idx];
+                s.state = next;
+                s.clock.start(now);
+                s.ran_unpaced = false;
+                s.reserve_wait.clear();
+                s.stats.start(now);
+                debug!("stream {id}: started ({} bytes queued)", s.queued_bytes);
+                self.tap.publish(&Record::Start {
+                    stream: id,
+                    time_ns,
+                });
+                self.service_stream(mem, idx, now);
+            }
+            PcmCommand::Stop => {
+                let s = &mut self.streams[idx];
+                s.state = next;
+                s.clock.stop();
+                s.reserve_wait.clear();
+                s.stats.stop(now);
+                let queued = s.queued_bytes;
+                debug!("stream {id}: stopped ({queued} bytes still queued)");
+                self.tap.publish(&Record::Stop {
+                    stream: id,
+                    time_ns,
+                    drained: queued == 0,
+                    discarded_bytes: queued,
+                });
+            }
+            PcmCommand::Release => {
+                let returned = self.return_all(mem, idx);
+                let s = &mut self.streams[idx];
+                s.state = next;
+                s.clock.stop();
+                debug!("stream {id}: released ({returned} bytes returned unplayed)");
+                self.tap.publish(&Record::Release {
+                    stream: id,
+                    time_ns,
+                });
+                self.log_release(idx, now, "guest");
+            }
+            // SET_PARAMS carries parameters: `set_params` does it.
+            PcmCommand::SetParams => return Err(RequestError::UnknownCode(cmd.code())),
+        }
+        debug_assert_ne!(next, StreamState::Idle);
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -379,33 +543,31 @@ mod tests {
 
     #[test]
     fn state_machine_matches_spec() {
+        use PcmCommand::*;
         let all = [Idle, ParamsSet, Prepared, Running, Stopped, Released];
-        let allowed = |req, from| from_ok(req, from);
-        fn from_ok(req: u32, from: StreamState) -> bool {
-            match req {
-                code::PCM_SET_PARAMS => matches!(from, Idle | ParamsSet | Prepared | Released),
-                code::PCM_PREPARE => matches!(from, ParamsSet | Prepared | Released),
-                code::PCM_START => matches!(from, Prepared | Stopped),
-                code::PCM_STOP => matches!(from, Running),
-                code::PCM_RELEASE => matches!(from, ParamsSet | Prepared | Stopped),
-                _ => false,
+        fn allowed(cmd: PcmCommand, from: StreamState) -> bool {
+            match cmd {
+                SetParams => matches!(from, Idle | ParamsSet | Prepared | Released),
+                Prepare => matches!(from, ParamsSet | Prepared | Released),
+                Start => matches!(from, Prepared | Stopped),
+                Stop => matches!(from, Running),
+                Release => matches!(from, ParamsSet | Prepared | Stopped),
             }
         }
-        for req in [
-            code::PCM_SET_PARAMS,
-            code::PCM_PREPARE,
-            code::PCM_START,
-            code::PCM_STOP,
-            code::PCM_RELEASE,
-            code::PCM_INFO,
-        ] {
+        for cmd in [SetParams, Prepare, Start, Stop, Release] {
+            assert_eq!(PcmCommand::try_from(cmd.code()), Ok(cmd));
             for s in all {
-                assert_eq!(s.after(req).is_ok(), allowed(req, s), "{req:#x} from {s:?}");
+                assert_eq!(s.after(cmd).is_ok(), allowed(cmd, s), "{cmd:?} from {s:?}");
             }
         }
-        assert_eq!(Prepared.after(code::PCM_START), Ok(Running));
-        assert_eq!(Running.after(code::PCM_STOP), Ok(Stopped));
-        assert_eq!(Stopped.after(code::PCM_RELEASE), Ok(Released));
+        // PCM_INFO is a query: it never reaches the state machine.
+        assert_eq!(
+            PcmCommand::try_from(code::PCM_INFO),
+            Err(RequestError::UnknownCode(code::PCM_INFO))
+        );
+        assert_eq!(Prepared.after(Start), Ok(Running));
+        assert_eq!(Running.after(Stop), Ok(Stopped));
+        assert_eq!(Stopped.after(Release), Ok(Released));
     }
 
     #[test]

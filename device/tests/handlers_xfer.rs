@@ -277,6 +277,38 @@ fn a_batch_mixing_good_and_bad_buffers() {
     assert_eq!((pcm[0].offset, pcm[1].offset), (0, 1920));
 }
 
+/// A TX buffer whose PCM no longer maps when it completes (the memory table changed under
+/// it) is returned with IO_ERR, and none of it reaches the readers, not even the part that
+/// still maps.
+#[test]
+fn tx_buffer_unmapped_at_completion_is_io_err_and_publishes_nothing() {
+    use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+    let mut r = rig();
+    assert_eq!(r.ctl_status(&pcm_hdr(PCM_START, 0)), OK);
+    let (p, used) = r.submit(
+        TX,
+        &[hdr(0), D::R(vec![1; 1920]), D::R(vec![2; 1920]), D::W(8)],
+    );
+    assert!(used.is_empty());
+    // The new map has a hole where the second PCM descriptor was.
+    let (hole, hole_len) = (p.addr(2), 1920);
+    let remapped = GuestMemoryMmap::<()>::from_ranges(&[
+        (GuestAddress(0), hole as usize),
+        (
+            GuestAddress(hole + hole_len),
+            MEM_SIZE - (hole + hole_len) as usize,
+        ),
+    ])
+    .unwrap();
+    r.card.service_all(&remapped, r.now + 20_000_000);
+    let used = r.card.take_used();
+    assert_eq!(used.len(), 1);
+    assert_eq!((used[0].head, used[0].len), (p.head, 8));
+    let status: u32 = remapped.read_obj(GuestAddress(p.addr(3))).unwrap();
+    assert_eq!(status, IO_ERR);
+    assert!(r.tap.take_pcm().is_empty());
+}
+
 /// A stream holds at most twice its buffer (here 2 x 7680 bytes = 8 periods): the ninth
 /// period is completed at once with IO_ERR, counted and logged as `hold_limit`; what was
 /// held stays held, and RELEASE returns it.

@@ -1,8 +1,5 @@
 //! The tap: readers attach here and receive the card's record stream.
 //!
-//! INTERFACE CONTRACT between the queue worker (device core) and the tap thread: the
-//! signatures below are the contract.
-//!
 //! Threading: `Tap::start` binds the sockets and spawns one tap thread (event-manager based)
 //! that accepts readers, writes queued records to them without ever blocking the queue worker,
 //! and reads their requests. The queue worker holds a cloneable `TapHandle`.
@@ -12,18 +9,19 @@
 //! eventfd write per tap-thread pass. Everything else (the state mirror, fan-out to readers,
 //! per-reader byte accounting, GAP records for live readers) happens on the tap thread.
 //!
-//! Files: `listener` (sockets), `conn` (one reader: queues, non-blocking I/O, request
-//! decoding, gap runs), `mirror` (state mirror and snapshot), `event_loop` (the thread:
-//! wake-ups, accept, shutdown), `event_loop/fanout` (fan-out and backpressure accounting),
-//! `event_loop/reader_io` (reading readers and their requests), `inject` (input audio
-//! buffers), `shared` (what the worker and the thread share), `subscription` (stream
-//! selection).
+//! Files: `card_tap` (the card's `CardTap` over a `TapHandle`), `listener` (sockets), `conn`
+//! (one reader: queues, non-blocking I/O, request decoding, gap runs), `mirror` (state mirror
+//! and snapshot), `event_loop` (the thread: wake-ups, accept, shutdown), `event_loop/fanout`
+//! (fan-out and backpressure accounting), `event_loop/reader_io` (reading readers and their
+//! requests), `inject` (input audio buffers), `shared` (what the worker and the thread share),
+//! `subscription` (stream selection).
 //!
 //! Times: the tap has no clock of its own. HELLO carries `hello.time_ns` (set by the core
 //! at startup, its device clock) plus the time elapsed since the tap started; GAP carries the
-//! time of the first PCM record it replaces. The core should publish every control's value
-//! once at startup (a CONTROL record) so the snapshot can replay it.
+//! time of the first PCM record it replaces. The daemon publishes every control's value once
+//! at startup (main.rs) so the snapshot can replay it.
 
+mod card_tap;
 mod conn;
 mod event_loop;
 mod inject;
@@ -44,6 +42,8 @@ use dsproxy_wire::record::{encode_pcm_header, Hello, Record, HEADER_LEN, MAX_PCM
 use event_manager::{EventManager, SubscriberOps};
 
 use shared::{Item, Shared};
+
+pub use crate::card::TapRequest;
 
 /// How the tap is set up.
 #[derive(Debug, Clone)]
@@ -70,12 +70,6 @@ pub struct TapConfig {
 pub const TCP_LISTEN_ONLY: &str = "this tap connection is TCP, and TCP readers only listen: \
     SET_CONTROL and INJECT are refused (they set the guest's mixer and feed its microphone). \
     Attach over the unix socket, or start dsproxy-device with --allow-tcp-control";
-
-/// A reader's request, handed to the queue worker.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TapRequest {
-    SetControl { id: u32, values: Vec<i64> },
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum TapError {
@@ -262,23 +256,51 @@ impl TapHandle {
         }
     }
 
-    /// Hot path: queues PCM bytes the card played, split into records of at most
-    /// `MAX_PCM_CHUNK` bytes. A live reader that has no room gets a GAP record instead.
+    /// Queues PCM bytes the card played, split into records of at most `MAX_PCM_CHUNK` bytes
+    /// (see [`publish_pcm_with`](Self::publish_pcm_with), which the card uses).
     pub fn publish_pcm(&self, stream: u32, offset: u64, time_ns: u64, data: &[u8]) {
+        let _: Result<(), ()> =
+            self.publish_pcm_with(stream, offset, time_ns, data.len(), |at, out| {
+                let src = data.get(at..at.saturating_add(out.len())).ok_or(())?;
+                out.copy_from_slice(src);
+                Ok(())
+            });
+    }
+
+    /// Hot path: queues `len` PCM bytes the card played, split into records of at most
+    /// `MAX_PCM_CHUNK` bytes. `fill(at, out)` writes the bytes from `at` on into `out`, the
+    /// data area of a record's frame, so the audio is copied once, from guest memory into the
+    /// frame every reader is sent. An error from `fill` stops it (the chunks before are
+    /// queued) and is returned. A live reader that has no room gets a GAP record instead.
+    pub fn publish_pcm_with<E>(
+        &self,
+        stream: u32,
+        offset: u64,
+        time_ns: u64,
+        len: usize,
+        mut fill: impl FnMut(usize, &mut [u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
         // No one connected: the card keeps time and discards (a reader that connects now
         // joins mid-stream anyway).
-        if data.is_empty() || self.shared.connected.load(Ordering::Acquire) == 0 {
-            return;
+        if len == 0 || self.shared.connected.load(Ordering::Acquire) == 0 {
+            return Ok(());
         }
-        let mut chunk_offset = offset;
-        for chunk in data.chunks(MAX_PCM_CHUNK) {
-            let mut buf = Vec::with_capacity(HEADER_LEN + 32 + chunk.len());
-            if let Err(e) = encode_pcm_header(&mut buf, stream, chunk_offset, time_ns, chunk.len())
-            {
+        let mut at = 0;
+        let mut result = Ok(());
+        while at < len {
+            let n = (len - at).min(MAX_PCM_CHUNK);
+            let chunk_offset = offset.wrapping_add(at as u64);
+            let mut buf = Vec::with_capacity(HEADER_LEN + 32 + n);
+            if let Err(e) = encode_pcm_header(&mut buf, stream, chunk_offset, time_ns, n) {
                 log::error!("tap: PCM not published: {e}");
-                return;
+                break;
             }
-            buf.extend_from_slice(chunk);
+            let start = buf.len();
+            buf.resize(start + n, 0);
+            if let Err(e) = fill(at, &mut buf[start..]) {
+                result = Err(e);
+                break;
+            }
             let frame = Arc::new(buf);
             let bytes = frame.len();
             self.shared.add_inflight(bytes);
@@ -286,17 +308,20 @@ impl TapHandle {
                 stream,
                 offset: chunk_offset,
                 time_ns,
-                data_len: chunk.len(),
+                data_len: n,
                 frame,
             };
             if self.tx.send(item).is_err() {
                 // The tap thread is gone.
                 self.shared.sub_inflight(bytes);
-                return;
+                return result;
             }
-            chunk_offset = chunk_offset.wrapping_add(chunk.len() as u64);
+            at += n;
         }
-        self.shared.wake_tap();
+        if at > 0 {
+            self.shared.wake_tap();
+        }
+        result
     }
 
     /// At least one reader has subscribed.

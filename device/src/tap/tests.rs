@@ -1324,3 +1324,39 @@ fn lost_records_reach_readers_as_a_notice() {
     assert!(snap.iter().any(told), "{snap:?}");
     tap.shutdown();
 }
+
+/// The card fills each record's frame from guest memory itself: a buffer over several
+/// records whose second part cannot be read sends the first record, stops there, hands the
+/// error back, and leaves no bytes counted in flight (the card could otherwise be held
+/// forever).
+#[test]
+fn publish_pcm_with_stops_at_the_first_fill_error() {
+    let dir = TestDir::new();
+    let tap = start(&dir, 1 << 20, 1 << 16);
+    let h = tap.handle();
+    let mut c = Client::connect(&dir.sock());
+    c.subscribe(0, 0);
+    assert!(wait_until(|| h.has_readers()));
+    let len = MAX_PCM_CHUNK + 1000;
+    let mut calls = Vec::new();
+    let r = h.publish_pcm_with(0, 0, 5, len, |at, out: &mut [u8]| {
+        calls.push((at, out.len()));
+        if at > 0 {
+            return Err("unreadable");
+        }
+        out.copy_from_slice(&pattern_bytes(0, out.len()));
+        Ok(())
+    });
+    assert_eq!(r, Err("unreadable"));
+    assert_eq!(calls, vec![(0, MAX_PCM_CHUNK), (MAX_PCM_CHUNK, 1000)]);
+    match c.next() {
+        Record::Pcm { offset, data, .. } => {
+            assert_eq!((offset, data.len()), (0, MAX_PCM_CHUNK));
+            check_pattern(0, &data);
+        }
+        other => panic!("expected PCM, got {other:?}"),
+    }
+    assert!(wait_until(|| h.shared.inflight.load(Ordering::Acquire) == 0));
+    assert!(h.can_accept());
+    tap.shutdown();
+}
