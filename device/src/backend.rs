@@ -315,8 +315,8 @@ impl SndBackend {
         if inner.card.queue_stopped(q) {
             // After a vring stop the frontend restores the ring where it was; a driver that
             // reset the device starts it again from 0.
-            let fresh = vring.get_ref().get_queue().next_avail() == 0;
-            inner.card.restart_queue(mem, q, fresh, now);
+            let from_zero = vring.get_ref().get_queue().next_avail() == 0;
+            inner.card.restart_queue(mem, q, from_zero, now);
         }
         let (chains, queue_size): (Vec<Chain>, u16) = {
             let mut state = vring.get_mut();
@@ -330,6 +330,7 @@ impl SndBackend {
                 }
             }
         };
+        inner.card.set_ring_size(q, queue_size);
         for c in chains {
             if c.head >= queue_size {
                 // The driver put a head in the available ring that no descriptor has (virtio

@@ -9,7 +9,7 @@ use log::{debug, info, warn};
 use vm_memory::GuestMemory;
 
 use crate::chain::Chain;
-use crate::config::{CardConfig, Pacing};
+use crate::config::CardConfig;
 use crate::controls::Controls;
 use crate::error::{Rejected, RequestError};
 use crate::event_queue::EventQueue;
@@ -18,42 +18,37 @@ use crate::reject_log::{LineBudget, RejectLog};
 use crate::spec::{
     ctl, ctl_notify_bytes, size, CONTROL_QUEUE, EVENT_QUEUE, NUM_QUEUES, RX_QUEUE, TX_QUEUE,
 };
-use crate::tap::{TapHandle, TapRequest};
 use crate::Used;
 
-/// What the card needs of the tap. [`TapHandle`] is the real one; tests record instead.
+/// A reader's request, handed to the queue worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TapRequest {
+    SetControl { id: u32, values: Vec<i64> },
+}
+
+/// Writes the PCM bytes from offset `at` of a buffer into `out` (see [`CardTap::publish_pcm`]).
+pub type PcmFill<'a> = dyn FnMut(usize, &mut [u8]) -> Result<(), RequestError> + 'a;
+
+/// What the card needs of the tap. [`TapHandle`](crate::tap::TapHandle) is the real one; tests record instead.
 pub trait CardTap {
     fn publish(&self, rec: &Record);
-    fn publish_pcm(&self, stream: u32, offset: u64, time_ns: u64, data: &[u8]);
+    /// Publishes `len` PCM bytes the card played. `fill(at, out)` writes the bytes from `at`
+    /// on into `out`, a record's data area: the card reads guest memory straight into the
+    /// tap's frames, chunk by chunk, with no buffer in between. An error from `fill` stops
+    /// the publishing and is returned.
+    fn publish_pcm(
+        &self,
+        stream: u32,
+        offset: u64,
+        time_ns: u64,
+        len: usize,
+        fill: &mut PcmFill<'_>,
+    ) -> Result<(), RequestError>;
     fn has_readers(&self) -> bool;
     fn can_accept(&self) -> bool;
     fn no_pacing_requested(&self) -> bool;
     fn take_requests(&self) -> Vec<TapRequest>;
     fn read_inject(&self, stream: u32, out: &mut [u8]) -> usize;
-}
-
-impl CardTap for TapHandle {
-    fn publish(&self, rec: &Record) {
-        TapHandle::publish(self, rec)
-    }
-    fn publish_pcm(&self, stream: u32, offset: u64, time_ns: u64, data: &[u8]) {
-        TapHandle::publish_pcm(self, stream, offset, time_ns, data)
-    }
-    fn has_readers(&self) -> bool {
-        TapHandle::has_readers(self)
-    }
-    fn can_accept(&self) -> bool {
-        TapHandle::can_accept(self)
-    }
-    fn no_pacing_requested(&self) -> bool {
-        TapHandle::no_pacing_requested(self)
-    }
-    fn take_requests(&self) -> Vec<TapRequest> {
-        TapHandle::take_requests(self)
-    }
-    fn read_inject(&self, stream: u32, out: &mut [u8]) -> usize {
-        TapHandle::read_inject(self, stream, out)
-    }
 }
 
 /// The emulated sound card.
@@ -70,11 +65,14 @@ pub struct Card<T: CardTap> {
     pub(crate) used: Vec<Used>,
     /// Queues the frontend has stopped (GET_VRING_BASE) and not restarted: nothing is put
     /// in their used rings meanwhile.
-    stopped: [bool; NUM_QUEUES],
+    pub(crate) stopped: [bool; NUM_QUEUES],
     /// Guest requests refused so far, counted exactly, logged a few a second.
     rejections: RejectLog,
     /// Stream summaries (one per release) logged at info level, a few a second.
     summaries: LineBudget,
+    /// The size of each ring (SET_VRING_NUM), which bounds what the card holds from it;
+    /// the largest size accepted until the backend says.
+    ring_sizes: [u16; NUM_QUEUES],
     /// Lines about the driver and the rings (features, resets, vring stops), a few a
     /// second: a guest can reset its device in a loop.
     device_events: LineBudget,
@@ -93,6 +91,7 @@ impl<T: CardTap> Card<T> {
         let streams = (0..cfg.num_streams())
             .map(|id| Stream::new(id, cfg.stream_direction(id).unwrap_or(Direction::Output)))
             .collect();
+        let ring_sizes = [cfg.queue_size; NUM_QUEUES];
         Card {
             cfg,
             tap,
@@ -103,10 +102,27 @@ impl<T: CardTap> Card<T> {
             events: EventQueue::default(),
             used: Vec::new(),
             stopped: [false; NUM_QUEUES],
+            ring_sizes,
             rejections: RejectLog::default(),
             summaries: LineBudget::default(),
             device_events: LineBudget::default(),
         }
+    }
+
+    /// Ring `queue` has `size` entries (the backend reads it from the vring before it hands
+    /// the card the ring's chains).
+    pub fn set_ring_size(&mut self, queue: u16, size: u16) {
+        if let Some(r) = self.ring_sizes.get_mut(queue as usize) {
+            *r = size;
+        }
+    }
+
+    /// The size of ring `queue`.
+    pub fn ring_size(&self, queue: u16) -> u16 {
+        self.ring_sizes
+            .get(queue as usize)
+            .copied()
+            .unwrap_or(self.cfg.queue_size)
     }
 
     pub fn config(&self) -> &CardConfig {
@@ -163,9 +179,10 @@ impl<T: CardTap> Card<T> {
     }
 
     /// Logs what stream `idx` did since its last release (bytes, time running, underruns,
-    /// queued bytes returned or dropped unplayed) and starts counting afresh. The requests themselves are
-    /// logged at debug level; this is the one info line per use of a stream — and at most a
-    /// few a second, so a guest looping PREPARE/RELEASE cannot flood the log either.
+    /// queued bytes returned or dropped unplayed) and starts counting afresh. The requests
+    /// themselves are logged at debug level; this is the one info line per use of a stream —
+    /// and at most a few a second, so a guest looping PREPARE/RELEASE cannot flood the log
+    /// either.
     pub(crate) fn log_release(&mut self, idx: usize, now: u64, why: &str) {
         let Some(s) = self.streams.get_mut(idx) else {
             return;
@@ -306,7 +323,8 @@ impl<T: CardTap> Card<T> {
             CONTROL_QUEUE => self.handle_control(mem, chain, now),
             EVENT_QUEUE => {
                 let head = chain.head;
-                if let Err(e) = self.events.post(mem, chain) {
+                let limit = self.ring_size(EVENT_QUEUE) as usize;
+                if let Err(e) = self.events.post(mem, chain, limit) {
                     self.reject(
                         &Rejected {
                             queue: "event",
@@ -350,138 +368,6 @@ impl<T: CardTap> Card<T> {
         self.events.send(mem, event, &mut self.used)
     }
 
-    /// The queue of stream direction `dir` is stopped.
-    fn dir_stopped(&self, dir: Direction) -> bool {
-        let q = match dir {
-            Direction::Output => TX_QUEUE,
-            Direction::Input => RX_QUEUE,
-        };
-        self.stopped[q as usize]
-    }
-
-    /// The card completes TX buffers without the clock (`--pacing none`, or a reader asked).
-    fn unpaced(&self) -> bool {
-        self.cfg.pacing == Pacing::None || self.tap.no_pacing_requested()
-    }
-
-    /// Whether output must wait: `--wait-for-reader` with no reader, or a reader is full.
-    fn output_held(&self) -> bool {
-        (self.cfg.wait_for_reader && !self.tap.has_readers()) || !self.tap.can_accept()
-    }
-
-    /// Completes every buffer of stream `idx` that is due at `now`.
-    pub fn service_stream<M: GuestMemory + ?Sized>(&mut self, mem: &M, idx: usize, now: u64) {
-        loop {
-            let unpaced = self.unpaced();
-            let held = self.output_held();
-            let Some(dir) = self.streams.get(idx).map(|s| s.direction) else {
-                return;
-            };
-            if self.dir_stopped(dir) {
-                return;
-            }
-            let Some(s) = self.streams.get_mut(idx) else {
-                return;
-            };
-            if s.state != StreamState::Running {
-                return;
-            }
-            let Some(head_len) = s.queue.front().map(|b| b.len as u64) else {
-                if s.direction == Direction::Output && unpaced {
-                    // Without pacing the clock does not advance with the bytes: the queue
-                    // ran dry now (the last buffer's wait ended with nothing behind it).
-                    s.clock.starve_at(now);
-                } else {
-                    s.clock.starve();
-                }
-                return;
-            };
-            if s.direction == Direction::Output {
-                if unpaced {
-                    // Real time no longer applies; the clock restarts when it does again.
-                    s.unpaced = true;
-                    if held {
-                        return;
-                    }
-                    if s.queued_bytes.saturating_sub(head_len) < s.unpaced_reserve() {
-                        // The stream keeps its reserve: the head completes when enough has
-                        // arrived behind it or its own duration has passed (ReserveWait).
-                        let since = s.reserve_wait.begin(now);
-                        let due = since.saturating_add(s.clock.bytes_to_ns(head_len));
-                        if due > now {
-                            return;
-                        }
-                    }
-                    self.complete_tx_head(mem, idx, now);
-                    continue;
-                }
-                s.reserve_wait.clear();
-                if s.unpaced {
-                    s.unpaced = false;
-                    s.clock.start(now);
-                }
-                if s.clock.is_held() {
-                    if held {
-                        return;
-                    }
-                    if let Some(d) = s.clock.resume(now) {
-                        debug!("stream {}: clock resumes after {d} ns held", s.id);
-                    }
-                }
-                let Some(deadline) = s.clock.deadline(head_len) else {
-                    return;
-                };
-                if deadline > now {
-                    return;
-                }
-                if held {
-                    debug!("stream {}: clock held (no reader / reader full)", s.id);
-                    s.clock.hold(now);
-                    return;
-                }
-                s.clock.complete(head_len);
-                self.complete_tx_head(mem, idx, deadline);
-            } else {
-                if s.clock.is_held() {
-                    s.clock.resume(now);
-                }
-                let Some(deadline) = s.clock.deadline(head_len) else {
-                    return;
-                };
-                if deadline > now {
-                    return;
-                }
-                s.clock.complete(head_len);
-                self.complete_rx_head(mem, idx);
-            }
-        }
-    }
-
-    /// Completes whatever is due on every stream.
-    pub fn service_all<M: GuestMemory + ?Sized>(&mut self, mem: &M, now: u64) {
-        for idx in 0..self.streams.len() {
-            self.service_stream(mem, idx, now);
-        }
-    }
-
-    /// When stream `idx` next needs the worker (its timer's deadline), if it does.
-    pub fn next_deadline(&self, idx: usize) -> Option<u64> {
-        let s = self.streams.get(idx)?;
-        if s.state != StreamState::Running || self.dir_stopped(s.direction) {
-            return None;
-        }
-        if s.direction == Direction::Output && self.unpaced() {
-            // Only a waiting head needs the timer (a hold ends with the tap's notifier).
-            if self.output_held() {
-                return None;
-            }
-            let head = s.queue.front()?;
-            return s.reserve_wait.due(s.clock.bytes_to_ns(head.len as u64));
-        }
-        let head = s.queue.front()?;
-        s.clock.deadline(head.len as u64)
-    }
-
     /// The tap says something changed: reader requests, readers coming or going, room.
     pub fn on_tap_notify<M: GuestMemory + ?Sized>(&mut self, mem: &M, now: u64) {
         for req in self.tap.take_requests() {
@@ -509,164 +395,6 @@ impl<T: CardTap> Card<T> {
                 }
             }
             Err(e) => warn!("reader's control change refused: {e}"),
-        }
-    }
-
-    /// The frontend stops a vring (GET_VRING_BASE: the VM pauses, migrates, or the driver
-    /// resets the device). Nothing is put in that ring until it restarts, and the clocks of
-    /// its streams stop: buffers stay in flight, as they would in a paused machine, and
-    /// either play on after [`restart_queue`](Self::restart_queue) or are forgotten if the
-    /// driver turns out to have reset the device.
-    ///
-    /// Completing them here instead would put them in the used ring while the guest cannot
-    /// take the interrupt, and the Linux driver then never sends another buffer; why the
-    /// GET_VRING_BASE reply does not "un-pop" them either is explained at
-    /// `SndBackend::stop_vring` (backend.rs).
-    pub fn stop_queue(&mut self, queue: u16, now: u64) {
-        let Some(flag) = self.stopped.get_mut(queue as usize) else {
-            return;
-        };
-        *flag = true;
-        let dir = match queue {
-            TX_QUEUE => Direction::Output,
-            RX_QUEUE => Direction::Input,
-            _ => return,
-        };
-        let mut lines = Vec::new();
-        for s in self.streams.iter_mut().filter(|s| s.direction == dir) {
-            if s.state == StreamState::Running {
-                s.clock.hold(now);
-            }
-            // Unpaced, a waiting head waits afresh once the ring runs again.
-            s.reserve_wait.clear();
-            if !s.queue.is_empty() {
-                lines.push(format!(
-                    "stream {}: queue stopped with {} buffers in flight",
-                    s.id,
-                    s.queue.len()
-                ));
-            }
-        }
-        for l in lines {
-            self.log_device_event(now, &l);
-        }
-    }
-
-    /// A stopped vring runs again. `fresh` says the ring restarted from index 0, i.e. the
-    /// driver reset the device and the descriptors the card still held are no longer
-    /// anybody's: they are forgotten (not returned — that would corrupt the new ring).
-    /// Otherwise the held buffers play on, the clocks re-anchored at `now`.
-    pub fn restart_queue<M: GuestMemory + ?Sized>(
-        &mut self,
-        mem: &M,
-        queue: u16,
-        fresh: bool,
-        now: u64,
-    ) {
-        let Some(flag) = self.stopped.get_mut(queue as usize) else {
-            return;
-        };
-        *flag = false;
-        let dir = match queue {
-            EVENT_QUEUE => {
-                if fresh {
-                    let n = self.events.clear();
-                    debug!("event queue restarted from 0: {n} stale event buffers forgotten");
-                }
-                return;
-            }
-            CONTROL_QUEUE => {
-                if fresh {
-                    self.log_device_event(
-                        now,
-                        "control queue restarted from 0: the driver reset the device",
-                    );
-                    self.reset_streams::<M>(None, now, "driver reset");
-                }
-                return;
-            }
-            TX_QUEUE => Direction::Output,
-            RX_QUEUE => Direction::Input,
-            _ => return,
-        };
-        let mut lines = Vec::new();
-        for s in self.streams.iter_mut().filter(|s| s.direction == dir) {
-            if fresh && !s.queue.is_empty() {
-                lines.push(format!(
-                    "stream {}: {} buffers of the old ring forgotten (driver reset)",
-                    s.id,
-                    s.queue.len()
-                ));
-                s.take_all();
-            }
-            if s.clock.is_held() && s.direction == Direction::Input {
-                s.clock.resume(now);
-            }
-        }
-        for l in lines {
-            self.log_device_event(now, &l);
-        }
-        self.service_all(mem, now);
-    }
-
-    /// The queue was stopped and not restarted.
-    pub fn queue_stopped(&self, queue: u16) -> bool {
-        self.stopped.get(queue as usize).copied().unwrap_or(false)
-    }
-    /// The device was reset, or the frontend went away: every stream is stopped and
-    /// released (readers get the records), held buffers are returned if `mem` is given (the
-    /// rings still exist) or forgotten, posted event buffers are forgotten.
-    pub fn reset<M: GuestMemory + ?Sized>(&mut self, mem: Option<&M>, now: u64, why: &str) {
-        self.reset_streams(mem, now, why);
-        self.stopped = [false; NUM_QUEUES];
-        let dropped = self.events.clear();
-        if dropped > 0 {
-            debug!("{dropped} event buffers forgotten ({why})");
-        }
-    }
-
-    /// Like [`reset`](Self::reset) but leaves the event queue alone: when a driver reset is
-    /// noticed on the control queue, the event queue may already hold the new driver's
-    /// buffers (its own restart is noticed separately).
-    pub fn reset_streams<M: GuestMemory + ?Sized>(&mut self, mem: Option<&M>, now: u64, why: &str) {
-        let time_ns = self.tap_time(now);
-        for idx in 0..self.streams.len() {
-            let Some(s) = self.streams.get_mut(idx) else {
-                continue;
-            };
-            let state = s.state;
-            let queued = s.queued_bytes;
-            let id = s.id;
-            if state == StreamState::Running {
-                self.tap.publish(&Record::Stop {
-                    stream: id,
-                    time_ns,
-                    drained: queued == 0,
-                    discarded_bytes: queued,
-                });
-            }
-            match mem {
-                Some(m) => {
-                    self.return_all(m, idx);
-                }
-                None => {
-                    if let Some(s) = self.streams.get_mut(idx) {
-                        let gone: u64 = s.take_all().iter().map(|b| b.len as u64).sum();
-                        s.stats.returned_bytes = s.stats.returned_bytes.saturating_add(gone);
-                    }
-                }
-            }
-            if !matches!(state, StreamState::Idle | StreamState::Released) {
-                self.log_release(idx, now, why);
-                self.tap.publish(&Record::Release {
-                    stream: id,
-                    time_ns,
-                });
-            }
-            if let Some(s) = self.streams.get_mut(idx) {
-                let fresh = Stream::new(s.id, s.direction);
-                *s = fresh;
-            }
         }
     }
 }

@@ -57,6 +57,11 @@ pub struct Cli {
     /// localhost). Off by default: the stream is unauthenticated.
     #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
     pub listen: Option<SocketAddr>,
+    /// Let TCP readers (--listen) set the guest's mixer and inject audio into its
+    /// microphone. Off by default: TCP readers only listen (unix readers, behind the
+    /// socket's 0600, always may).
+    #[arg(long)]
+    pub allow_tcp_control: bool,
     /// Output (playback) PCM streams.
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub outputs: u32,
@@ -305,8 +310,8 @@ impl CardConfig {
         self.jacks()
     }
 
-    /// Streams are numbered outputs first, then inputs. One jack and one channel map per
-    /// stream, with the same number (unless the profile has none).
+    /// Streams are numbered outputs first, then inputs (jacks and channel maps follow the
+    /// stream numbers: see [`jacks`](Self::jacks)).
     pub fn stream_direction(&self, id: u32) -> Option<Direction> {
         if id < self.outputs {
             Some(Direction::Output)
@@ -348,7 +353,6 @@ impl CardConfig {
         v
     }
 
-    /// What every reader is told first.
     /// The card's mixer as it starts: every element at its default (none with
     /// `--no-controls`).
     pub fn initial_controls(&self) -> Controls {
@@ -359,6 +363,7 @@ impl CardConfig {
         }
     }
 
+    /// What every reader is told first.
     pub fn hello(&self, time_ns: u64) -> Hello {
         let streams = (0..self.num_streams())
             .map(|id| StreamDesc {

@@ -10,15 +10,9 @@ use vm_memory::GuestMemory;
 use crate::card::{Card, CardTap};
 use crate::chain::Chain;
 use crate::error::{Rejected, RequestError};
-use crate::pcm::{SetParams, StreamState};
+use crate::pcm::{PcmCommand, SetParams};
 use crate::spec::{code, le32, size, Status, CONTROL_QUEUE};
 use crate::{chmap, jack, pcm, Used};
-
-/// A control request's outcome before it is written back.
-struct Reply {
-    /// Bytes after the status header.
-    payload: Vec<u8>,
-}
 
 impl<T: CardTap> Card<T> {
     pub(crate) fn handle_control<M: GuestMemory + ?Sized>(
@@ -53,7 +47,7 @@ impl<T: CardTap> Card<T> {
         let mut req_code = None;
         let result = self.control_request(mem, &chain, now, &mut req_code);
         let (status, payload) = match result {
-            Ok(r) => (Status::Ok, r.payload),
+            Ok(payload) => (Status::Ok, payload),
             Err((stream, e)) => {
                 self.reject(
                     &Rejected {
@@ -101,15 +95,15 @@ impl<T: CardTap> Card<T> {
         });
     }
 
-    /// Reads the request and does it. Errors carry the stream the request was about, for
-    /// the log line.
+    /// Reads the request and does it; returns the response bytes that follow the status
+    /// header. Errors carry the stream the request was about, for the log line.
     fn control_request<M: GuestMemory + ?Sized>(
         &mut self,
         mem: &M,
         chain: &Chain,
         now: u64,
         req_code: &mut Option<u32>,
-    ) -> Result<Reply, (Option<u32>, RequestError)> {
+    ) -> Result<Vec<u8>, (Option<u32>, RequestError)> {
         let plain = |e| (None, e);
         if chain.misordered {
             return Err(plain(RequestError::Misordered));
@@ -143,9 +137,7 @@ impl<T: CardTap> Card<T> {
                 let r = read_request(mem, chain, size::JACK_REMAP).map_err(plain)?;
                 let id = le32(&r, 4).unwrap_or(u32::MAX);
                 jack::remap(&self.cfg, id)
-                    .map(|()| Reply {
-                        payload: Vec::new(),
-                    })
+                    .map(|()| Vec::new())
                     .map_err(|e| (Some(id), e))
             }
             code::PCM_INFO => {
@@ -181,18 +173,15 @@ impl<T: CardTap> Card<T> {
                     })
                 })?;
                 self.set_params(mem, &p)
-                    .map(|()| Reply {
-                        payload: Vec::new(),
-                    })
+                    .map(|()| Vec::new())
                     .map_err(|e| (Some(p.stream), e))
             }
             code::PCM_PREPARE | code::PCM_START | code::PCM_STOP | code::PCM_RELEASE => {
                 let r = read_request(mem, chain, size::PCM_HDR).map_err(plain)?;
                 let id = le32(&r, 4).unwrap_or(u32::MAX);
-                self.stream_command(mem, c, id, now)
-                    .map(|()| Reply {
-                        payload: Vec::new(),
-                    })
+                let cmd = PcmCommand::try_from(c).map_err(plain)?;
+                self.stream_command(mem, cmd, id, now)
+                    .map(|()| Vec::new())
                     .map_err(|e| (Some(id), e))
             }
             code::CTL_INFO
@@ -219,7 +208,7 @@ impl<T: CardTap> Card<T> {
         chain: &Chain,
         c: u32,
         wlen: u64,
-    ) -> Result<Reply, RequestError> {
+    ) -> Result<Vec<u8>, RequestError> {
         if c == code::CTL_INFO {
             let controls = &self.controls;
             let size_optional = self.cfg.profile.query_size_optional();
@@ -234,7 +223,8 @@ impl<T: CardTap> Card<T> {
         }
         let r = read_request(mem, chain, size::CTL_HDR)?;
         let id = le32(&r, 4).unwrap_or(u32::MAX);
-        let elem = self.controls.get(id)?;
+        // An unknown element is refused before its request is looked at further.
+        self.controls.get(id)?;
         let need_out = |n: usize| {
             let need = (size::HDR + n) as u64;
             if wlen < need {
@@ -250,12 +240,9 @@ impl<T: CardTap> Card<T> {
             }),
             code::CTL_READ => {
                 need_out(size::CTL_VALUE)?;
-                Ok(Reply {
-                    payload: self.controls.value_bytes(id)?,
-                })
+                self.controls.value_bytes(id)
             }
             code::CTL_WRITE => {
-                let _ = elem;
                 let r = read_request(mem, chain, size::CTL_HDR + size::CTL_VALUE)?;
                 let value = r.get(size::CTL_HDR..).unwrap_or(&[]);
                 if let Some(values) = self.controls.write_value_bytes(id, value)? {
@@ -268,120 +255,18 @@ impl<T: CardTap> Card<T> {
                 } else {
                     debug!("guest wrote control {id} unchanged");
                 }
-                Ok(Reply {
-                    payload: Vec::new(),
-                })
+                Ok(Vec::new())
             }
             code::CTL_TLV_READ => {
                 let tlv = self.controls.tlv_bytes(id)?;
                 need_out(tlv.len())?;
-                Ok(Reply { payload: tlv })
+                Ok(tlv)
             }
             // The card's TLVs are read-only (no TLV write/command access bits).
             code::CTL_TLV_WRITE => Err(RequestError::NotSupported("TLV write")),
             code::CTL_TLV_COMMAND => Err(RequestError::NotSupported("TLV command")),
             other => Err(RequestError::UnknownCode(other)),
         }
-    }
-
-    fn set_params<M: GuestMemory + ?Sized>(
-        &mut self,
-        mem: &M,
-        p: &SetParams,
-    ) -> Result<(), RequestError> {
-        let idx = self.stream_index(p.stream)?;
-        let state = self.streams[idx].state;
-        let next = state.after(code::PCM_SET_PARAMS)?;
-        let params = p.check(&self.cfg)?;
-        // Buffers pre-queued under the old parameters no longer fit the new ones.
-        let returned = self.return_all(mem, idx);
-        if returned > 0 {
-            debug!(
-                "stream {}: new parameters, {returned} queued bytes returned unplayed",
-                p.stream
-            );
-        }
-        let s = &mut self.streams[idx];
-        s.params = Some(params);
-        s.clock = crate::clock::PacingClock::new(params.byte_rate);
-        s.state = next;
-        debug!(
-            "stream {}: params {} buffer {} period {}",
-            p.stream, params.shape, params.buffer_bytes, params.period_bytes
-        );
-        self.tap
-            .publish(&Record::Params(params.to_record(p.stream)));
-        Ok(())
-    }
-
-    fn stream_command<M: GuestMemory + ?Sized>(
-        &mut self,
-        mem: &M,
-        c: u32,
-        id: u32,
-        now: u64,
-    ) -> Result<(), RequestError> {
-        let idx = self.stream_index(id)?;
-        let time_ns = self.tap_time(now);
-        let state = self.streams[idx].state;
-        let next = state.after(c)?;
-        match c {
-            code::PCM_PREPARE => {
-                let s = &mut self.streams[idx];
-                s.offset = 0;
-                s.period_progress = 0;
-                s.state = next;
-                debug!("stream {id}: prepared");
-                self.tap.publish(&Record::Prepare {
-                    stream: id,
-                    time_ns,
-                });
-            }
-            code::PCM_START => {
-                let s = &mut self.streams[idx];
-                s.state = next;
-                s.clock.start(now);
-                s.unpaced = false;
-                s.reserve_wait.clear();
-                s.stats.start(now);
-                debug!("stream {id}: started ({} bytes queued)", s.queued_bytes);
-                self.tap.publish(&Record::Start {
-                    stream: id,
-                    time_ns,
-                });
-                self.service_stream(mem, idx, now);
-            }
-            code::PCM_STOP => {
-                let s = &mut self.streams[idx];
-                s.state = next;
-                s.clock.stop();
-                s.reserve_wait.clear();
-                s.stats.stop(now);
-                let queued = s.queued_bytes;
-                debug!("stream {id}: stopped ({queued} bytes still queued)");
-                self.tap.publish(&Record::Stop {
-                    stream: id,
-                    time_ns,
-                    drained: queued == 0,
-                    discarded_bytes: queued,
-                });
-            }
-            code::PCM_RELEASE => {
-                let returned = self.return_all(mem, idx);
-                let s = &mut self.streams[idx];
-                s.state = next;
-                s.clock.stop();
-                debug!("stream {id}: released ({returned} bytes returned unplayed)");
-                self.tap.publish(&Record::Release {
-                    stream: id,
-                    time_ns,
-                });
-                self.log_release(idx, now, "guest");
-            }
-            _ => return Err(RequestError::UnknownCode(c)),
-        }
-        debug_assert_ne!(next, StreamState::Idle);
-        Ok(())
     }
 }
 
@@ -411,7 +296,7 @@ fn query<M, F>(
     items: u32,
     min_size: usize,
     item: F,
-) -> Result<Reply, RequestError>
+) -> Result<Vec<u8>, RequestError>
 where
     M: GuestMemory + ?Sized,
     F: Fn(u32) -> Result<Vec<u8>, RequestError>,
@@ -451,5 +336,5 @@ where
         b.resize(item_size as usize, 0);
         payload.extend_from_slice(&b);
     }
-    Ok(Reply { payload })
+    Ok(payload)
 }

@@ -70,6 +70,16 @@ pub enum RequestError {
          indirect table): returned with nothing written"
     )]
     BrokenChain,
+    #[error(
+        "{queue} queue full: taking this buffer would hold {held} {what}, over the {limit} a \
+         driver can have in flight (the same descriptor head posted again?)"
+    )]
+    HoldLimit {
+        queue: &'static str,
+        what: &'static str,
+        held: u64,
+        limit: u64,
+    },
 }
 
 impl RequestError {
@@ -99,6 +109,7 @@ impl RequestError {
             RequestError::NotSupported(_) => "not_supported",
             RequestError::ControlsNotNegotiated => "controls_not_negotiated",
             RequestError::BrokenChain => "broken_chain",
+            RequestError::HoldLimit { .. } => "hold_limit",
         }
     }
 
@@ -107,6 +118,8 @@ impl RequestError {
         match self {
             RequestError::NotSupported(_) | RequestError::ControlsNotNegotiated => Status::NotSupp,
             RequestError::UnknownCode(_) => Status::NotSupp,
+            // Well formed, but more than the device takes: an I/O error, not a bad message.
+            RequestError::HoldLimit { .. } => Status::IoErr,
             _ => Status::BadMsg,
         }
     }

@@ -25,12 +25,23 @@ pub struct EventQueue {
 
 impl EventQueue {
     /// Takes a buffer the driver posted. A buffer that cannot carry an event is refused (the
-    /// caller returns it at once, with nothing written).
+    /// caller returns it at once, with nothing written), and so is one beyond `limit` (the
+    /// ring size: a driver cannot have more buffers posted, so the excess is the same head
+    /// made available again, which must not grow the daemon).
     pub fn post<M: vm_memory::GuestMemory + ?Sized>(
         &mut self,
         mem: &M,
         chain: Chain,
+        limit: usize,
     ) -> Result<(), RequestError> {
+        if self.posted.len() >= limit {
+            return Err(RequestError::HoldLimit {
+                queue: "event",
+                what: "event buffers",
+                held: self.posted.len() as u64 + 1,
+                limit: limit as u64,
+            });
+        }
         if !chain.readable.is_empty() {
             return Err(RequestError::LongRequest {
                 got: chain.readable_len(),

@@ -1,6 +1,7 @@
 //! dsproxy-device: the emulated virtio-snd card.
 //!
 //! - [`card`]: the card model, driven by descriptor chains and the clock (no vhost-user).
+//! - [`lifecycle`]: vrings stopped and restarted, the device reset.
 //! - [`ctl_queue`], [`xfer`], [`event_queue`]: the four virtqueues' requests.
 //! - [`pcm`], [`jack`], [`chmap`], [`controls`]: what the card is made of.
 //! - [`clock`]: pacing arithmetic and the timerfd.
@@ -20,6 +21,7 @@ pub mod event_queue;
 pub mod exit_event;
 pub mod guest_memory;
 pub mod jack;
+pub mod lifecycle;
 pub mod pcm;
 pub mod profile;
 pub mod reject_log;

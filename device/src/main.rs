@@ -54,6 +54,7 @@ fn run(cli: &Cli) -> Result<(), DeviceError> {
     let tap = Tap::start(TapConfig {
         unix_path: tap_path.clone(),
         tcp: cli.listen,
+        tcp_control: cli.allow_tcp_control,
         hello: cfg.hello(0),
         high_water: cli.high_water,
         inject_limit: cli.inject_limit,

@@ -4,13 +4,55 @@
 use std::collections::VecDeque;
 
 use dsproxy_wire::format::{PcmFormat, PcmRate, PcmShape};
-use dsproxy_wire::record::{Direction, Params};
+use dsproxy_wire::record::{Direction, Params, Record};
+use log::debug;
+use vm_memory::GuestMemory;
 
+use crate::card::{Card, CardTap};
+use crate::chain::Segment;
 use crate::clock::{PacingClock, ReserveWait};
 use crate::config::CardConfig;
 use crate::error::RequestError;
 use crate::spec::{code, le32, size, LeBuf, D_INPUT, D_OUTPUT};
-use crate::xfer::PcmBuffer;
+
+/// A request that moves a stream through its states. PCM_INFO is a query, not one of these,
+/// so it cannot be handed to [`StreamState::after`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PcmCommand {
+    SetParams,
+    Prepare,
+    Start,
+    Stop,
+    Release,
+}
+
+impl PcmCommand {
+    /// The request's `code::PCM_*`.
+    pub fn code(self) -> u32 {
+        match self {
+            PcmCommand::SetParams => code::PCM_SET_PARAMS,
+            PcmCommand::Prepare => code::PCM_PREPARE,
+            PcmCommand::Start => code::PCM_START,
+            PcmCommand::Stop => code::PCM_STOP,
+            PcmCommand::Release => code::PCM_RELEASE,
+        }
+    }
+}
+
+impl TryFrom<u32> for PcmCommand {
+    type Error = RequestError;
+
+    fn try_from(c: u32) -> Result<PcmCommand, RequestError> {
+        match c {
+            code::PCM_SET_PARAMS => Ok(PcmCommand::SetParams),
+            code::PCM_PREPARE => Ok(PcmCommand::Prepare),
+            code::PCM_START => Ok(PcmCommand::Start),
+            code::PCM_STOP => Ok(PcmCommand::Stop),
+            code::PCM_RELEASE => Ok(PcmCommand::Release),
+            other => Err(RequestError::UnknownCode(other)),
+        }
+    }
+}
 
 /// Where a stream is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,22 +78,23 @@ impl StreamState {
         }
     }
 
-    /// The state after the stream command `request` (a `code::PCM_*`), if it is allowed.
+    /// The state after `cmd`, if it is allowed.
     ///
     /// SET_PARAMS from the initial state, PARAMS_SET, PREPARED and RELEASED; PREPARE from
     /// PARAMS_SET, PREPARED and RELEASED; START from PREPARED and STOPPED; STOP from RUNNING;
     /// RELEASE from PREPARED and STOPPED (and, leniently, PARAMS_SET).
-    pub fn after(self, request: u32) -> Result<StreamState, RequestError> {
+    pub fn after(self, cmd: PcmCommand) -> Result<StreamState, RequestError> {
+        use PcmCommand::*;
         use StreamState::*;
-        let next = match (request, self) {
-            (code::PCM_SET_PARAMS, Idle | ParamsSet | Prepared | Released) => ParamsSet,
-            (code::PCM_PREPARE, ParamsSet | Prepared | Released) => Prepared,
-            (code::PCM_START, Prepared | Stopped) => Running,
-            (code::PCM_STOP, Running) => Stopped,
-            (code::PCM_RELEASE, ParamsSet | Prepared | Stopped) => Released,
+        let next = match (cmd, self) {
+            (SetParams, Idle | ParamsSet | Prepared | Released) => ParamsSet,
+            (Prepare, ParamsSet | Prepared | Released) => Prepared,
+            (Start, Prepared | Stopped) => Running,
+            (Stop, Running) => Stopped,
+            (Release, ParamsSet | Prepared | Stopped) => Released,
             _ => {
                 return Err(RequestError::BadState {
-                    request: code::name(request),
+                    request: code::name(cmd.code()),
                     state: self.name(),
                 })
             }
@@ -196,6 +239,60 @@ pub fn info_bytes(cfg: &CardConfig, id: u32) -> Option<Vec<u8>> {
     Some(b.into_vec())
 }
 
+/// A PCM buffer the guest queued, waiting for the clock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PcmBuffer {
+    pub head: u16,
+    /// The PCM bytes: device-readable for output, device-writable for input.
+    pub data: Vec<Segment>,
+    /// PCM bytes in `data`.
+    pub len: u32,
+    /// Where the 8-byte status goes.
+    pub status: Vec<Segment>,
+}
+
+impl PcmBuffer {
+    /// The descriptors (PCM and status) the device keeps while it holds the buffer.
+    pub fn descriptors(&self) -> usize {
+        self.data.len().saturating_add(self.status.len())
+    }
+}
+
+/// What the buffers held on one PCM queue (tx or rx), all its streams together, may add up
+/// to: what a driver can have in flight there. A guest that makes the same descriptor head
+/// available again and again would otherwise grow the daemon without bound; the buffers
+/// the device holds cost it their descriptors (it keeps guest addresses, not audio), so
+/// those are what is counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HoldLimit {
+    /// Chains: a driver has `ring size` descriptors, and every chain takes at least one.
+    pub buffers: usize,
+    /// Descriptors: per chain its two ends and status (at most 4 beyond the pages of its
+    /// PCM), plus one per page of what the queue's streams may hold
+    /// ([`Stream::max_held_bytes`]): a driver's PCM lies in pages (ALSA and Windows buffers
+    /// are page-backed), and an indirect chain may have more descriptors than the ring.
+    pub descriptors: usize,
+}
+
+/// Bytes of PCM one descriptor of a driver's buffer covers, but for the ends: a page.
+const PAGE_BYTES: u64 = 4096;
+
+impl HoldLimit {
+    /// The limit of a queue of `ring_size` entries whose streams are `streams`.
+    pub fn of<'a>(ring_size: u16, streams: impl Iterator<Item = &'a Stream>) -> HoldLimit {
+        let ring = ring_size as usize;
+        let pages: u64 = streams
+            .map(|s| s.max_held_bytes().div_ceil(PAGE_BYTES))
+            .fold(0u64, u64::saturating_add);
+        HoldLimit {
+            buffers: ring,
+            descriptors: ring
+                .saturating_mul(4)
+                .saturating_add(usize::try_from(pages).unwrap_or(usize::MAX)),
+        }
+    }
+}
+
 /// One PCM stream of the card.
 #[derive(Debug)]
 pub struct Stream {
@@ -207,6 +304,8 @@ pub struct Stream {
     pub queue: VecDeque<PcmBuffer>,
     /// PCM bytes in `queue`.
     pub queued_bytes: u64,
+    /// Descriptors (PCM and status) of the buffers in `queue`: what holding them costs.
+    pub queued_descriptors: usize,
     pub clock: PacingClock,
     /// Bytes played (output) or captured (input) since the last PREPARE.
     pub offset: u64,
@@ -214,7 +313,7 @@ pub struct Stream {
     pub period_progress: u64,
     /// The buffers were last completed without the clock (no pacing); on the way back to
     /// real time the clock re-anchors.
-    pub unpaced: bool,
+    pub ran_unpaced: bool,
     /// Without pacing: since when the head buffer has been waiting (the stream keeps its
     /// reserve, see [`unpaced_reserve`](Self::unpaced_reserve)).
     pub reserve_wait: ReserveWait,
@@ -222,9 +321,8 @@ pub struct Stream {
     pub stats: StreamStats,
 }
 
-/// A stream's figures between two releases: the one line the log gets per use of a stream
-/// (the requests themselves are logged at debug level, so a guest looping valid requests
-/// cannot flood the log).
+/// A stream's figures between two releases, for the summary line
+/// `Card::log_release` (card.rs) logs (why one line per use of a stream: see there).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StreamStats {
     /// PCM bytes played (output) or captured (input).
@@ -269,10 +367,11 @@ impl Stream {
             params: None,
             queue: VecDeque::new(),
             queued_bytes: 0,
+            queued_descriptors: 0,
             clock: PacingClock::default(),
             offset: 0,
             period_progress: 0,
-            unpaced: false,
+            ran_unpaced: false,
             reserve_wait: ReserveWait::default(),
             stats: StreamStats::default(),
         }
@@ -300,14 +399,26 @@ impl Stream {
             .map_or(0, |p| self.clock.bytes_to_ns(p.period_bytes as u64))
     }
 
+    /// The PCM bytes this stream may hold: twice its buffer. A driver keeps at most its
+    /// buffer in flight; the second one leaves room for a driver that queues its buffer
+    /// again before the device returned the first (a capture resumed after a pause: the
+    /// device keeps buffers over STOP). The caps that bound the daemon's memory are the
+    /// queue's, in [`HoldLimit`].
+    pub fn max_held_bytes(&self) -> u64 {
+        self.params
+            .map_or(0, |p| 2u64.saturating_mul(p.buffer_bytes as u64))
+    }
+
     pub fn push(&mut self, buf: PcmBuffer) {
         self.queued_bytes = self.queued_bytes.saturating_add(buf.len as u64);
+        self.queued_descriptors = self.queued_descriptors.saturating_add(buf.descriptors());
         self.queue.push_back(buf);
     }
 
     /// Takes every queued buffer out, oldest first.
     pub fn take_all(&mut self) -> Vec<PcmBuffer> {
         self.queued_bytes = 0;
+        self.queued_descriptors = 0;
         self.reserve_wait.clear();
         self.queue.drain(..).collect()
     }
@@ -317,7 +428,111 @@ impl Stream {
         // The next head begins its own wait, if it has to.
         self.reserve_wait.clear();
         self.queued_bytes = self.queued_bytes.saturating_sub(b.len as u64);
+        self.queued_descriptors = self.queued_descriptors.saturating_sub(b.descriptors());
         Some(b)
+    }
+}
+
+impl<T: CardTap> Card<T> {
+    pub(crate) fn set_params<M: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &M,
+        p: &SetParams,
+    ) -> Result<(), RequestError> {
+        let idx = self.stream_index(p.stream)?;
+        let state = self.streams[idx].state;
+        let next = state.after(PcmCommand::SetParams)?;
+        let params = p.check(&self.cfg)?;
+        // Buffers pre-queued under the old parameters no longer fit the new ones.
+        let returned = self.return_all(mem, idx);
+        if returned > 0 {
+            debug!(
+                "stream {}: new parameters, {returned} queued bytes returned unplayed",
+                p.stream
+            );
+        }
+        let s = &mut self.streams[idx];
+        s.params = Some(params);
+        s.clock = crate::clock::PacingClock::new(params.byte_rate);
+        s.state = next;
+        debug!(
+            "stream {}: params {} buffer {} period {}",
+            p.stream, params.shape, params.buffer_bytes, params.period_bytes
+        );
+        self.tap
+            .publish(&Record::Params(params.to_record(p.stream)));
+        Ok(())
+    }
+
+    pub(crate) fn stream_command<M: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &M,
+        cmd: PcmCommand,
+        id: u32,
+        now: u64,
+    ) -> Result<(), RequestError> {
+        let idx = self.stream_index(id)?;
+        let time_ns = self.tap_time(now);
+        let state = self.streams[idx].state;
+        let next = state.after(cmd)?;
+        match cmd {
+            PcmCommand::Prepare => {
+                let s = &mut self.streams[idx];
+                s.offset = 0;
+                s.period_progress = 0;
+                s.state = next;
+                debug!("stream {id}: prepared");
+                self.tap.publish(&Record::Prepare {
+                    stream: id,
+                    time_ns,
+                });
+            }
+            PcmCommand::Start => {
+                let s = &mut self.streams[idx];
+                s.state = next;
+                s.clock.start(now);
+                s.ran_unpaced = false;
+                s.reserve_wait.clear();
+                s.stats.start(now);
+                debug!("stream {id}: started ({} bytes queued)", s.queued_bytes);
+                self.tap.publish(&Record::Start {
+                    stream: id,
+                    time_ns,
+                });
+                self.service_stream(mem, idx, now);
+            }
+            PcmCommand::Stop => {
+                let s = &mut self.streams[idx];
+                s.state = next;
+                s.clock.stop();
+                s.reserve_wait.clear();
+                s.stats.stop(now);
+                let queued = s.queued_bytes;
+                debug!("stream {id}: stopped ({queued} bytes still queued)");
+                self.tap.publish(&Record::Stop {
+                    stream: id,
+                    time_ns,
+                    drained: queued == 0,
+                    discarded_bytes: queued,
+                });
+            }
+            PcmCommand::Release => {
+                let returned = self.return_all(mem, idx);
+                let s = &mut self.streams[idx];
+                s.state = next;
+                s.clock.stop();
+                debug!("stream {id}: released ({returned} bytes returned unplayed)");
+                self.tap.publish(&Record::Release {
+                    stream: id,
+                    time_ns,
+                });
+                self.log_release(idx, now, "guest");
+            }
+            // SET_PARAMS carries parameters: `set_params` does it.
+            PcmCommand::SetParams => return Err(RequestError::UnknownCode(cmd.code())),
+        }
+        debug_assert_ne!(next, StreamState::Idle);
+        Ok(())
     }
 }
 
@@ -328,33 +543,31 @@ mod tests {
 
     #[test]
     fn state_machine_matches_spec() {
+        use PcmCommand::*;
         let all = [Idle, ParamsSet, Prepared, Running, Stopped, Released];
-        let allowed = |req, from| from_ok(req, from);
-        fn from_ok(req: u32, from: StreamState) -> bool {
-            match req {
-                code::PCM_SET_PARAMS => matches!(from, Idle | ParamsSet | Prepared | Released),
-                code::PCM_PREPARE => matches!(from, ParamsSet | Prepared | Released),
-                code::PCM_START => matches!(from, Prepared | Stopped),
-                code::PCM_STOP => matches!(from, Running),
-                code::PCM_RELEASE => matches!(from, ParamsSet | Prepared | Stopped),
-                _ => false,
+        fn allowed(cmd: PcmCommand, from: StreamState) -> bool {
+            match cmd {
+                SetParams => matches!(from, Idle | ParamsSet | Prepared | Released),
+                Prepare => matches!(from, ParamsSet | Prepared | Released),
+                Start => matches!(from, Prepared | Stopped),
+                Stop => matches!(from, Running),
+                Release => matches!(from, ParamsSet | Prepared | Stopped),
             }
         }
-        for req in [
-            code::PCM_SET_PARAMS,
-            code::PCM_PREPARE,
-            code::PCM_START,
-            code::PCM_STOP,
-            code::PCM_RELEASE,
-            code::PCM_INFO,
-        ] {
+        for cmd in [SetParams, Prepare, Start, Stop, Release] {
+            assert_eq!(PcmCommand::try_from(cmd.code()), Ok(cmd));
             for s in all {
-                assert_eq!(s.after(req).is_ok(), allowed(req, s), "{req:#x} from {s:?}");
+                assert_eq!(s.after(cmd).is_ok(), allowed(cmd, s), "{cmd:?} from {s:?}");
             }
         }
-        assert_eq!(Prepared.after(code::PCM_START), Ok(Running));
-        assert_eq!(Running.after(code::PCM_STOP), Ok(Stopped));
-        assert_eq!(Stopped.after(code::PCM_RELEASE), Ok(Released));
+        // PCM_INFO is a query: it never reaches the state machine.
+        assert_eq!(
+            PcmCommand::try_from(code::PCM_INFO),
+            Err(RequestError::UnknownCode(code::PCM_INFO))
+        );
+        assert_eq!(Prepared.after(Start), Ok(Running));
+        assert_eq!(Running.after(Stop), Ok(Stopped));
+        assert_eq!(Stopped.after(Release), Ok(Released));
     }
 
     #[test]

@@ -235,14 +235,6 @@ pub fn le32(b: &[u8], off: usize) -> Option<u32> {
     Some(u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
 }
 
-/// Reads a little-endian u64 at `off` of `b`, if it is there.
-pub fn le64(b: &[u8], off: usize) -> Option<u64> {
-    let s = b.get(off..off.checked_add(8)?)?;
-    let mut a = [0u8; 8];
-    a.copy_from_slice(s);
-    Some(u64::from_le_bytes(a))
-}
-
 /// An 8-byte `virtio_snd_event`.
 pub fn event_bytes(code: u32, data: u32) -> [u8; size::EVENT] {
     let mut e = [0u8; size::EVENT];

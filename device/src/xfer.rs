@@ -9,26 +9,16 @@
 
 use dsproxy_wire::record::{Direction, Record};
 use log::{debug, warn};
-use vm_memory::GuestMemory;
+use vm_memory::{Address, GuestMemory, Permissions};
 
 use crate::card::{Card, CardTap};
 use crate::chain::{read_segments, slice_segments, write_segments, Chain, Segment};
+use crate::config::Pacing;
 use crate::error::{Rejected, RequestError};
+use crate::pcm::{HoldLimit, PcmBuffer, StreamState};
 use crate::profile::Profile;
 use crate::spec::{code, event_bytes, size, Status, RX_QUEUE, TX_QUEUE};
 use crate::Used;
-
-/// A PCM buffer the guest queued, waiting for the clock.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PcmBuffer {
-    pub head: u16,
-    /// The PCM bytes: device-readable for output, device-writable for input.
-    pub data: Vec<Segment>,
-    /// PCM bytes in `data`.
-    pub len: u32,
-    /// Where the 8-byte status goes.
-    pub status: Vec<Segment>,
-}
 
 /// The status location of a chain on `queue`, if it has one (the last 8 writable bytes).
 fn status_segments(chain: &Chain) -> Option<Vec<Segment>> {
@@ -208,7 +198,13 @@ impl<T: CardTap> Card<T> {
         chain: Chain,
         now: u64,
     ) {
-        let (idx, buf) = match self.parse_xfer(mem, queue, &chain) {
+        let parsed = self.parse_xfer(mem, queue, &chain).and_then(|(idx, buf)| {
+            match self.check_hold(queue, idx, &buf) {
+                Ok(()) => Ok((idx, buf)),
+                Err(e) => Err((self.streams.get(idx).map(|s| s.id), e)),
+            }
+        });
+        let (idx, buf) = match parsed {
             Ok(v) => v,
             Err((stream, e)) => {
                 self.reject_xfer(mem, queue, &chain, stream, &e, now);
@@ -220,7 +216,7 @@ impl<T: CardTap> Card<T> {
             return;
         };
         let mut overrun = false;
-        if s.state == crate::pcm::StreamState::Running {
+        if s.state == StreamState::Running {
             let grace = s.grace_ns();
             if let Some(gap) = s.clock.feed(now, grace) {
                 debug!(
@@ -248,6 +244,42 @@ impl<T: CardTap> Card<T> {
             self.send_event(mem, &event_bytes(code::EVT_PCM_XRUN, id));
         }
         self.service_stream(mem, idx, now);
+    }
+
+    /// Whether stream `idx` may take `buf` without the queue holding more than a driver can
+    /// have in flight there (see [`HoldLimit`]).
+    fn check_hold(&self, queue: u16, idx: usize, buf: &PcmBuffer) -> Result<(), RequestError> {
+        let Some(s) = self.streams.get(idx) else {
+            return Ok(());
+        };
+        let queue_name = if queue == TX_QUEUE { "tx" } else { "rx" };
+        let over = |what, held: u64, limit: u64| {
+            if held > limit {
+                Err(RequestError::HoldLimit {
+                    queue: queue_name,
+                    what,
+                    held,
+                    limit,
+                })
+            } else {
+                Ok(())
+            }
+        };
+        over(
+            "PCM bytes of the stream (twice its buffer)",
+            s.queued_bytes.saturating_add(buf.len as u64),
+            s.max_held_bytes(),
+        )?;
+        let peers = || self.streams.iter().filter(|t| t.direction == s.direction);
+        let limit = HoldLimit::of(self.ring_size(queue), peers());
+        let buffers: usize = peers().map(|t| t.queue.len()).sum();
+        over("buffers", buffers as u64 + 1, limit.buffers as u64)?;
+        let descriptors: usize = peers().map(|t| t.queued_descriptors).sum();
+        over(
+            "descriptors",
+            descriptors.saturating_add(buf.descriptors()) as u64,
+            limit.descriptors as u64,
+        )
     }
 
     /// Returns a bad tx/rx chain with BAD_MSG in its status, if it has room for one.
@@ -282,6 +314,129 @@ impl<T: CardTap> Card<T> {
         });
     }
 
+    /// The card completes TX buffers without the clock (`--pacing none`, or a reader asked).
+    fn pacing_off(&self) -> bool {
+        self.cfg.pacing == Pacing::None || self.tap.no_pacing_requested()
+    }
+
+    /// Whether output must wait: `--wait-for-reader` with no reader, or a reader is full.
+    fn output_held(&self) -> bool {
+        (self.cfg.wait_for_reader && !self.tap.has_readers()) || !self.tap.can_accept()
+    }
+
+    /// Completes every buffer of stream `idx` that is due at `now`.
+    pub fn service_stream<M: GuestMemory + ?Sized>(&mut self, mem: &M, idx: usize, now: u64) {
+        loop {
+            let pacing_off = self.pacing_off();
+            let held = self.output_held();
+            let Some(dir) = self.streams.get(idx).map(|s| s.direction) else {
+                return;
+            };
+            if self.dir_stopped(dir) {
+                return;
+            }
+            let Some(s) = self.streams.get_mut(idx) else {
+                return;
+            };
+            if s.state != StreamState::Running {
+                return;
+            }
+            let Some(head_len) = s.queue.front().map(|b| b.len as u64) else {
+                if s.direction == Direction::Output && pacing_off {
+                    // Without pacing the clock does not advance with the bytes: the queue
+                    // ran dry now (the last buffer's wait ended with nothing behind it).
+                    s.clock.starve_at(now);
+                } else {
+                    s.clock.starve();
+                }
+                return;
+            };
+            if s.direction == Direction::Output {
+                if pacing_off {
+                    // Real time no longer applies; the clock restarts when it does again.
+                    s.ran_unpaced = true;
+                    if held {
+                        return;
+                    }
+                    if s.queued_bytes.saturating_sub(head_len) < s.unpaced_reserve() {
+                        // The stream keeps its reserve: the head completes when enough has
+                        // arrived behind it or its own duration has passed (ReserveWait).
+                        let since = s.reserve_wait.begin(now);
+                        let due = since.saturating_add(s.clock.bytes_to_ns(head_len));
+                        if due > now {
+                            return;
+                        }
+                    }
+                    self.complete_tx_head(mem, idx, now);
+                    continue;
+                }
+                s.reserve_wait.clear();
+                if s.ran_unpaced {
+                    s.ran_unpaced = false;
+                    s.clock.start(now);
+                }
+                if s.clock.is_held() {
+                    if held {
+                        return;
+                    }
+                    if let Some(d) = s.clock.resume(now) {
+                        debug!("stream {}: clock resumes after {d} ns held", s.id);
+                    }
+                }
+                let Some(deadline) = s.clock.deadline(head_len) else {
+                    return;
+                };
+                if deadline > now {
+                    return;
+                }
+                if held {
+                    debug!("stream {}: clock held (no reader / reader full)", s.id);
+                    s.clock.hold(now);
+                    return;
+                }
+                s.clock.complete(head_len);
+                self.complete_tx_head(mem, idx, deadline);
+            } else {
+                if s.clock.is_held() {
+                    s.clock.resume(now);
+                }
+                let Some(deadline) = s.clock.deadline(head_len) else {
+                    return;
+                };
+                if deadline > now {
+                    return;
+                }
+                s.clock.complete(head_len);
+                self.complete_rx_head(mem, idx);
+            }
+        }
+    }
+
+    /// Completes whatever is due on every stream.
+    pub fn service_all<M: GuestMemory + ?Sized>(&mut self, mem: &M, now: u64) {
+        for idx in 0..self.streams.len() {
+            self.service_stream(mem, idx, now);
+        }
+    }
+
+    /// When stream `idx` next needs the worker (its timer's deadline), if it does.
+    pub fn next_deadline(&self, idx: usize) -> Option<u64> {
+        let s = self.streams.get(idx)?;
+        if s.state != StreamState::Running || self.dir_stopped(s.direction) {
+            return None;
+        }
+        if s.direction == Direction::Output && self.pacing_off() {
+            // Only a waiting head needs the timer (a hold ends with the tap's notifier).
+            if self.output_held() {
+                return None;
+            }
+            let head = s.queue.front()?;
+            return s.reserve_wait.due(s.clock.bytes_to_ns(head.len as u64));
+        }
+        let head = s.queue.front()?;
+        s.clock.deadline(head.len as u64)
+    }
+
     /// Completes the output buffer at the head of stream `idx`: it was played at `play_ns`.
     pub(crate) fn complete_tx_head<M: GuestMemory + ?Sized>(
         &mut self,
@@ -298,13 +453,28 @@ impl<T: CardTap> Card<T> {
         };
         let mut status = Status::Ok;
         if self.tap.has_readers() {
-            let mut data = vec![0u8; buf.len as usize];
-            match read_segments(&buf.data, mem, 0, &mut data) {
-                Ok(()) => self.tap.publish_pcm(s.id, s.offset, time_ns, &data),
-                Err(e) => {
-                    warn!("stream {}: TX buffer unreadable at completion: {e}", s.id);
-                    status = Status::IoErr;
-                }
+            // Checked whole first, so an unreadable buffer publishes nothing (the guest's
+            // memory map cannot change under `mem` meanwhile).
+            let published = match buf
+                .data
+                .iter()
+                .find(|seg| !mem.check_range(seg.addr, seg.len as usize, Permissions::Read))
+            {
+                Some(seg) => Err(RequestError::Unmapped {
+                    addr: seg.addr.raw_value(),
+                    len: seg.len as u64,
+                }),
+                None => self.tap.publish_pcm(
+                    s.id,
+                    s.offset,
+                    time_ns,
+                    buf.len as usize,
+                    &mut |at, out| read_segments(&buf.data, mem, at as u64, out),
+                ),
+            };
+            if let Err(e) = published {
+                warn!("stream {}: TX buffer unreadable at completion: {e}", s.id);
+                status = Status::IoErr;
             }
         }
         s.offset = s.offset.saturating_add(buf.len as u64);

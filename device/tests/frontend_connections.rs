@@ -271,3 +271,153 @@ fn a_queue_size_that_is_not_a_power_of_two_is_refused() {
     assert!(d.try_wait().is_none());
     play_session(&d, 4);
 }
+
+/// vhost-user request codes (the vhost-user spec's front-end message types).
+mod req {
+    pub const GET_FEATURES: u32 = 1;
+    pub const SET_OWNER: u32 = 3;
+    pub const SET_MEM_TABLE: u32 = 5;
+    pub const SET_VRING_NUM: u32 = 8;
+    pub const SET_VRING_ADDR: u32 = 9;
+    pub const SET_VRING_BASE: u32 = 10;
+    pub const SET_VRING_KICK: u32 = 12;
+}
+
+/// One raw vhost-user message: header {request, flags (version 1), size}, `payload`, and
+/// `fds` passed alongside (SCM_RIGHTS).
+fn raw_message(
+    s: &std::os::unix::net::UnixStream,
+    request: u32,
+    size: u32,
+    payload: &[u8],
+    fds: &[std::os::fd::RawFd],
+) -> Result<(), vmm_sys_util::errno::Error> {
+    use vmm_sys_util::sock_ctrl_msg::ScmSocket;
+    let mut m = Vec::with_capacity(12 + payload.len());
+    for w in [request, 1, size] {
+        m.extend_from_slice(&w.to_le_bytes());
+    }
+    m.extend_from_slice(payload);
+    s.send_with_fds(&[&m[..]], fds).map(|_| ())
+}
+
+/// Frontends that break the vhost-user protocol — messages out of order, sizes that do not
+/// match the message, fds missing or extra, a queue that does not exist, an unknown request —
+/// end their own connection at worst: the daemon keeps running, closes every fd they passed,
+/// and serves the next VM.
+#[test]
+fn vhost_user_messages_out_of_order_or_malformed_leave_the_next_vm_served() {
+    let mut d = daemon(&[]);
+    let start = d.open_fds().expect("daemon fds");
+    let eventfd = || vmm_sys_util::eventfd::EventFd::new(0).unwrap();
+    let (e1, e2) = (eventfd(), eventfd());
+    let u64le = |v: u64| v.to_le_bytes().to_vec();
+    let vring_state = |index: u32, num: u32| {
+        let mut b = index.to_le_bytes().to_vec();
+        b.extend_from_slice(&num.to_le_bytes());
+        b
+    };
+    let mut vring_addr = vring_state(TX_QUEUE as u32, 0);
+    for a in [0x1000u64, 0x2000, 0x3000, 0] {
+        vring_addr.extend_from_slice(&a.to_le_bytes());
+    }
+    // A memory table of one region, sent without its fd.
+    let mut table = 1u32.to_le_bytes().to_vec();
+    table.extend_from_slice(&0u32.to_le_bytes());
+    for v in [0u64, 1 << 20, 0x7f00_0000_0000, 0] {
+        table.extend_from_slice(&v.to_le_bytes());
+    }
+    type Case<'a> = (&'a str, Vec<(u32, u32, Vec<u8>, Vec<std::os::fd::RawFd>)>);
+    let cases: Vec<Case> = vec![
+        (
+            "SET_VRING_ADDR before SET_OWNER and SET_MEM_TABLE",
+            vec![(
+                req::SET_VRING_ADDR,
+                vring_addr.len() as u32,
+                vring_addr.clone(),
+                vec![],
+            )],
+        ),
+        (
+            "SET_VRING_KICK of a queue with no memory, no address",
+            vec![
+                (req::SET_OWNER, 0, vec![], vec![]),
+                (
+                    req::SET_VRING_KICK,
+                    8,
+                    u64le(TX_QUEUE as u64),
+                    vec![e1.as_raw_fd()],
+                ),
+            ],
+        ),
+        (
+            "SET_VRING_NUM with a 4-byte body",
+            vec![(req::SET_VRING_NUM, 4, vec![2, 0, 0, 0], vec![])],
+        ),
+        (
+            "GET_FEATURES claiming a 4 GiB body",
+            vec![(req::GET_FEATURES, u32::MAX, vec![0; 16], vec![])],
+        ),
+        (
+            "SET_VRING_BASE of queue 99",
+            vec![
+                (req::SET_OWNER, 0, vec![], vec![]),
+                (req::SET_VRING_BASE, 8, vring_state(99, 0), vec![]),
+            ],
+        ),
+        (
+            "SET_MEM_TABLE with its region's fd missing",
+            vec![
+                (req::SET_OWNER, 0, vec![], vec![]),
+                (
+                    req::SET_MEM_TABLE,
+                    table.len() as u32,
+                    table.clone(),
+                    vec![],
+                ),
+            ],
+        ),
+        (
+            "SET_VRING_KICK with two fds",
+            vec![
+                (req::SET_OWNER, 0, vec![], vec![]),
+                (
+                    req::SET_VRING_KICK,
+                    8,
+                    u64le(TX_QUEUE as u64),
+                    vec![e1.as_raw_fd(), e2.as_raw_fd()],
+                ),
+            ],
+        ),
+        (
+            "an unknown request",
+            vec![(0xdead, 0, vec![], vec![e1.as_raw_fd()])],
+        ),
+    ];
+    for (what, msgs) in cases {
+        let s = std::os::unix::net::UnixStream::connect(&d.socket).expect("connect");
+        s.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        for (request, size, payload, fds) in &msgs {
+            // The daemon may already have hung up on an earlier message of the case.
+            let _ = raw_message(&s, *request, *size, payload, fds);
+        }
+        // Wait for its verdict (an answer, or the connection closed); then leave.
+        let mut buf = [0u8; 64];
+        let _ = std::io::Read::read(&mut &s, &mut buf);
+        drop(s);
+        assert!(
+            d.try_wait().is_none(),
+            "{what}: the daemon died\n{}",
+            d.log_tail(20)
+        );
+        // The next VM is served.
+        play_session(&d, 9);
+        let fds = settle_fds(&d, start.len());
+        assert_eq!(
+            fds.len(),
+            start.len(),
+            "{what}: fds at start {start:?}, now {fds:?}"
+        );
+    }
+}

@@ -363,17 +363,21 @@ fn valid_requests_in_a_loop_do_not_flood_the_log() {
         assert_eq!(r.ctl_status(&pcm_hdr(PCM_RELEASE, 0)), OK);
         assert_eq!(r.ctl_status(&ctl_write(0, &[i % 100, i % 100])), OK);
     }
-    let info: Vec<_> = ["dsproxy_device::card", "dsproxy_device::ctl_queue"]
-        .iter()
-        .flat_map(|t| logcap::lines(t))
-        .filter(|(lv, _)| *lv <= log::Level::Info)
-        .collect();
+    let info: Vec<_> = [
+        "dsproxy_device::card",
+        "dsproxy_device::ctl_queue",
+        "dsproxy_device::pcm",
+    ]
+    .iter()
+    .flat_map(|t| logcap::lines(t))
+    .filter(|(lv, _)| *lv <= log::Level::Info)
+    .collect();
     assert_eq!(
         info.len(),
         LINES_PER_WINDOW as usize,
         "{n} loops of 6 requests: {info:?}"
     );
-    let debug = logcap::lines("dsproxy_device::ctl_queue")
+    let debug = logcap::lines("dsproxy_device::pcm")
         .into_iter()
         .filter(|(lv, m)| *lv == log::Level::Debug && m.contains("started"))
         .count();

@@ -276,3 +276,117 @@ fn a_batch_mixing_good_and_bad_buffers() {
     );
     assert_eq!((pcm[0].offset, pcm[1].offset), (0, 1920));
 }
+
+/// A TX buffer whose PCM no longer maps when it completes (the memory table changed under
+/// it) is returned with IO_ERR, and none of it reaches the readers, not even the part that
+/// still maps.
+#[test]
+fn tx_buffer_unmapped_at_completion_is_io_err_and_publishes_nothing() {
+    use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+    let mut r = rig();
+    assert_eq!(r.ctl_status(&pcm_hdr(PCM_START, 0)), OK);
+    let (p, used) = r.submit(
+        TX,
+        &[hdr(0), D::R(vec![1; 1920]), D::R(vec![2; 1920]), D::W(8)],
+    );
+    assert!(used.is_empty());
+    // The new map has a hole where the second PCM descriptor was.
+    let (hole, hole_len) = (p.addr(2), 1920);
+    let remapped = GuestMemoryMmap::<()>::from_ranges(&[
+        (GuestAddress(0), hole as usize),
+        (
+            GuestAddress(hole + hole_len),
+            MEM_SIZE - (hole + hole_len) as usize,
+        ),
+    ])
+    .unwrap();
+    r.card.service_all(&remapped, r.now + 20_000_000);
+    let used = r.card.take_used();
+    assert_eq!(used.len(), 1);
+    assert_eq!((used[0].head, used[0].len), (p.head, 8));
+    let status: u32 = remapped.read_obj(GuestAddress(p.addr(3))).unwrap();
+    assert_eq!(status, IO_ERR);
+    assert!(r.tap.take_pcm().is_empty());
+}
+
+/// A stream holds at most twice its buffer (here 2 x 7680 bytes = 8 periods): the ninth
+/// period is completed at once with IO_ERR, counted and logged as `hold_limit`; what was
+/// held stays held, and RELEASE returns it.
+#[test]
+fn a_stream_holds_at_most_twice_its_buffer() {
+    let mut r = rig();
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        let (p, used) = r.tx(0, &[1u8; 1920]);
+        assert!(used.is_empty(), "a buffer within the limit is held");
+        held.push(p);
+    }
+    let (p, used) = r.tx(0, &[2u8; 1920]);
+    assert_eq!(used.len(), 1);
+    assert_eq!((used[0].head, used[0].len), (p.head, 8));
+    assert_eq!(r.pcm_status(p.last()), (IO_ERR, 0));
+    assert_eq!(r.card.rejections().count("tx", "hold_limit"), 1);
+    assert_eq!(r.card.queued_buffers(0), Some(8));
+    // The input stream's buffers are another queue's: not affected.
+    let (_, used) = r.rx(1, 1920);
+    assert!(used.is_empty());
+    let rel = r.post(CTL, &[D::R(pcm_hdr(PCM_RELEASE, 0)), D::W(4)]);
+    let used = r.kick(CTL);
+    assert_eq!(used.len(), 9, "RELEASE returns every held buffer: {used:?}");
+    assert_eq!(r.read_u32(rel.last()), OK);
+    for p in held {
+        assert_eq!(r.pcm_status(p.last()), (OK, 0));
+    }
+}
+
+/// A queue holds at most as many chains as its ring has entries (a driver has no more
+/// descriptors): the same head made available again is refused beyond that.
+#[test]
+fn a_queue_holds_at_most_its_ring_size_in_chains() {
+    let mut r = rig();
+    r.card.set_ring_size(RX, 4);
+    for _ in 0..4 {
+        let (_, used) = r.rx(1, 4);
+        assert!(used.is_empty());
+    }
+    let (p, used) = r.rx(1, 4);
+    assert_eq!((used.len(), used[0].head, used[0].len), (1, p.head, 8));
+    let (addr, len) = *p.bufs.last().unwrap();
+    assert_eq!(r.pcm_status(addr + len as u64 - 8), (IO_ERR, 0));
+    assert_eq!(r.card.rejections().count("rx", "hold_limit"), 1);
+    assert_eq!(r.card.queued_buffers(1), Some(4));
+}
+
+/// Event buffers: at most the ring size posted; one more is returned at once, empty.
+#[test]
+fn event_buffers_are_held_up_to_the_ring_size() {
+    let mut r = rig();
+    r.card.set_ring_size(EVT, 2);
+    r.post_events(2);
+    assert_eq!(r.card.events_posted(), 2);
+    let p = r.post(EVT, &[D::W(8)]);
+    let used = r.kick(EVT);
+    assert_eq!(used.len(), 1);
+    assert_eq!((used[0].head, used[0].len), (p.head, 0));
+    assert_eq!(r.card.events_posted(), 2);
+    assert_eq!(r.card.rejections().count("event", "hold_limit"), 1);
+}
+
+/// Descriptors cost the daemon memory whatever the bytes they carry: a queue holds at most
+/// 4 per ring entry plus one per page of what its streams may hold (here 4 x 4 + 15360 / 4096
+/// rounded up = 20), so a buffer in 4-byte pieces is refused even though its bytes fit.
+#[test]
+fn a_queue_holds_a_bounded_number_of_descriptors() {
+    let mut r = rig();
+    r.card.set_ring_size(TX, 4);
+    let mut pieces = vec![hdr(0)];
+    pieces.extend((0..30).map(|i| D::R(vec![i as u8; 4])));
+    pieces.push(D::W(8));
+    let (p, used) = r.submit(TX, &pieces);
+    assert_eq!((used.len(), used[0].head, used[0].len), (1, p.head, 8));
+    assert_eq!(r.pcm_status(p.last()), (IO_ERR, 0));
+    assert_eq!(r.card.rejections().count("tx", "hold_limit"), 1);
+    // A buffer laid out like a driver's (a page or two) is still taken.
+    let (_, used) = r.tx(0, &[1u8; 1920]);
+    assert!(used.is_empty());
+}

@@ -23,6 +23,7 @@ fn a_reader_vanishing_mid_write_does_not_raise_sigpipe() {
     let tap = Tap::start(TapConfig {
         unix_path: path.clone(),
         tcp: None,
+        tcp_control: false,
         hello: Hello {
             version: PROTOCOL_VERSION,
             time_ns: 0,

@@ -6,6 +6,7 @@
 
 mod common;
 
+use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -399,4 +400,180 @@ fn no_controls_cards_are_recorded_and_the_controls_on_notice_is_printed() {
         "{}",
         f.stderr
     );
+}
+
+/// The TCP address the daemon's tap bound (`--listen` with port 0), from its log.
+fn tcp_addr(d: &Daemon) -> String {
+    let log = d.log_text();
+    log.lines()
+        .find_map(|l| l.split(" and tcp ").nth(1))
+        .map(|a| a.split_whitespace().next().unwrap_or(a).to_string())
+        .unwrap_or_else(|| panic!("no TCP address in the daemon's log:\n{log}"))
+}
+
+/// A reader over TCP (`--listen`) only listens: its `--mixer` is refused, the reader prints
+/// the device's reason and fails, the guest's mixer is untouched. With
+/// `--allow-tcp-control` the same reader sets it.
+#[test]
+fn tcp_readers_only_listen_unless_the_daemon_allows_control() {
+    use dsproxy_testfront::check::find_control;
+    for allowed in [false, true] {
+        let mut args = vec!["--listen", "127.0.0.1:0"];
+        if allowed {
+            args.push("--allow-tcp-control");
+        }
+        let d = Daemon::dsproxy(device_bin(), &args).expect("start dsproxy-device");
+        let addr = tcp_addr(&d);
+        let mut fe = frontend(&d);
+        let ctls = fe.ctl_info().unwrap();
+        let pcm_vol = find_control(&ctls, "PCM Playback Volume", 0).expect("PCM volume");
+        let before = fe.ctl_read(pcm_vol, 2).unwrap();
+        assert_ne!(before, vec![37, 21]);
+        let f = Reader::spawn(&["-n", &addr, "-x", "--mixer", "pcm=37:21"]).finish();
+        if allowed {
+            assert_eq!(f.status.code(), Some(0), "{}\n{}", f.stderr, d.log_tail(20));
+            assert_eq!(fe.ctl_read(pcm_vol, 2).unwrap(), vec![37, 21]);
+        } else {
+            assert_ne!(f.status.code(), Some(0), "{}", f.stderr);
+            assert!(
+                f.stderr.contains(
+                    "device error: this tap connection is TCP, and TCP readers only listen"
+                ) && f.stderr.contains("--allow-tcp-control"),
+                "{}",
+                f.stderr
+            );
+            assert_eq!(fe.ctl_read(pcm_vol, 2).unwrap(), before);
+            assert!(
+                d.log_text().contains("refused, TCP readers only listen"),
+                "{}",
+                d.log_tail(20)
+            );
+        }
+        // Bound to loopback: no warning about other hosts.
+        assert!(!d.log_text().contains("accepts readers from other hosts"));
+        drop(fe);
+    }
+}
+
+/// Plays `data` on output stream 0 as S16 stereo 48 kHz in 4096-byte periods.
+fn play_s16(fe: &mut SndFrontend, d: &Daemon, data: &[u8]) {
+    play_session(fe, d, PcmFormat::S16, PcmRate::R48000, 2, 4096, data);
+}
+
+/// Until the file at `path` is a final WAV of `len` data bytes (its header says so).
+fn wait_final_wav(path: &std::path::Path, len: usize) {
+    common::wait_until("the file to be finalized", || {
+        std::fs::read(path)
+            .map(|b| b.len() == 80 + len && b[76..80] == (len as u32).to_le_bytes())
+            .unwrap_or(false)
+    });
+}
+
+/// The daemon restarts (SIGTERM, then a new one on the same tap socket) under a reader
+/// with --reconnect: the first file is final, the reader reattaches by itself and records
+/// what the next VM plays into the next segment.
+#[test]
+fn a_daemon_restart_under_a_reader_continues_into_a_new_segment() {
+    let dir = common::TempDir::new("dev-restart");
+    let tap = dir.join("tap.sock");
+    let out = dir.join("out.wav");
+    let mut d = Daemon::dsproxy_at(device_bin(), &["--wait-for-reader"], &tap)
+        .expect("start dsproxy-device");
+    let r = Reader::spawn(&["-u", s(&tap), "-x", "--reconnect", "-f", s(&out)]);
+    let a = signal::lcg_bytes(21, 4096 * 6);
+    let mut fe = frontend(&d);
+    play_s16(&mut fe, &d, &a);
+    drop(fe);
+    wait_final_wav(&out, a.len());
+    assert!(d.terminate(Duration::from_secs(5)).is_some(), "daemon exit");
+    let d = Daemon::dsproxy_at(device_bin(), &["--wait-for-reader"], &tap)
+        .expect("restart dsproxy-device");
+    // --wait-for-reader: nothing plays before the reader is back.
+    let b = signal::lcg_bytes(22, 4096 * 5);
+    let mut fe = frontend(&d);
+    play_s16(&mut fe, &d, &b);
+    drop(fe);
+    let seg2 = dir.join("out.seg2.wav");
+    wait_final_wav(&seg2, b.len());
+    r.signal(libc::SIGTERM);
+    let f = r.finish();
+    assert_eq!(f.status.code(), Some(0), "{}", f.stderr);
+    assert_eq!(wav_data(&out), a);
+    assert_eq!(wav_data(&seg2), b);
+    assert!(f.stderr.contains("reattaching"), "{}", f.stderr);
+}
+
+/// A reader SIGKILLed while the guest plays: the guest plays on (every buffer completes
+/// OK, in time), and the next reader gets the next session bit-exact.
+#[test]
+fn a_reader_killed_mid_stream_leaves_the_guest_playing_and_the_next_reader_served() {
+    // Not --wait-for-reader: that would (rightly) hold the guest once the reader is gone.
+    let d = Daemon::dsproxy(device_bin(), &[]).expect("start dsproxy-device");
+    let dir = common::TempDir::new("dev-rkill");
+    let first = Reader::spawn(&["-u", s(&d.tap), "-x", "-f", s(&dir.join("first.wav"))]);
+    common::wait_until("the first reader to subscribe", || {
+        d.log_text().contains("subscribed")
+    });
+    let pid = first.child.id();
+    let killer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        // SAFETY: kill(2) on the reader we spawned.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    });
+    // One second of audio, paced: the kill lands in the middle.
+    let a = signal::lcg_bytes(23, 4096 * 47);
+    let mut fe = frontend(&d);
+    play_s16(&mut fe, &d, &a);
+    killer.join().unwrap();
+    let f = first.finish();
+    assert_eq!(f.status.signal(), Some(libc::SIGKILL));
+    let out = dir.join("second.wav");
+    let second = Reader::spawn(&["-u", s(&d.tap), "-x", "-f", s(&out)]);
+    common::wait_until("the second reader to subscribe", || {
+        d.log_text().matches("subscribed").count() >= 2
+    });
+    let b = signal::lcg_bytes(24, 4096 * 6);
+    play_s16(&mut fe, &d, &b);
+    drop(fe);
+    wait_final_wav(&out, b.len());
+    second.signal(libc::SIGTERM);
+    let f = second.finish();
+    assert_eq!(f.status.code(), Some(0), "{}", f.stderr);
+    assert_eq!(wav_data(&out), b);
+}
+
+/// The daemon SIGKILLed mid-stream: the reader (without --reconnect) sees its device go,
+/// finalizes the file with everything it received and exits 0.
+#[test]
+fn the_daemon_sigkilled_leaves_the_reader_done_with_a_final_file() {
+    let d = daemon();
+    let dir = common::TempDir::new("dev-dkill");
+    let out = dir.join("out.wav");
+    let r = Reader::spawn(&["-u", s(&d.tap), "-x", "-f", s(&out)]);
+    let data = signal::lcg_bytes(25, 4096 * 6);
+    let mut fe = frontend(&d);
+    let st = fe
+        .set_params(
+            0,
+            4096 * 4,
+            4096,
+            2,
+            PcmFormat::S16.code(),
+            PcmRate::R48000.code(),
+        )
+        .unwrap();
+    assert_eq!(st, S_OK);
+    assert_eq!(fe.prepare(0).unwrap(), S_OK);
+    let rep = play(&mut fe, 0, &data, 4096).unwrap();
+    assert!(rep.bad_statuses().is_empty());
+    // The stream is still prepared (no RELEASE): the daemon dies in the middle of it.
+    common::wait_until("the audio in the file", || {
+        std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0) >= 80 + data.len() as u64
+    });
+    d.signal(libc::SIGKILL);
+    let f = r.finish();
+    assert_eq!(f.status.code(), Some(0), "{}", f.stderr);
+    wait_final_wav(&out, data.len());
+    assert_eq!(wav_data(&out), data);
+    drop(fe);
 }

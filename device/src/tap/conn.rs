@@ -74,6 +74,11 @@ pub(super) struct Reader {
     pub doomed: Option<CloseWhy>,
     /// Events currently registered in the epoll set.
     pub interest: EventSet,
+    /// It may send SET_CONTROL and INJECT (unix readers; TCP ones with
+    /// `--allow-tcp-control`). Otherwise they are refused, the first with a NOTICE.
+    pub may_control: bool,
+    /// Requests refused because the reader only listens.
+    pub refused: u64,
 }
 
 impl Reader {
@@ -93,6 +98,8 @@ impl Reader {
             detached: false,
             doomed: None,
             interest: EventSet::empty(),
+            may_control: true,
+            refused: 0,
         }
     }
 

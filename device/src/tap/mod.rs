@@ -1,8 +1,5 @@
 //! The tap: readers attach here and receive the card's record stream.
 //!
-//! INTERFACE CONTRACT between the queue worker (device core) and the tap thread: the
-//! signatures below are the contract.
-//!
 //! Threading: `Tap::start` binds the sockets and spawns one tap thread (event-manager based)
 //! that accepts readers, writes queued records to them without ever blocking the queue worker,
 //! and reads their requests. The queue worker holds a cloneable `TapHandle`.
@@ -12,18 +9,19 @@
 //! eventfd write per tap-thread pass. Everything else (the state mirror, fan-out to readers,
 //! per-reader byte accounting, GAP records for live readers) happens on the tap thread.
 //!
-//! Files: `listener` (sockets), `conn` (one reader: queues, non-blocking I/O, request
-//! decoding, gap runs), `mirror` (state mirror and snapshot), `event_loop` (the thread:
-//! wake-ups, accept, shutdown), `event_loop/fanout` (fan-out and backpressure accounting),
-//! `event_loop/reader_io` (reading readers and their requests), `inject` (input audio
-//! buffers), `shared` (what the worker and the thread share), `subscription` (stream
-//! selection).
+//! Files: `card_tap` (the card's `CardTap` over a `TapHandle`), `listener` (sockets), `conn`
+//! (one reader: queues, non-blocking I/O, request decoding, gap runs), `mirror` (state mirror
+//! and snapshot), `event_loop` (the thread: wake-ups, accept, shutdown), `event_loop/fanout`
+//! (fan-out and backpressure accounting), `event_loop/reader_io` (reading readers and their
+//! requests), `inject` (input audio buffers), `shared` (what the worker and the thread share),
+//! `subscription` (stream selection).
 //!
 //! Times: the tap has no clock of its own. HELLO carries `hello.time_ns` (set by the core
 //! at startup, its device clock) plus the time elapsed since the tap started; GAP carries the
-//! time of the first PCM record it replaces. The core should publish every control's value
-//! once at startup (a CONTROL record) so the snapshot can replay it.
+//! time of the first PCM record it replaces. The daemon publishes every control's value once
+//! at startup (main.rs) so the snapshot can replay it.
 
+mod card_tap;
 mod conn;
 mod event_loop;
 mod inject;
@@ -45,6 +43,8 @@ use event_manager::{EventManager, SubscriberOps};
 
 use shared::{Item, Shared};
 
+pub use crate::card::TapRequest;
+
 /// How the tap is set up.
 #[derive(Debug, Clone)]
 pub struct TapConfig {
@@ -52,6 +52,10 @@ pub struct TapConfig {
     pub unix_path: PathBuf,
     /// Optional TCP listen address (`--listen`).
     pub tcp: Option<SocketAddr>,
+    /// TCP readers may send SET_CONTROL and INJECT (`--allow-tcp-control`). Without it they
+    /// only listen: a reader can set the guest's mixer and feed its microphone, and TCP has
+    /// no permissions like the unix socket's 0600.
+    pub tcp_control: bool,
     /// The device description sent first to every reader.
     pub hello: Hello,
     /// Bytes queued for one non-live reader above which `can_accept()` turns false.
@@ -61,11 +65,11 @@ pub struct TapConfig {
     pub inject_limit: usize,
 }
 
-/// A reader's request, handed to the queue worker.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TapRequest {
-    SetControl { id: u32, values: Vec<i64> },
-}
+/// What a TCP reader is told (a NOTICE, level error) when it sends SET_CONTROL or INJECT to a
+/// daemon started without `--allow-tcp-control`.
+pub const TCP_LISTEN_ONLY: &str = "this tap connection is TCP, and TCP readers only listen: \
+    SET_CONTROL and INJECT are refused (they set the guest's mixer and feed its microphone). \
+    Attach over the unix socket, or start dsproxy-device with --allow-tcp-control";
 
 #[derive(Debug, thiserror::Error)]
 pub enum TapError {
@@ -107,11 +111,24 @@ impl Tap {
             None => None,
         };
         let tcp_addr = tcp.as_ref().and_then(|l| l.local_addr().ok());
+        if let Some(addr) = tcp_addr.filter(|a| !a.ip().is_loopback()) {
+            log::warn!(
+                "tap: --listen {addr} accepts readers from other hosts: the audio stream is \
+                 unauthenticated and unencrypted{}",
+                if cfg.tcp_control {
+                    ", and --allow-tcp-control lets any of them set the guest's mixer and \
+                     feed its microphone"
+                } else {
+                    " (TCP readers only listen: no mixer changes, no injected audio)"
+                }
+            );
+        }
         let (tx, rx) = mpsc::channel();
         let mut em = EventManager::<event_loop::TapLoop>::new()
             .map_err(|e| cleanup(TapError::Io(std::io::Error::other(e.to_string()))))?;
-        let tap_loop =
+        let mut tap_loop =
             event_loop::TapLoop::new(Arc::clone(&shared), rx, Some(unix), tcp, cfg.hello);
+        tap_loop.set_tcp_control(cfg.tcp_control);
         let id = em.add_subscriber(tap_loop);
         let init_error = em
             .subscriber_mut(id)
@@ -220,32 +237,70 @@ impl TapHandle {
                 return;
             }
         };
+        if !self.shared.reserve_event() {
+            return;
+        }
+        let lost = self.shared.take_lost();
+        if lost > 0 && self.tx.send(Item::Lost(lost)).is_err() {
+            self.shared.release_event();
+            return;
+        }
         let item = Item::Event {
             rec: rec.clone(),
             frame,
         };
         if self.tx.send(item).is_ok() {
             self.shared.wake_tap();
+        } else {
+            self.shared.release_event();
         }
     }
 
-    /// Hot path: queues PCM bytes the card played, split into records of at most
-    /// `MAX_PCM_CHUNK` bytes. A live reader that has no room gets a GAP record instead.
+    /// Queues PCM bytes the card played, split into records of at most `MAX_PCM_CHUNK` bytes
+    /// (see [`publish_pcm_with`](Self::publish_pcm_with), which the card uses).
     pub fn publish_pcm(&self, stream: u32, offset: u64, time_ns: u64, data: &[u8]) {
+        let _: Result<(), ()> =
+            self.publish_pcm_with(stream, offset, time_ns, data.len(), |at, out| {
+                let src = data.get(at..at.saturating_add(out.len())).ok_or(())?;
+                out.copy_from_slice(src);
+                Ok(())
+            });
+    }
+
+    /// Hot path: queues `len` PCM bytes the card played, split into records of at most
+    /// `MAX_PCM_CHUNK` bytes. `fill(at, out)` writes the bytes from `at` on into `out`, the
+    /// data area of a record's frame, so the audio is copied once, from guest memory into the
+    /// frame every reader is sent. An error from `fill` stops it (the chunks before are
+    /// queued) and is returned. A live reader that has no room gets a GAP record instead.
+    pub fn publish_pcm_with<E>(
+        &self,
+        stream: u32,
+        offset: u64,
+        time_ns: u64,
+        len: usize,
+        mut fill: impl FnMut(usize, &mut [u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
         // No one connected: the card keeps time and discards (a reader that connects now
         // joins mid-stream anyway).
-        if data.is_empty() || self.shared.connected.load(Ordering::Acquire) == 0 {
-            return;
+        if len == 0 || self.shared.connected.load(Ordering::Acquire) == 0 {
+            return Ok(());
         }
-        let mut chunk_offset = offset;
-        for chunk in data.chunks(MAX_PCM_CHUNK) {
-            let mut buf = Vec::with_capacity(HEADER_LEN + 32 + chunk.len());
-            if let Err(e) = encode_pcm_header(&mut buf, stream, chunk_offset, time_ns, chunk.len())
-            {
+        let mut at = 0;
+        let mut result = Ok(());
+        while at < len {
+            let n = (len - at).min(MAX_PCM_CHUNK);
+            let chunk_offset = offset.wrapping_add(at as u64);
+            let mut buf = Vec::with_capacity(HEADER_LEN + 32 + n);
+            if let Err(e) = encode_pcm_header(&mut buf, stream, chunk_offset, time_ns, n) {
                 log::error!("tap: PCM not published: {e}");
-                return;
+                break;
             }
-            buf.extend_from_slice(chunk);
+            let start = buf.len();
+            buf.resize(start + n, 0);
+            if let Err(e) = fill(at, &mut buf[start..]) {
+                result = Err(e);
+                break;
+            }
             let frame = Arc::new(buf);
             let bytes = frame.len();
             self.shared.add_inflight(bytes);
@@ -253,17 +308,20 @@ impl TapHandle {
                 stream,
                 offset: chunk_offset,
                 time_ns,
-                data_len: chunk.len(),
+                data_len: n,
                 frame,
             };
             if self.tx.send(item).is_err() {
                 // The tap thread is gone.
                 self.shared.sub_inflight(bytes);
-                return;
+                return result;
             }
-            chunk_offset = chunk_offset.wrapping_add(chunk.len() as u64);
+            at += n;
         }
-        self.shared.wake_tap();
+        if at > 0 {
+            self.shared.wake_tap();
+        }
+        result
     }
 
     /// At least one reader has subscribed.

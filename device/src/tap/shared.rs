@@ -3,7 +3,7 @@
 //! inject buffers. Everything here is either atomic or behind a lock held for a few copies.
 
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use dsproxy_wire::record::{Hello, Record};
@@ -29,7 +29,18 @@ pub(super) enum Item {
     },
     /// A new device description for readers that connect from now on.
     Hello(Hello),
+    /// This many records were not handed over here (the tap thread was too far behind, see
+    /// [`EVENTS_INFLIGHT_LIMIT`]): readers are told, at this point of the stream.
+    Lost(u64),
 }
+
+/// Records other than PCM the worker may have handed the tap thread and the thread not yet
+/// taken. Far more than a thread that runs ever lets pile up (it takes 1024 per wake-up);
+/// the bound only matters if it stalls while a guest makes the card publish in a loop (a
+/// control request at a time), which would otherwise grow the daemon without bound. Beyond
+/// it, records are counted as lost and readers told ([`Item::Lost`]); the worker never
+/// waits.
+pub(super) const EVENTS_INFLIGHT_LIMIT: usize = 16 * 1024;
 
 /// The smallest bound on PCM in flight between the worker and the tap thread.
 const MIN_INFLIGHT_LIMIT: usize = 16 << 20;
@@ -61,6 +72,12 @@ pub(super) struct Shared {
     /// worker when it drains below it.
     pub inflight_blocked: AtomicBool,
     pub high_water: usize,
+    /// Records other than PCM handed to the tap thread and not yet taken by it.
+    events_inflight: AtomicUsize,
+    /// Records not handed over since the last [`Item::Lost`].
+    events_lost: AtomicU64,
+    /// Requests the worker has not taken yet: at most one per control (see
+    /// [`push_request`](Self::push_request)), so bounded by the card's controls.
     pub requests: Mutex<Vec<TapRequest>>,
     pub inject: InjectBuffers,
 }
@@ -80,6 +97,8 @@ impl Shared {
             inflight_limit: high_water.saturating_mul(2).max(MIN_INFLIGHT_LIMIT),
             inflight_blocked: AtomicBool::new(false),
             high_water,
+            events_inflight: AtomicUsize::new(0),
+            events_lost: AtomicU64::new(0),
             requests: Mutex::new(Vec::new()),
             inject: InjectBuffers::new(inject_limit),
         }))
@@ -160,10 +179,47 @@ impl Shared {
         }
     }
 
+    /// Worker: room for one more non-PCM record? If not, it is counted as lost (readers
+    /// learn the count from the [`Item::Lost`] sent with the next record that fits, and the
+    /// tap thread logs it then).
+    pub fn reserve_event(&self) -> bool {
+        if self.events_inflight.fetch_add(1, Ordering::AcqRel) < EVENTS_INFLIGHT_LIMIT {
+            return true;
+        }
+        self.events_inflight.fetch_sub(1, Ordering::AcqRel);
+        self.events_lost.fetch_add(1, Ordering::AcqRel);
+        false
+    }
+
+    /// A reserved record was not sent after all (the tap thread is gone), or the tap thread
+    /// took one.
+    pub fn release_event(&self) {
+        self.events_inflight.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Worker: the records lost since the last call.
+    pub fn take_lost(&self) -> u64 {
+        self.events_lost.swap(0, Ordering::AcqRel)
+    }
+
+    /// Queues a reader's request for the worker. A SET_CONTROL replaces one for the same
+    /// control that the worker has not taken yet: the card would apply both in turn and end
+    /// at the later values, so only those are kept, and a reader sending faster than the
+    /// worker takes them cannot grow the list beyond one entry per control.
     pub fn push_request(&self, req: TapRequest) {
+        let push = |q: &mut Vec<TapRequest>| {
+            let TapRequest::SetControl { id, .. } = &req;
+            match q
+                .iter_mut()
+                .find(|r| matches!(r, TapRequest::SetControl { id: i, .. } if i == id))
+            {
+                Some(pending) => *pending = req,
+                None => q.push(req),
+            }
+        };
         match self.requests.lock() {
-            Ok(mut q) => q.push(req),
-            Err(poisoned) => poisoned.into_inner().push(req),
+            Ok(mut q) => push(&mut q),
+            Err(poisoned) => push(&mut poisoned.into_inner()),
         }
         self.notify();
     }

@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use dsproxy_wire::record::{
-    ControlDesc, ControlOrigin, Direction, Hello, Params, Record, StreamDesc, MAX_PCM_CHUNK,
-    SUB_LIVE, SUB_NO_PACING,
+    ControlDesc, ControlOrigin, Direction, Hello, NoticeLevel, Params, Record, StreamDesc,
+    MAX_PCM_CHUNK, SUB_LIVE, SUB_NO_PACING,
 };
 use dsproxy_wire::{ReadError, RecordReader};
 
@@ -90,6 +90,7 @@ fn config(dir: &TestDir, high_water: usize, inject_limit: usize) -> TapConfig {
     TapConfig {
         unix_path: dir.sock(),
         tcp: None,
+        tcp_control: false,
         hello: test_hello(),
         high_water,
         inject_limit,
@@ -878,6 +879,95 @@ fn tcp_readers_work_on_an_ephemeral_port() {
     tap.shutdown();
 }
 
+/// A TCP reader of a tap started with `tcp_control` = `allowed`, subscribed to everything.
+fn tcp_reader(dir: &TestDir, allowed: bool) -> (Tap, Client<TcpStream>) {
+    let mut cfg = config(dir, 1 << 20, 1 << 16);
+    cfg.tcp = Some("127.0.0.1:0".parse().unwrap());
+    cfg.tcp_control = allowed;
+    let tap = Tap::start(cfg).unwrap();
+    let s = TcpStream::connect(tap.tcp_addr().expect("bound TCP address")).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    let mut c = Client {
+        rr: RecordReader::new(s),
+    };
+    c.subscribe(0, 0);
+    (tap, c)
+}
+
+#[test]
+fn tcp_readers_only_listen_and_are_told_so() {
+    let dir = TestDir::new();
+    let (tap, mut c) = tcp_reader(&dir, false);
+    let h = tap.handle();
+    for _ in 0..3 {
+        c.send(&Record::SetControl {
+            id: 0,
+            values: vec![10, 20],
+        });
+        c.send(&Record::Inject {
+            stream: 1,
+            data: vec![1, 2, 3, 4],
+        });
+    }
+    // One NOTICE says why, whatever the number of refused requests.
+    match c.next() {
+        Record::Notice { level, text, .. } => {
+            assert_eq!(level, NoticeLevel::Error);
+            assert_eq!(text, super::TCP_LISTEN_ONLY);
+        }
+        other => panic!("expected the listen-only NOTICE, got {other:?}"),
+    }
+    // Still connected and served: the next record is what the card publishes.
+    h.publish_pcm(0, 0, 7, &pattern_bytes(0, 100));
+    match c.next() {
+        Record::Pcm { data, .. } => check_pattern(0, &data),
+        other => panic!("expected PCM after the refusals, got {other:?}"),
+    }
+    assert!(h.take_requests().is_empty(), "a TCP reader set a control");
+    let mut buf = [0u8; 16];
+    assert_eq!(h.read_inject(1, &mut buf), 0, "a TCP reader injected audio");
+    // A unix reader of the same tap may.
+    let mut u = Client::connect(&dir.sock());
+    u.subscribe(0, 0);
+    u.send(&Record::SetControl {
+        id: 0,
+        values: vec![1, 2],
+    });
+    assert!(wait_until(|| !h.take_requests().is_empty()));
+    tap.shutdown();
+}
+
+#[test]
+fn tcp_readers_may_control_with_allow_tcp_control() {
+    let dir = TestDir::new();
+    let (tap, mut c) = tcp_reader(&dir, true);
+    let h = tap.handle();
+    c.send(&Record::SetControl {
+        id: 0,
+        values: vec![10, 20],
+    });
+    c.send(&Record::Inject {
+        stream: 1,
+        data: vec![1, 2, 3, 4],
+    });
+    let mut got = Vec::new();
+    assert!(wait_until(|| {
+        got.extend(h.take_requests());
+        !got.is_empty()
+    }));
+    assert_eq!(
+        got,
+        vec![TapRequest::SetControl {
+            id: 0,
+            values: vec![10, 20]
+        }]
+    );
+    let mut buf = [0u8; 16];
+    assert!(wait_until(|| h.shared.inject.buffered(1) == 4));
+    assert_eq!(h.read_inject(1, &mut buf), 4);
+    tap.shutdown();
+}
+
 #[test]
 fn shutdown_flushes_and_removes_the_socket_file() {
     let dir = TestDir::new();
@@ -1115,5 +1205,158 @@ fn hostile_input_never_takes_the_tap_down() {
     let _ = h.take_requests();
     h.publish(&params(0));
     assert_eq!(good.next(), params(0));
+    tap.shutdown();
+}
+
+/// A reader sending SET_CONTROL faster than the worker takes them leaves one request per
+/// control, with its latest values: the list the worker drains cannot grow without bound.
+#[test]
+fn pending_set_controls_are_coalesced_per_control() {
+    let dir = TestDir::new();
+    let tap = start(&dir, 1 << 20, 1 << 16);
+    let h = tap.handle();
+    let mut c = Client::connect(&dir.sock());
+    c.subscribe(0, 0);
+    for v in 0..1000i64 {
+        c.send(&Record::SetControl {
+            id: 0,
+            values: vec![v % 97, v % 97],
+        });
+    }
+    c.send(&Record::SetControl {
+        id: 0,
+        values: vec![100, 100],
+    });
+    let last = TapRequest::SetControl {
+        id: 0,
+        values: vec![100, 100],
+    };
+    assert!(wait_until(|| h
+        .shared
+        .requests
+        .lock()
+        .unwrap()
+        .contains(&last)));
+    assert_eq!(h.take_requests(), vec![last]);
+    // Other controls keep their own entry, in order.
+    for (id, v) in [(3, 1), (4, 1), (3, 2)] {
+        h.shared.push_request(TapRequest::SetControl {
+            id,
+            values: vec![v],
+        });
+    }
+    assert_eq!(
+        h.take_requests(),
+        vec![
+            TapRequest::SetControl {
+                id: 3,
+                values: vec![2]
+            },
+            TapRequest::SetControl {
+                id: 4,
+                values: vec![1]
+            }
+        ]
+    );
+    tap.shutdown();
+}
+
+/// The worker never holds more than `EVENTS_INFLIGHT_LIMIT` records for a tap thread that
+/// does not take them; the rest are counted, and the count goes out, in place, with the next
+/// record that fits.
+#[test]
+fn records_for_a_stalled_tap_thread_are_bounded_and_the_loss_is_told() {
+    use super::shared::{Item, EVENTS_INFLIGHT_LIMIT};
+    let shared = Shared::new(1 << 20, 1 << 16).unwrap();
+    // No tap thread: nothing takes what the worker sends.
+    let (tx, rx) = mpsc::channel();
+    let h = TapHandle {
+        shared: Arc::clone(&shared),
+        tx,
+    };
+    let xrun = |n: u64| Record::Xrun {
+        stream: 0,
+        time_ns: n,
+        duration_ns: 1,
+    };
+    for n in 0..EVENTS_INFLIGHT_LIMIT as u64 + 5 {
+        h.publish(&xrun(n));
+    }
+    let queued: Vec<Item> = rx.try_iter().collect();
+    assert_eq!(queued.len(), EVENTS_INFLIGHT_LIMIT);
+    // The thread takes them all; the next record is preceded by the count of the lost.
+    for _ in &queued {
+        shared.release_event();
+    }
+    h.publish(&xrun(1 << 40));
+    let next: Vec<Item> = rx.try_iter().collect();
+    assert!(
+        matches!(next.as_slice(), [Item::Lost(5), Item::Event { rec: Record::Xrun { time_ns, .. }, .. }] if *time_ns == 1 << 40),
+        "{} items",
+        next.len()
+    );
+    h.publish(&xrun(7));
+    assert!(matches!(
+        rx.try_iter().collect::<Vec<_>>().as_slice(),
+        [Item::Event { .. }]
+    ));
+}
+
+/// What a reader is told about records the tap thread never got: a NOTICE (warning) in the
+/// stream, kept for the snapshot of readers that join later.
+#[test]
+fn lost_records_reach_readers_as_a_notice() {
+    let dir = TestDir::new();
+    let tap = start(&dir, 1 << 20, 1 << 16);
+    let h = tap.handle();
+    let mut c = Client::connect(&dir.sock());
+    c.subscribe(0, 0);
+    h.tx.send(super::shared::Item::Lost(7)).unwrap();
+    h.shared.wake_tap();
+    let told = |rec: &Record| {
+        matches!(rec, Record::Notice { level: NoticeLevel::Warning, text, .. }
+            if text.contains("7 records") && text.contains("fell behind"))
+    };
+    let rec = c.next();
+    assert!(told(&rec), "{rec:?}");
+    let mut late = Client::connect(&dir.sock());
+    let snap = late.subscribe(0, 0);
+    assert!(snap.iter().any(told), "{snap:?}");
+    tap.shutdown();
+}
+
+/// The card fills each record's frame from guest memory itself: a buffer over several
+/// records whose second part cannot be read sends the first record, stops there, hands the
+/// error back, and leaves no bytes counted in flight (the card could otherwise be held
+/// forever).
+#[test]
+fn publish_pcm_with_stops_at_the_first_fill_error() {
+    let dir = TestDir::new();
+    let tap = start(&dir, 1 << 20, 1 << 16);
+    let h = tap.handle();
+    let mut c = Client::connect(&dir.sock());
+    c.subscribe(0, 0);
+    assert!(wait_until(|| h.has_readers()));
+    let len = MAX_PCM_CHUNK + 1000;
+    let mut calls = Vec::new();
+    let r = h.publish_pcm_with(0, 0, 5, len, |at, out: &mut [u8]| {
+        calls.push((at, out.len()));
+        if at > 0 {
+            return Err("unreadable");
+        }
+        out.copy_from_slice(&pattern_bytes(0, out.len()));
+        Ok(())
+    });
+    assert_eq!(r, Err("unreadable"));
+    assert_eq!(calls, vec![(0, MAX_PCM_CHUNK), (MAX_PCM_CHUNK, 1000)]);
+    match c.next() {
+        Record::Pcm { offset, data, .. } => {
+            assert_eq!((offset, data.len()), (0, MAX_PCM_CHUNK));
+            check_pattern(0, &data);
+        }
+        other => panic!("expected PCM, got {other:?}"),
+    }
+    assert!(wait_until(|| h.shared.inflight.load(Ordering::Acquire) == 0));
+    assert!(h.can_accept());
     tap.shutdown();
 }

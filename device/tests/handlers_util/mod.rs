@@ -9,9 +9,10 @@ use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 
-use dsproxy_device::card::{Card, CardTap};
+use dsproxy_device::card::{Card, CardTap, PcmFill};
 use dsproxy_device::chain::Chain;
 use dsproxy_device::config::CardConfig;
+use dsproxy_device::error::RequestError;
 use dsproxy_device::tap::TapRequest;
 use dsproxy_device::Used;
 use dsproxy_wire::record::Record;
@@ -32,7 +33,7 @@ pub const TX: u16 = 2;
 pub const RX: u16 = 3;
 
 pub const QSIZE: u16 = 256;
-const MEM_SIZE: usize = 32 << 20;
+pub const MEM_SIZE: usize = 32 << 20;
 const BUF_BASE: u64 = 0x10_0000;
 /// An address no memory region covers.
 pub const UNMAPPED: u64 = 0x4000_0000;
@@ -56,6 +57,9 @@ pub struct TapState {
     pub requests: RefCell<Vec<TapRequest>>,
     pub inject: RefCell<HashMap<u32, VecDeque<u8>>>,
 }
+
+/// The bytes [`TestTap`] asks the card for at a time.
+pub const FILL_PIECE: usize = 1001;
 
 /// A tap that records what the card publishes, with knobs for what it reports.
 #[derive(Clone)]
@@ -88,13 +92,27 @@ impl CardTap for TestTap {
     fn publish(&self, rec: &Record) {
         self.0.records.borrow_mut().push(rec.clone());
     }
-    fn publish_pcm(&self, stream: u32, offset: u64, time_ns: u64, data: &[u8]) {
+    fn publish_pcm(
+        &self,
+        stream: u32,
+        offset: u64,
+        time_ns: u64,
+        len: usize,
+        fill: &mut PcmFill<'_>,
+    ) -> Result<(), RequestError> {
+        // Filled in pieces, as the real tap fills one record at a time, but of an odd size
+        // so that pieces start inside guest-memory segments and frames.
+        let mut data = vec![0; len];
+        for (k, piece) in data.chunks_mut(FILL_PIECE).enumerate() {
+            fill(k * FILL_PIECE, piece)?;
+        }
         self.0.pcm.borrow_mut().push(PcmRec {
             stream,
             offset,
             time_ns,
-            data: data.to_vec(),
+            data,
         });
+        Ok(())
     }
     fn has_readers(&self) -> bool {
         self.0.readers.get()

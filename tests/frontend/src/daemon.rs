@@ -69,8 +69,29 @@ impl Daemon {
         log: Option<&str>,
     ) -> Result<Daemon, DaemonError> {
         let dir = TempDir::new("dev")?;
-        let socket = dir.path().join("vhost.sock");
         let tap = dir.path().join("tap.sock");
+        Self::dsproxy_with_tap(bin, extra, log, dir, tap)
+    }
+
+    /// [`dsproxy_logging`](Self::dsproxy_logging) with the tap socket at `tap` (a daemon
+    /// restarted where readers expect it).
+    pub fn dsproxy_at(
+        bin: impl AsRef<Path>,
+        extra: &[&str],
+        tap: &Path,
+    ) -> Result<Daemon, DaemonError> {
+        let dir = TempDir::new("dev")?;
+        Self::dsproxy_with_tap(bin, extra, None, dir, tap.to_path_buf())
+    }
+
+    fn dsproxy_with_tap(
+        bin: impl AsRef<Path>,
+        extra: &[&str],
+        log: Option<&str>,
+        dir: TempDir,
+        tap: PathBuf,
+    ) -> Result<Daemon, DaemonError> {
+        let socket = dir.path().join("vhost.sock");
         let mut args: Vec<String> = vec![
             "--socket".into(),
             socket.display().to_string(),
@@ -223,6 +244,15 @@ impl Daemon {
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+
+    /// The daemon's peak resident set size so far in KiB (VmHWM).
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
     }
 

@@ -677,6 +677,50 @@ impl SndFrontend {
         ring.kick()
     }
 
+    /// The head descriptor of chain `token`, if it is still in flight on `queue`.
+    pub fn head_of(&self, queue: usize, token: Token) -> Option<u16> {
+        self.in_flight
+            .get(queue)?
+            .iter()
+            .find(|(_, f)| f.token == token)
+            .map(|(&h, _)| h)
+    }
+
+    /// A hostile driver: makes `head` available `n` more times, without the device having
+    /// returned it, and kicks. Nothing more is recorded as in flight, and the used entries the
+    /// device writes for the copies are never read: after this, only
+    /// [`disconnect`](Self::disconnect) makes sense.
+    pub fn repost_head(&mut self, queue: usize, head: u16, n: u16) -> Result<(), FrontError> {
+        let ring = self
+            .rings
+            .get_mut(queue)
+            .ok_or_else(|| FrontError::Usage(format!("no queue {queue}")))?;
+        for _ in 0..n {
+            ring.publish_raw_head(&self.ram, head)?;
+        }
+        ring.kick()
+    }
+
+    /// Whether the device has not yet taken the last kick of `queue` (its kick eventfd is
+    /// still readable): the device reads it before it walks the available ring.
+    pub fn kick_pending(&self, queue: usize) -> Result<bool, FrontError> {
+        let ring = self
+            .rings
+            .get(queue)
+            .ok_or_else(|| FrontError::Usage(format!("no queue {queue}")))?;
+        let mut pfd = libc::pollfd {
+            fd: ring.kick.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, no timeout.
+        let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+        if n < 0 {
+            return Err(std::io::Error::last_os_error().into());
+        }
+        Ok(n > 0 && pfd.revents & libc::POLLIN != 0)
+    }
+
     /// Allocates guest memory for a caller that builds descriptors by hand.
     pub fn alloc(&mut self, bytes: &[u8]) -> Result<Alloc, FrontError> {
         let a = self.ram.alloc(bytes.len() as u64, 64)?;

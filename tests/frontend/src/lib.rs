@@ -19,6 +19,7 @@ pub mod check;
 pub mod daemon;
 pub mod dialect;
 pub mod error;
+pub mod flood;
 pub mod frontend;
 pub mod memory;
 pub mod persona;

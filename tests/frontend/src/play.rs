@@ -32,6 +32,10 @@ pub struct PlayOpts {
     /// used length is shorter than the status (which aero's driver counts as BAD_MSG): no
     /// more buffers, no STOP, and play returns `FrontError::Stopped`.
     pub stop_on_error: bool,
+    /// Play each stream's data over and over until this many bytes have been sent (a long
+    /// run without holding all of its audio in memory); the data must then be whole periods.
+    /// None: the data once.
+    pub bytes_per_stream: Option<u64>,
 }
 
 impl PlayOpts {
@@ -42,6 +46,7 @@ impl PlayOpts {
             stop: true,
             timeout: Duration::from_secs(60),
             stop_on_error: false,
+            bytes_per_stream: None,
         }
     }
 }
@@ -81,8 +86,15 @@ pub struct Timing {
     /// The largest |actual - ideal| completion time over all buffers, in ms, where buffer i
     /// ideally completes when the bytes up to its end have played.
     pub max_jitter_ms: f64,
+    /// The median and 99th percentile of the same |actual - ideal|, in ms.
+    pub jitter_p50_ms: f64,
+    pub jitter_p99_ms: f64,
     /// Last completion minus the ideal end, in ms (positive: late).
     pub drift_end_ms: f64,
+    /// The rate of the device's completions against the stream's rate, in parts per million
+    /// (positive: slow): the least-squares slope of actual against ideal completion times,
+    /// so a constant start-up latency does not count. None with fewer than two completions.
+    pub drift_ppm: Option<f64>,
 }
 
 impl PlayReport {
@@ -111,6 +123,8 @@ impl PlayReport {
         let mut prev = t0;
         let mut cum = 0u64;
         let mut max_jitter = 0f64;
+        let mut jitters = Vec::with_capacity(self.completions.len());
+        let mut points = Vec::with_capacity(self.completions.len());
         // Completions are in submission order on a single stream; the bytes of each are the
         // period (the last may be shorter).
         let mut remaining = self.bytes;
@@ -119,7 +133,10 @@ impl PlayReport {
             remaining -= b;
             cum += b;
             let ideal = ns(cum).as_secs_f64();
-            max_jitter = max_jitter.max((secs(c.completed_at) - ideal).abs());
+            let actual = secs(c.completed_at);
+            max_jitter = max_jitter.max((actual - ideal).abs());
+            jitters.push((actual - ideal).abs());
+            points.push((ideal, actual));
             let interval = c.completed_at.saturating_duration_since(prev).as_secs_f64();
             intervals.push(interval);
             deviations.push(interval - ns(b).as_secs_f64());
@@ -131,6 +148,11 @@ impl PlayReport {
         let var = deviations.iter().map(|x| x.powi(2)).sum::<f64>() / n;
         let audio = ns(self.bytes);
         let elapsed = last.completed_at.saturating_duration_since(t0);
+        jitters.sort_by(f64::total_cmp);
+        let percentile = |q: f64| {
+            let i = ((jitters.len() as f64 - 1.0) * q).round() as usize;
+            jitters.get(i).copied().unwrap_or(0.0)
+        };
         Some(Timing {
             elapsed,
             audio,
@@ -138,15 +160,34 @@ impl PlayReport {
             interval_stddev_ms: var.sqrt() * 1e3,
             period_ms: ns(period_bytes as u64).as_secs_f64() * 1e3,
             max_jitter_ms: max_jitter * 1e3,
+            jitter_p50_ms: percentile(0.5) * 1e3,
+            jitter_p99_ms: percentile(0.99) * 1e3,
             drift_end_ms: (elapsed.as_secs_f64() - audio.as_secs_f64()) * 1e3,
+            drift_ppm: slope(&points).map(|s| (s - 1.0) * 1e6),
         })
     }
+}
+
+/// The least-squares slope of y on x; None without two distinct x.
+fn slope(points: &[(f64, f64)]) -> Option<f64> {
+    let n = points.len() as f64;
+    let (sx, sy) = points
+        .iter()
+        .fold((0.0, 0.0), |(a, b), (x, y)| (a + x, b + y));
+    let (mx, my) = (sx / n, sy / n);
+    let (sxy, sxx) = points.iter().fold((0.0, 0.0), |(a, b), (x, y)| {
+        (a + (x - mx) * (y - my), b + (x - mx) * (x - mx))
+    });
+    (points.len() >= 2 && sxx > 0.0).then(|| sxy / sxx)
 }
 
 struct Playing<'a> {
     s: PlayStream<'a>,
     limit: usize,
-    next: usize,
+    /// Bytes to send in all.
+    total: u64,
+    /// Bytes sent so far.
+    next: u64,
     in_flight: Vec<Token>,
     report: PlayReport,
 }
@@ -184,14 +225,27 @@ pub fn play_many(
             FrontError::Usage(format!("stream {} has no parameters set", s.stream))
         })?;
         let limit = (p.buffer_bytes as usize / opts.period_bytes).max(1);
+        let total = match opts.bytes_per_stream {
+            None => s.data.len() as u64,
+            Some(_) if s.data.is_empty() || s.data.len() % opts.period_bytes != 0 => {
+                return Err(FrontError::Usage(format!(
+                    "looping stream {}: {} bytes of data are not whole {}-byte periods",
+                    s.stream,
+                    s.data.len(),
+                    opts.period_bytes
+                )))
+            }
+            Some(n) => n,
+        };
         ps.push(Playing {
             s: *s,
             limit,
+            total,
             next: 0,
             in_flight: Vec::new(),
             report: PlayReport {
                 stream: s.stream,
-                bytes: s.data.len() as u64,
+                bytes: total,
                 byte_rate: p.byte_rate().unwrap_or(0),
                 start_sent: now,
                 start_acked: now,
@@ -206,12 +260,15 @@ pub fn play_many(
 
     let refill = |fe: &mut SndFrontend, ps: &mut [Playing<'_>]| -> Result<(), FrontError> {
         for p in ps.iter_mut() {
-            while p.in_flight.len() < p.limit && p.next < p.s.data.len() {
-                let end = (p.next + opts.period_bytes).min(p.s.data.len());
-                match fe.push_tx(p.s.stream, &p.s.data[p.next..end]) {
+            while p.in_flight.len() < p.limit && p.next < p.total {
+                // Within the data when it loops: its length is whole periods.
+                let at = (p.next % p.s.data.len() as u64) as usize;
+                let left = usize::try_from(p.total - p.next).unwrap_or(usize::MAX);
+                let end = (at + opts.period_bytes).min(p.s.data.len()).min(at + left);
+                match fe.push_tx(p.s.stream, &p.s.data[at..end]) {
                     Ok(t) => {
                         p.in_flight.push(t);
-                        p.next = end;
+                        p.next += (end - at) as u64;
                     }
                     // The shared ring is full: wait for completions.
                     Err(FrontError::QueueFull { .. }) => return Ok(()),
@@ -240,7 +297,7 @@ pub fn play_many(
         refill(fe, &mut ps)?;
         if ps
             .iter()
-            .all(|p| p.in_flight.is_empty() && p.next >= p.s.data.len())
+            .all(|p| p.in_flight.is_empty() && p.next >= p.total)
         {
             break;
         }
@@ -300,5 +357,25 @@ fn fatal(dialect: Dialect, c: &Completion) -> Option<String> {
             dialect.status_name(c.status)
         )),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::slope;
+
+    #[test]
+    fn slope_ignores_a_constant_offset() {
+        // A device 20 ppm slow that also answers 3 ms late throughout.
+        let pts: Vec<(f64, f64)> = (0..1000)
+            .map(|i| {
+                let x = i as f64 * 0.02;
+                (x, x * 1.000_02 + 0.003)
+            })
+            .collect();
+        let ppm = (slope(&pts).unwrap() - 1.0) * 1e6;
+        assert!((ppm - 20.0).abs() < 1e-3, "{ppm}");
+        assert_eq!(slope(&pts[..1]), None);
+        assert_eq!(slope(&[(1.0, 1.0), (1.0, 2.0)]), None);
     }
 }

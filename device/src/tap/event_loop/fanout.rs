@@ -6,11 +6,11 @@ use std::os::fd::RawFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use dsproxy_wire::record::Record;
+use dsproxy_wire::record::{NoticeLevel, Record};
 use event_manager::{EventOps, EventSet, Events};
 
 use super::super::conn::{CloseWhy, Reader};
-use super::super::shared::Item;
+use super::super::shared::{Frame, Item};
 use super::TapLoop;
 
 impl TapLoop {
@@ -21,14 +21,34 @@ impl TapLoop {
                 Err(e) => log::warn!("tap: new device description not usable: {e}"),
             },
             Item::Event { rec, frame } => {
-                self.mirror.update(&rec, &frame);
-                let stream = rec.stream();
-                for r in self.readers.values_mut() {
-                    if r.sub.is_some_and(|s| s.selects(stream)) {
-                        // Drops reported before what follows them.
-                        r.flush_all_gaps();
-                        r.push(Arc::clone(&frame));
-                    }
+                self.shared.release_event();
+                self.fan_out_event(&rec, &frame);
+            }
+            Item::Lost(n) => {
+                let rec = Record::Notice {
+                    time_ns: self.time_ns(),
+                    level: NoticeLevel::Warning,
+                    text: format!(
+                        "the tap fell behind the card: {n} records (stream states, mixer \
+                         changes, xruns) were not delivered here; the card state shown may be \
+                         stale until it next changes"
+                    ),
+                };
+                // Limited like the card's lines: a stall that comes and goes could repeat it.
+                if let Some(held) = self.lost_lines.take(crate::clock::monotonic_ns()) {
+                    log::warn!(
+                        "tap: {n} records dropped, the tap thread was too far behind; readers \
+                         told{}",
+                        if held > 0 {
+                            format!(" ({held} earlier such lines not logged)")
+                        } else {
+                            String::new()
+                        }
+                    );
+                }
+                match rec.to_bytes() {
+                    Ok(b) => self.fan_out_event(&rec, &Arc::new(b)),
+                    Err(e) => log::error!("tap: cannot encode NOTICE: {e}"),
                 }
             }
             Item::Pcm {
@@ -60,6 +80,19 @@ impl TapLoop {
                         r.push(Arc::clone(&frame));
                     }
                 }
+            }
+        }
+    }
+
+    /// A non-PCM record: into the state mirror and every reader that selects it.
+    fn fan_out_event(&mut self, rec: &Record, frame: &Frame) {
+        self.mirror.update(rec, frame);
+        let stream = rec.stream();
+        for r in self.readers.values_mut() {
+            if r.sub.is_some_and(|s| s.selects(stream)) {
+                // Drops reported before what follows them.
+                r.flush_all_gaps();
+                r.push(Arc::clone(frame));
             }
         }
     }

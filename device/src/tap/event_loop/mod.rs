@@ -55,6 +55,10 @@ pub(super) struct TapLoop {
     hard_limit: usize,
     stop_deadline: Option<Instant>,
     init_error: Option<String>,
+    /// TCP readers may send SET_CONTROL and INJECT (see [`super::TapConfig::tcp_control`]).
+    tcp_control: bool,
+    /// Lines about dropped records ([`Item::Lost`]), a few a second.
+    lost_lines: crate::reject_log::LineBudget,
 }
 
 impl TapLoop {
@@ -81,9 +85,15 @@ impl TapLoop {
             hard_limit: high_water.saturating_mul(4).saturating_add(64 << 20),
             stop_deadline: None,
             init_error: None,
+            tcp_control: false,
+            lost_lines: Default::default(),
         };
         lp.set_hello(hello);
         lp
+    }
+
+    pub fn set_tcp_control(&mut self, allowed: bool) {
+        self.tcp_control = allowed;
     }
 
     pub fn take_init_error(&mut self) -> Option<String> {
@@ -102,12 +112,17 @@ impl TapLoop {
         self.hello_base = Instant::now();
     }
 
+    /// The device clock now, as the tap knows it: HELLO's time plus the time since.
+    fn time_ns(&self) -> u64 {
+        let since = self.hello_base.elapsed().as_nanos();
+        self.hello
+            .time_ns
+            .saturating_add(u64::try_from(since).unwrap_or(u64::MAX))
+    }
+
     fn hello_frame(&self) -> Option<Frame> {
         let mut h = self.hello.clone();
-        let since = self.hello_base.elapsed().as_nanos();
-        h.time_ns = h
-            .time_ns
-            .saturating_add(u64::try_from(since).unwrap_or(u64::MAX));
+        h.time_ns = self.time_ns();
         match Record::Hello(h).to_bytes() {
             Ok(b) => Some(Arc::new(b)),
             Err(e) => {
@@ -193,7 +208,10 @@ impl TapLoop {
                 _ => return,
             };
             match res {
-                Ok(Accepted::Reader(fd, peer)) => self.add_reader(fd, peer, ops),
+                Ok(Accepted::Reader(fd, peer)) => {
+                    let may_control = !tcp || self.tcp_control;
+                    self.add_reader(fd, peer, may_control, ops)
+                }
                 Ok(Accepted::None) => return,
                 Err(e) => {
                     // ECONNABORTED and friends concern one connection; EMFILE clears when
@@ -205,13 +223,14 @@ impl TapLoop {
         }
     }
 
-    fn add_reader(&mut self, fd: OwnedFd, peer: String, ops: &mut EventOps) {
+    fn add_reader(&mut self, fd: OwnedFd, peer: String, may_control: bool, ops: &mut EventOps) {
         if self.readers.len() >= MAX_READERS {
             log::warn!("tap: refusing reader ({peer}): {MAX_READERS} readers already attached");
             return;
         }
         let raw = fd.as_raw_fd();
         let mut r = Reader::new(fd, peer);
+        r.may_control = may_control;
         if let Err(e) = ops.add(Events::new_raw(raw, EventSet::IN)) {
             log::warn!("tap: cannot watch reader ({}): {e}", r.peer);
             return;

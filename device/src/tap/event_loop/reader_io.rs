@@ -3,13 +3,14 @@
 
 use std::os::fd::RawFd;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
-use dsproxy_wire::record::{Record, SUB_LIVE, SUB_NO_PACING};
+use dsproxy_wire::record::{NoticeLevel, Record, SUB_LIVE, SUB_NO_PACING};
 use event_manager::{EventOps, EventSet, Events};
 
 use super::super::conn::{CloseWhy, ReadOutcome};
 use super::super::subscription::Subscription;
-use super::super::TapRequest;
+use super::super::{TapRequest, TCP_LISTEN_ONLY};
 use super::{socket_error, TapLoop, DETACHED_INPUT_LIMIT, READS_PER_EVENT};
 
 /// How a round of reading a reader ended.
@@ -150,9 +151,36 @@ impl TapLoop {
     }
 
     fn handle_request(&mut self, fd: RawFd, rec: Record) -> Result<(), String> {
+        let time_ns = self.time_ns();
         let Some(r) = self.readers.get_mut(&fd) else {
             return Ok(());
         };
+        if !r.may_control
+            && r.sub.is_some()
+            && matches!(rec, Record::SetControl { .. } | Record::Inject { .. })
+        {
+            // Refused, not a protocol error: the reader goes on listening. Told once (a
+            // reader sending INJECT in a loop would otherwise queue a NOTICE per record).
+            r.refused = r.refused.saturating_add(1);
+            if r.refused == 1 {
+                log::warn!(
+                    "tap: reader ({}) sent {}: refused, TCP readers only listen \
+                     (--allow-tcp-control); told, further ones dropped",
+                    r.peer,
+                    rec.kind_name()
+                );
+                let notice = Record::Notice {
+                    time_ns,
+                    level: NoticeLevel::Error,
+                    text: TCP_LISTEN_ONLY.to_string(),
+                };
+                match notice.to_bytes() {
+                    Ok(b) => r.push(Arc::new(b)),
+                    Err(e) => log::error!("tap: cannot encode NOTICE: {e}"),
+                }
+            }
+            return Ok(());
+        }
         match (rec, r.sub.is_some()) {
             (Record::Subscribe { flags, streams }, false) => {
                 if flags & !(SUB_LIVE | SUB_NO_PACING) != 0 {

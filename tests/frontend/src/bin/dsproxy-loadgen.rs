@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use dsproxy_testfront::flood::{flood, FloodTarget};
 use dsproxy_testfront::proto::{status_name, D_OUTPUT, S_OK};
 use dsproxy_testfront::{play_many, signal, FrontendOpts, PlayOpts, PlayStream, SndFrontend};
 use dsproxy_wire::{PcmFormat, PcmRate, PcmShape};
@@ -46,6 +47,10 @@ struct Args {
     /// Output streams to play at once (the first K output streams of the device).
     #[arg(long, default_value_t = 1)]
     streams: usize,
+    /// Generate at most this many seconds of the signal (whole periods) and play it over and
+    /// over to make up --seconds: long runs without holding all of their audio in memory.
+    #[arg(long, value_name = "S")]
+    loop_seconds: Option<f64>,
     /// lcg (pseudo-random bytes), sine (440 Hz) or silence.
     #[arg(long, default_value = "sine")]
     signal: String,
@@ -71,6 +76,11 @@ struct Args {
     /// time since START (ms), their difference, and the latency_bytes the device reported.
     #[arg(long)]
     dump_completions: bool,
+    /// Instead of playing: a hostile driver floods this queue (control, event, tx or rx) for
+    /// --seconds, making one valid chain available again and again, and reports the peak RSS
+    /// of --daemon-pid.
+    #[arg(long)]
+    flood: Option<String>,
     /// A label for the figures (e.g. the device's name).
     #[arg(long, default_value = "")]
     label: String,
@@ -110,7 +120,50 @@ fn proc_cpu(pid: u32) -> Option<Duration> {
     Some(Duration::from_nanos((ut + st) * 1_000_000_000 / hz))
 }
 
+/// The peak resident set size of process `pid` in KiB (VmHWM).
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// `--flood`: see [`dsproxy_testfront::flood`].
+fn run_flood(a: &Args, queue: &str) -> Result<(), LoadgenError> {
+    let target = FloodTarget::parse(queue).ok_or_else(|| {
+        LoadgenError::Usage(format!(
+            "--flood {queue:?}: not one of control, event, tx, rx"
+        ))
+    })?;
+    let opts = FrontendOpts {
+        queue_size: a.queue_size,
+        want_ctls: !a.no_ctls,
+        want_event_idx: !a.no_event_idx,
+        event_buffers: 0,
+        ..FrontendOpts::default()
+    };
+    let mut fe = SndFrontend::connect(&a.socket, opts)?;
+    let before = a.daemon_pid.and_then(peak_rss_kib);
+    let r = flood(&mut fe, target, Duration::from_secs_f64(a.seconds), || {})?;
+    let peak = a.daemon_pid.and_then(peak_rss_kib);
+    let kib = |v: Option<u64>| v.map_or_else(|| "?".to_string(), |k| k.to_string());
+    println!(
+        "flood {:<8} queue size {:>5}: {:>9} chains in {:.1} s, daemon peak RSS {} KiB (before: {} KiB)",
+        target.name(),
+        a.queue_size,
+        r.posted,
+        r.elapsed.as_secs_f64(),
+        kib(peak),
+        kib(before)
+    );
+    drop(fe.disconnect());
+    Ok(())
+}
+
 fn run(a: &Args) -> Result<(), LoadgenError> {
+    if let Some(q) = &a.flood {
+        return run_flood(a, q);
+    }
     let format = PcmFormat::from_name(&a.format)
         .ok_or_else(|| LoadgenError::Usage(format!("unknown format {:?}", a.format)))?;
     let rate = PcmRate::from_hz(a.rate)
@@ -131,12 +184,24 @@ fn run(a: &Args) -> Result<(), LoadgenError> {
     let period_bytes = a.period_frames * frame;
     let buffer_bytes = period_bytes * a.periods;
     // Whole periods, as an ALSA application writing period-sized chunks would.
-    let frames = ((a.seconds * a.rate as f64).round() as usize).div_ceil(a.period_frames as usize)
-        * a.period_frames as usize;
+    let whole_periods = |seconds: f64| {
+        ((seconds * a.rate as f64).round() as usize).div_ceil(a.period_frames as usize)
+            * a.period_frames as usize
+    };
+    let frames = whole_periods(a.seconds);
+    let signal_frames = match a.loop_seconds {
+        Some(s) if s > 0.0 => whole_periods(s).min(frames),
+        Some(_) => {
+            return Err(LoadgenError::Usage(
+                "--loop-seconds must be positive".into(),
+            ))
+        }
+        None => frames,
+    };
     let data = match a.signal.as_str() {
-        "lcg" => signal::lcg_bytes(1, frames * frame as usize),
-        "sine" => signal::sine(&shape, 440.0, frames),
-        "silence" => signal::silence(&shape, frames),
+        "lcg" => signal::lcg_bytes(1, signal_frames * frame as usize),
+        "sine" => signal::sine(&shape, 440.0, signal_frames),
+        "silence" => signal::silence(&shape, signal_frames),
         s => return Err(LoadgenError::Usage(format!("unknown signal {s:?}"))),
     };
 
@@ -208,6 +273,9 @@ fn run(a: &Args) -> Result<(), LoadgenError> {
         .collect();
     let mut popts = PlayOpts::new(period_bytes as usize);
     popts.timeout = Duration::from_secs_f64(a.seconds * 4.0 + 10.0);
+    if signal_frames < frames {
+        popts.bytes_per_stream = Some(frames as u64 * frame as u64);
+    }
     let reports = play_many(&mut fe, &streams, &popts)?;
     let wall = wall0.elapsed();
     let cpu = self_cpu().saturating_sub(cpu0);
@@ -256,7 +324,7 @@ fn run(a: &Args) -> Result<(), LoadgenError> {
                     .unwrap_or_else(|| "null".into())
             };
             per.push(format!(
-                "{{\"stream\":{},\"bytes\":{},\"buffers\":{},\"elapsed_ms\":{},\"audio_ms\":{},\"interval_mean_ms\":{},\"interval_stddev_ms\":{},\"period_ms\":{},\"max_jitter_ms\":{},\"drift_end_ms\":{},\"bad_status\":{}}}",
+                "{{\"stream\":{},\"bytes\":{},\"buffers\":{},\"elapsed_ms\":{},\"audio_ms\":{},\"interval_mean_ms\":{},\"interval_stddev_ms\":{},\"period_ms\":{},\"max_jitter_ms\":{},\"jitter_p50_ms\":{},\"jitter_p99_ms\":{},\"drift_end_ms\":{},\"drift_ppm\":{},\"bad_status\":{}}}",
                 r.stream,
                 r.bytes,
                 r.completions.len(),
@@ -266,7 +334,10 @@ fn run(a: &Args) -> Result<(), LoadgenError> {
                 f(t.map(|t| t.interval_stddev_ms)),
                 f(t.map(|t| t.period_ms)),
                 f(t.map(|t| t.max_jitter_ms)),
+                f(t.map(|t| t.jitter_p50_ms)),
+                f(t.map(|t| t.jitter_p99_ms)),
                 f(t.map(|t| t.drift_end_ms)),
+                f(t.and_then(|t| t.drift_ppm)),
                 r.bad_statuses().len()
             ));
         }
@@ -308,7 +379,7 @@ fn run(a: &Args) -> Result<(), LoadgenError> {
         for r in &reports {
             match r.timing(period_bytes as usize) {
                 Some(t) => println!(
-                    "stream {}: {} buffers in {:.3} s for {:.3} s of audio; interval mean {:.3} ms (ideal {:.3}), stddev from ideal {:.3} ms; max jitter {:.3} ms; drift at end {:+.3} ms",
+                    "stream {}: {} buffers in {:.3} s for {:.3} s of audio; interval mean {:.3} ms (ideal {:.3}), stddev from ideal {:.3} ms; jitter p50/p99/max {:.3}/{:.3}/{:.3} ms; drift at end {:+.3} ms ({} ppm)",
                     r.stream,
                     r.completions.len(),
                     t.elapsed.as_secs_f64(),
@@ -316,8 +387,13 @@ fn run(a: &Args) -> Result<(), LoadgenError> {
                     t.interval_mean_ms,
                     t.period_ms,
                     t.interval_stddev_ms,
+                    t.jitter_p50_ms,
+                    t.jitter_p99_ms,
                     t.max_jitter_ms,
-                    t.drift_end_ms
+                    t.drift_end_ms,
+                    t.drift_ppm
+                        .map(|p| format!("{p:+.2}"))
+                        .unwrap_or_else(|| "n/a".into())
                 ),
                 None => println!("stream {}: no completions", r.stream),
             }
