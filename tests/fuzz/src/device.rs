@@ -17,11 +17,12 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 use arbitrary::{Result, Unstructured};
-use dsproxy_device::card::{Card, CardTap};
+use dsproxy_device::card::{Card, CardTap, PcmFill};
 use dsproxy_device::chain::Chain;
 use dsproxy_device::config::{CardConfig, Pacing};
 use dsproxy_device::spec::{code, size, CONTROL_QUEUE, EVENT_QUEUE, RX_QUEUE, TX_QUEUE};
 use dsproxy_device::tap::TapRequest;
+use dsproxy_device::RequestError;
 use dsproxy_wire::record::Record;
 use virtio_bindings::bindings::virtio_ring::{
     VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE,
@@ -177,7 +178,24 @@ impl CardTap for FuzzTap {
             panic!("the card published a record that does not encode ({e}): {rec:?}");
         }
     }
-    fn publish_pcm(&self, _stream: u32, _offset: u64, _time_ns: u64, _data: &[u8]) {}
+    fn publish_pcm(
+        &self,
+        _stream: u32,
+        _offset: u64,
+        _time_ns: u64,
+        len: usize,
+        fill: &mut PcmFill<'_>,
+    ) -> std::result::Result<(), RequestError> {
+        // Filled a piece at a time as the real tap fills its records, the pieces of an odd
+        // size so that they start inside guest-memory segments.
+        const PIECE: usize = 1000;
+        let mut piece = [0u8; PIECE];
+        for at in (0..len).step_by(PIECE) {
+            let n = PIECE.min(len - at);
+            fill(at, &mut piece[..n])?;
+        }
+        Ok(())
+    }
     fn has_readers(&self) -> bool {
         self.0.readers.get()
     }
