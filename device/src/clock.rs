@@ -241,10 +241,16 @@ impl MonotonicTimer {
     }
 
     /// Arms the timer to fire at `deadline_ns` (CLOCK_MONOTONIC), or disarms it with None.
-    /// Does nothing if it is already armed that way.
+    /// Does nothing if it is already armed that way, or armed earlier: it then fires early,
+    /// its owner finds nothing due (streams are serviced at arbitrary times anyway: at every
+    /// buffer the driver sends) and arms it again. Unpaced, a waiting head buffer's deadline
+    /// moves later at every completion (see [`ReserveWait`]): re-arming each time cost a
+    /// syscall per buffer on the worker's round trip; this costs a wake-up per deadline.
     pub fn set(&mut self, deadline_ns: Option<u64>) -> io::Result<()> {
-        if self.armed == deadline_ns {
-            return Ok(());
+        match (self.armed, deadline_ns) {
+            (a, d) if a == d => return Ok(()),
+            (Some(a), Some(d)) if a < d => return Ok(()),
+            _ => {}
         }
         // A zero it_value disarms a timerfd, so an armed deadline is at least 1 ns.
         let t = deadline_ns.map_or(0, |d| d.max(1));
@@ -410,6 +416,35 @@ mod tests {
         t.clear();
         assert_eq!(t.armed(), None);
         t.set(None).unwrap();
+        // SAFETY: as above.
+        let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+        assert_eq!(n, 0);
+    }
+
+    /// A later deadline leaves an earlier one armed (no syscall): the timer fires at the
+    /// earlier one. An earlier deadline, or none, replaces it.
+    #[test]
+    fn timer_keeps_an_earlier_deadline() {
+        let mut t = MonotonicTimer::new().unwrap();
+        let soon = monotonic_ns() + 20_000_000;
+        t.set(Some(soon)).unwrap();
+        t.set(Some(soon + 3_600_000_000_000)).unwrap();
+        assert_eq!(t.armed(), Some(soon));
+        let mut pfd = libc::pollfd {
+            fd: t.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let n = unsafe { libc::poll(&mut pfd, 1, 5000) };
+        assert_eq!(n, 1, "the earlier deadline fired");
+        t.clear();
+        let later = monotonic_ns() + 3_600_000_000_000;
+        t.set(Some(later)).unwrap();
+        t.set(Some(later - 1)).unwrap();
+        assert_eq!(t.armed(), Some(later - 1));
+        t.set(None).unwrap();
+        assert_eq!(t.armed(), None);
         // SAFETY: as above.
         let n = unsafe { libc::poll(&mut pfd, 1, 0) };
         assert_eq!(n, 0);
