@@ -92,7 +92,9 @@ impl ControlElem {
         }
         for (i, &v) in values.iter().enumerate() {
             let in_range = v >= self.min && v <= self.max;
-            let on_step = self.step <= 1 || (v - self.min) % self.step == 0;
+            // In i128: `v - min` of i64s need not fit an i64 (v comes from the guest or a
+            // reader, and is checked against the range only here).
+            let on_step = self.step <= 1 || (v as i128 - self.min as i128) % self.step as i128 == 0;
             if !in_range || !on_step {
                 return Err(RequestError::BadControlValue {
                     id,
@@ -334,6 +336,29 @@ mod tests {
         assert_eq!(&tlv[8..12], &(-5000i32 as u32).to_le_bytes());
         assert_eq!(&tlv[12..16], &(50u32 | 0x10000).to_le_bytes());
         assert!(c.tlv_bytes(1).is_err());
+    }
+
+    /// The step check of a value far outside the range, or of a range wider than i64.
+    #[test]
+    fn step_checks_do_not_overflow() {
+        let elem = |min, max, step| ControlElem {
+            min,
+            max,
+            step,
+            count: 1,
+            values: vec![min],
+            ..ControlElem::volume("Wave Playback Volume", 0, ctl::ROLE_VOLUME)
+        };
+        let mut c = Controls {
+            elems: vec![elem(-10, 10, 2), elem(i64::MIN, i64::MAX, 3)],
+        };
+        assert!(c.set_values(0, &[i64::MAX]).is_err());
+        assert!(c.set_values(0, &[i64::MIN]).is_err());
+        assert!(c.set_values(0, &[4]).unwrap());
+        assert!(c.set_values(0, &[5]).is_err());
+        assert!(c.set_values(1, &[i64::MAX - 1]).is_err());
+        assert!(c.set_values(1, &[i64::MAX]).unwrap());
+        assert!(c.set_values(1, &[i64::MIN + 3]).unwrap());
     }
 
     #[test]

@@ -191,13 +191,15 @@ pub fn gain(desc: &ControlDesc, value: i64) -> f32 {
     if desc.max <= desc.min {
         return 1.0;
     }
-    let v = value.clamp(desc.min, desc.max);
+    // In i128: the range is the device's, and `max - min` of i64s need not fit an i64.
+    let min = desc.min as i128;
+    let v = (value as i128).clamp(min, desc.max as i128) - min;
     if desc.db_step != 0 {
-        let steps = (v - desc.min) / desc.step.max(1);
+        let steps = v / desc.step.max(1) as i128;
         let centi_db = desc.db_min as f64 + steps as f64 * desc.db_step as f64;
         10f64.powf(centi_db / 2000.0).min(1.0) as f32
     } else {
-        ((v - desc.min) as f64 / (desc.max - desc.min) as f64) as f32
+        (v as f64 / (desc.max as i128 - min) as f64) as f32
     }
 }
 
@@ -291,6 +293,21 @@ mod tests {
         assert_eq!(to_percent(-30, -60, 0), 50);
         assert_eq!(to_percent(1000, 0, 100), 100);
         assert_eq!(to_percent(5, 3, 3), 0);
+    }
+
+    /// A device may give a control the whole i64 range.
+    #[test]
+    fn gains_of_extreme_ranges() {
+        let mut wide = ctl("PCM Playback Volume", 0, 1, i64::MIN, i64::MAX);
+        assert_eq!(gain(&wide, i64::MIN), 0.0);
+        assert_eq!(gain(&wide, 0), 0.5);
+        assert_eq!(gain(&wide, i64::MAX), 1.0);
+        wide.db_min = -6000;
+        wide.db_step = 1;
+        wide.step = i64::MAX;
+        assert!((gain(&wide, i64::MIN) - 0.001).abs() < 1e-6);
+        assert!(gain(&wide, i64::MAX) < 0.002);
+        assert_eq!(to_percent(i64::MAX, i64::MIN, i64::MAX), 100);
     }
 
     #[test]

@@ -11,15 +11,12 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use dsproxy_wire::record::{ControlDesc, Hello, Record};
+use dsproxy_wire::record::{ControlDesc, Hello, Record, MAX_CONTROL_VALUES};
 
 use crate::mixer::{self, ControlKind};
 
 /// How long the device may take to confirm a change.
 pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The most values one `--mixer` may give (a control element has at most 128).
-const MAX_VALUES: usize = 128;
 
 /// One value of a `--mixer`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,8 +72,9 @@ pub fn parse_mixer_arg(s: &str) -> Result<MixerArg, String> {
         .ok_or_else(|| {
             format!("{s:?}: values are numbers or on/off/mute/unmute, separated by ':'")
         })?;
-    if values.len() > MAX_VALUES {
-        return Err(format!("{s:?}: more than {MAX_VALUES} values"));
+    // No control has more.
+    if values.len() > MAX_CONTROL_VALUES {
+        return Err(format!("{s:?}: more than {MAX_CONTROL_VALUES} values"));
     }
     Ok(MixerArg {
         text: s.to_string(),
@@ -214,6 +212,13 @@ fn control_values(arg: &MixerArg, desc: &ControlDesc) -> Result<Vec<i64>, String
     let count = desc.count as usize;
     if count == 0 {
         return Err(format!("--mixer {arg}: {name} has no values to set"));
+    }
+    // The count is the device's word, and a value is sent for each.
+    if count > MAX_CONTROL_VALUES {
+        return Err(format!(
+            "--mixer {arg}: {name} claims {count} values, more than a control has \
+             ({MAX_CONTROL_VALUES})"
+        ));
     }
     match out.len() {
         1 => Ok(vec![out[0]; count]),
@@ -579,6 +584,27 @@ mod tests {
             resolve(&arg("Wave Volume=35"), &[stepped]).unwrap_err(),
             "--mixer Wave Volume=35: 35 is out of range for \"Wave Volume\" (0..100 in steps of 10)"
         );
+    }
+
+    /// The device says how many values a control has; the reader sends no more than a
+    /// control can have, whatever it says.
+    #[test]
+    fn a_control_claiming_too_many_values_is_refused() {
+        for count in [MAX_CONTROL_VALUES as u32 + 1, 1_000_000] {
+            let huge = ctl(0, "PCM Playback Volume", 0, 1, count, 100);
+            let e = resolve(&arg("pcm=50"), &[huge]).unwrap_err();
+            assert!(e.contains(&format!("claims {count} values")), "{e}");
+        }
+        let most = ctl(
+            0,
+            "PCM Playback Volume",
+            0,
+            1,
+            MAX_CONTROL_VALUES as u32,
+            100,
+        );
+        let r = resolve(&arg("pcm=50"), &[most]).unwrap();
+        assert_eq!(r.values.len(), MAX_CONTROL_VALUES);
     }
 
     fn hello() -> Hello {

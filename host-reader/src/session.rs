@@ -15,7 +15,9 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use dsproxy_wire::record::{ControlDesc, ControlOrigin, Direction, Hello, Params, Record};
+use dsproxy_wire::record::{
+    ControlDesc, ControlOrigin, Direction, Hello, Params, Record, MAX_CONTROL_VALUES,
+};
 
 use crate::console;
 use crate::english::{self, English};
@@ -271,9 +273,10 @@ impl Session {
         }
         self.watch.set_main(self.main_stream);
         for c in &hello.controls {
-            self.controls
-                .entry(c.id)
-                .or_insert_with(|| (c.clone(), vec![c.min; c.count.min(128) as usize]));
+            self.controls.entry(c.id).or_insert_with(|| {
+                let n = (c.count as usize).min(MAX_CONTROL_VALUES);
+                (c.clone(), vec![c.min; n])
+            });
         }
         if let Some(inj) = &mut self.injector {
             if inj.stream().is_none() {
@@ -644,6 +647,13 @@ impl Session {
         if st.recorded {
             self.session_seen = true;
         }
+        // The peer's offset: one whose audio would end past u64::MAX counts no real stream.
+        let Some(end) = offset.checked_add(data.len() as u64) else {
+            log::warn!(
+                "stream {stream}: PCM at offset {offset} ends past the last offset; dropped"
+            );
+            return Ok(Flow::Continue);
+        };
         // Offsets: fill a jump as a gap, drop what was already written.
         let mut data = data;
         let mut fill = 0u64;
@@ -660,8 +670,8 @@ impl Session {
             }
             _ => {}
         }
-        let start = offset.max(st.expected.unwrap_or(0));
-        st.expected = Some(start + data.len() as u64);
+        // What is left of `data` starts at max(offset, expected) and still ends at `end`.
+        st.expected = Some(end);
         if fill > 0 {
             console::line(&english::gap_line(
                 stream,
@@ -824,5 +834,74 @@ impl Session {
     /// `--expect` judges when the capture ends.
     pub fn capture_files(&self) -> Vec<FileToJudge> {
         self.watch.main_files()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use dsproxy_wire::record::StreamDesc;
+
+    use super::*;
+
+    fn card() -> Hello {
+        Hello {
+            version: dsproxy_wire::record::PROTOCOL_VERSION,
+            time_ns: 0,
+            name: "t".into(),
+            jacks: 0,
+            chmaps: 0,
+            streams: vec![StreamDesc {
+                id: 0,
+                direction: Direction::Output,
+                channels_min: 1,
+                channels_max: 2,
+                formats: !0,
+                rates: !0,
+            }],
+            controls: vec![],
+        }
+    }
+
+    /// A device's offsets are its word: audio that would end past u64::MAX is dropped, and
+    /// the stream goes on from the offsets that make sense.
+    #[test]
+    fn pcm_at_the_end_of_the_offset_space_is_dropped() {
+        let mut s = Session::new(SessionOptions::default(), "t".into(), None, None);
+        let hello = card();
+        s.plan(&hello, false).unwrap();
+        s.attach(&hello, None);
+        let pcm = |offset| Record::Pcm {
+            stream: 0,
+            offset,
+            time_ns: 0,
+            data: vec![1, 2, 3, 4],
+        };
+        assert_eq!(s.handle(pcm(u64::MAX - 1)).unwrap(), Flow::Continue);
+        assert_eq!(s.streams[&0].expected, None);
+        assert_eq!(s.handle(pcm(u64::MAX - 4)).unwrap(), Flow::Continue);
+        assert_eq!(s.streams[&0].expected, Some(u64::MAX));
+    }
+
+    /// A HELLO's control may claim any number of values; the reader keeps at most what a
+    /// control can have.
+    #[test]
+    fn a_control_claiming_billions_of_values_gets_the_most_a_control_has() {
+        let mut s = Session::new(SessionOptions::default(), "t".into(), None, None);
+        let mut hello = card();
+        hello.controls.push(ControlDesc {
+            id: 0,
+            name: "PCM Playback Volume".into(),
+            index: 0,
+            role: 1,
+            ctype: 1,
+            count: u32::MAX,
+            min: 0,
+            max: 100,
+            step: 1,
+            db_min: 0,
+            db_step: 0,
+        });
+        s.attach(&hello, None);
+        assert_eq!(s.controls[&0].1.len(), MAX_CONTROL_VALUES);
     }
 }

@@ -54,7 +54,8 @@ fn direction(u: &mut Unstructured<'_>) -> Result<Direction> {
     })
 }
 
-fn hello(u: &mut Unstructured<'_>) -> Result<Hello> {
+/// A HELLO the encoder accepts (for fuzzing a reader: the first record of a connection).
+pub fn valid_hello(u: &mut Unstructured<'_>) -> Result<Hello> {
     let n = count(u, 64)?;
     let streams = (0..n)
         .map(|_| {
@@ -107,7 +108,7 @@ impl<'a> Arbitrary<'a> for ValidRecord {
         let stream: u32 = u.arbitrary()?;
         let time_ns: u64 = u.arbitrary()?;
         let rec = match u.int_in_range(0u8..=15)? {
-            0 => Record::Hello(hello(u)?),
+            0 => Record::Hello(valid_hello(u)?),
             1 => Record::Params(Params {
                 stream,
                 buffer_bytes: u.arbitrary()?,

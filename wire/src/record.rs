@@ -23,6 +23,10 @@ pub const MAX_PAYLOAD: u32 = 1 << 20;
 pub const MAX_PCM_CHUNK: usize = MAX_PAYLOAD as usize - PCM_FIXED_LEN;
 /// The most names, streams, controls or values a single record may list.
 pub const MAX_ITEMS: u32 = 4096;
+/// The most values a control element has: a virtio-snd `virtio_snd_ctl_value` holds 128, as
+/// does an ALSA integer control. A HELLO's [`ControlDesc::count`] is the peer's word and may
+/// say anything; readers size what they keep per control by this instead.
+pub const MAX_CONTROL_VALUES: usize = 128;
 /// The longest string (a device or control name) in bytes.
 pub const MAX_NAME: usize = 255;
 /// The longest notice text in bytes.

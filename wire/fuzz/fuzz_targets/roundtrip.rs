@@ -1,18 +1,6 @@
-//! Structure-aware: libFuzzer's bytes become a valid record (dsproxy_wire::arbitrary), which
-//! must encode and decode to itself. The `decode` target only re-encodes what already
-//! decodes; this one reaches every field of every record kind directly.
+//! Structure-aware: an arbitrary valid record must encode and decode to itself.
+//! The body is `dsproxy_fuzz::wire::roundtrip` (tests/fuzz/src), which `cargo test` also runs on
+//! this target's corpus (tests/fuzz/corpus/roundtrip/).
 #![no_main]
 
-use dsproxy_wire::arbitrary::ValidRecord;
-use dsproxy_wire::decode;
-use libfuzzer_sys::fuzz_target;
-
-fuzz_target!(|v: ValidRecord| {
-    let rec = v.0;
-    let bytes = rec.to_bytes().expect("a valid record encodes");
-    let (back, used) = decode(&bytes)
-        .expect("an encoded record decodes")
-        .expect("an encoded record is complete");
-    assert_eq!(used, bytes.len());
-    assert_eq!(back, rec);
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| dsproxy_fuzz::wire::roundtrip(data));

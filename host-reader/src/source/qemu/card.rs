@@ -19,7 +19,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use dsproxy_wire::record::{
-    ControlDesc, ControlOrigin, Direction, Hello, Params, Record, StreamDesc, PROTOCOL_VERSION,
+    ControlDesc, ControlOrigin, Direction, Hello, Params, Record, StreamDesc, MAX_CONTROL_VALUES,
+    PROTOCOL_VERSION,
 };
 use dsproxy_wire::{PcmFormat, PcmRate};
 
@@ -369,7 +370,11 @@ impl VoiceCard {
             return Vec::new();
         };
         let mut out = Vec::new();
-        let values: Vec<i64> = volume.iter().take(128).map(|&v| v as i64).collect();
+        let values: Vec<i64> = volume
+            .iter()
+            .take(MAX_CONTROL_VALUES)
+            .map(|&v| v as i64)
+            .collect();
         if !values.is_empty() && slot.volume.as_ref() != Some(&values) {
             slot.volume = Some(values.clone());
             out.push(SourceEvent::Record(Record::Control {
