@@ -29,6 +29,7 @@ use crate::config::CardConfig;
 use crate::controls::Controls;
 use crate::exit_event::ExitEvents;
 use crate::guest_memory;
+use crate::reject_log::LineBudget;
 use crate::spec::{NUM_QUEUES, VIRTIO_SND_F_CTLS};
 use crate::tap::TapHandle;
 use crate::vring::CheckedVring;
@@ -70,6 +71,9 @@ struct Inner {
     needs_reset: [bool; NUM_QUEUES],
     /// Queues whose refused size (see [`CheckedVring`]) was already logged.
     refusal_logged: [bool; NUM_QUEUES],
+    /// Used entries the ring refused (a frontend can shrink a queue under held buffers):
+    /// a few lines a second, the rest counted.
+    used_refusals: LineBudget,
 }
 
 /// The sound card as a vhost-user backend. One per frontend connection.
@@ -131,6 +135,7 @@ impl SndBackend {
                 checked_mem: None,
                 needs_reset: [false; NUM_QUEUES],
                 refusal_logged: [false; NUM_QUEUES],
+                used_refusals: LineBudget::default(),
             }),
             mem,
             tap,
@@ -364,7 +369,13 @@ impl Inner {
                 continue;
             };
             if let Err(e) = vring.add_used(u.head, u.len) {
-                warn!("queue {}: cannot return chain {}: {e}", u.queue, u.head);
+                if let Some(held_back) = self.used_refusals.take(monotonic_ns()) {
+                    warn!(
+                        "queue {}: cannot return chain {}: {e} ({held_back} such lines held \
+                         back)",
+                        u.queue, u.head
+                    );
+                }
                 continue;
             }
             if let Some(t) = touched.get_mut(u.queue as usize) {
