@@ -190,6 +190,19 @@ fn wait_until(mut cond: impl FnMut() -> bool) -> bool {
     cond()
 }
 
+/// The reader requests the card takes next, waiting (up to `WAIT`) until there are some.
+fn requests_arrive(h: &TapHandle) -> Vec<TapRequest> {
+    let mut got = Vec::new();
+    assert!(
+        wait_until(|| {
+            got.extend(h.take_requests());
+            !got.is_empty()
+        }),
+        "no request reached the card"
+    );
+    got
+}
+
 /// Waits until the notifier fd is readable (or `WAIT` passes).
 fn notified(h: &TapHandle) -> bool {
     let mut pfd = libc::pollfd {
@@ -587,11 +600,7 @@ fn set_control_reaches_the_worker() {
         values: vec![10, 20],
     });
     assert!(notified(&h));
-    let mut got = Vec::new();
-    assert!(wait_until(|| {
-        got.extend(h.take_requests());
-        !got.is_empty()
-    }));
+    let got = requests_arrive(&h);
     assert_eq!(
         got,
         vec![TapRequest::SetControl {
@@ -950,11 +959,7 @@ fn tcp_readers_may_control_with_allow_tcp_control() {
         stream: 1,
         data: vec![1, 2, 3, 4],
     });
-    let mut got = Vec::new();
-    assert!(wait_until(|| {
-        got.extend(h.take_requests());
-        !got.is_empty()
-    }));
+    let got = requests_arrive(&h);
     assert_eq!(
         got,
         vec![TapRequest::SetControl {
@@ -1142,11 +1147,7 @@ fn records_split_into_single_bytes_are_reassembled() {
         c.rr.get_mut().flush().unwrap();
     }
     assert_eq!(c.next(), Record::SnapshotEnd);
-    let mut got = Vec::new();
-    assert!(wait_until(|| {
-        got.extend(h.take_requests());
-        !got.is_empty()
-    }));
+    let got = requests_arrive(&h);
     assert_eq!(
         got,
         vec![TapRequest::SetControl {
