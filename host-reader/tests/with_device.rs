@@ -50,6 +50,21 @@ fn play_session(
     period: u32,
     data: &[u8],
 ) {
+    play_unreleased(fe, d, format, rate, channels, period, data);
+    assert_eq!(fe.release(0).unwrap(), S_OK);
+}
+
+/// Plays `data` on output stream 0 from SET_PARAMS on, leaving the stream prepared (for the
+/// tests where the VMM or the daemon dies in the middle of a stream).
+fn play_unreleased(
+    fe: &mut SndFrontend,
+    d: &Daemon,
+    format: PcmFormat,
+    rate: PcmRate,
+    channels: u8,
+    period: u32,
+    data: &[u8],
+) {
     let st = fe
         .set_params(0, period * 4, period, channels, format.code(), rate.code())
         .unwrap();
@@ -58,7 +73,6 @@ fn play_session(
     let rep = play(fe, 0, data, period as usize)
         .unwrap_or_else(|e| panic!("play: {e}\n{}", d.log_tail(30)));
     assert!(rep.bad_statuses().is_empty(), "{:?}", rep.bad_statuses());
-    assert_eq!(fe.release(0).unwrap(), S_OK);
 }
 
 fn shape(format: PcmFormat, rate: PcmRate, channels: u8) -> dsproxy_wire::PcmShape {
@@ -137,20 +151,7 @@ fn the_frontend_dying_and_the_reader_being_terminated_leave_final_files() {
     let r = Reader::spawn(&["-u", s(&d.tap), "-x", "-f", s(&out)]);
     let mut fe = frontend(&d);
     let data = signal::lcg_bytes(3, 4096 * 8);
-    let st = fe
-        .set_params(
-            0,
-            4096 * 4,
-            4096,
-            2,
-            PcmFormat::S16.code(),
-            PcmRate::R48000.code(),
-        )
-        .unwrap();
-    assert_eq!(st, S_OK);
-    assert_eq!(fe.prepare(0).unwrap(), S_OK);
-    let rep = play(&mut fe, 0, &data, 4096).unwrap();
-    assert!(rep.bad_statuses().is_empty());
+    play_unreleased(&mut fe, &d, PcmFormat::S16, PcmRate::R48000, 2, 4096, &data);
     // The VMM vanishes without stopping anything (as QEMU killed with SIGKILL).
     drop(fe);
     common::wait_until("the file to be finalized", || {
@@ -552,20 +553,7 @@ fn the_daemon_sigkilled_leaves_the_reader_done_with_a_final_file() {
     let r = Reader::spawn(&["-u", s(&d.tap), "-x", "-f", s(&out)]);
     let data = signal::lcg_bytes(25, 4096 * 6);
     let mut fe = frontend(&d);
-    let st = fe
-        .set_params(
-            0,
-            4096 * 4,
-            4096,
-            2,
-            PcmFormat::S16.code(),
-            PcmRate::R48000.code(),
-        )
-        .unwrap();
-    assert_eq!(st, S_OK);
-    assert_eq!(fe.prepare(0).unwrap(), S_OK);
-    let rep = play(&mut fe, 0, &data, 4096).unwrap();
-    assert!(rep.bad_statuses().is_empty());
+    play_unreleased(&mut fe, &d, PcmFormat::S16, PcmRate::R48000, 2, 4096, &data);
     // The stream is still prepared (no RELEASE): the daemon dies in the middle of it.
     common::wait_until("the audio in the file", || {
         std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0) >= 80 + data.len() as u64
