@@ -68,9 +68,10 @@ impl GuestPoll {
             }
         } else {
             // A little longer polling would have caught it.
-            self.budget_ns = (self.budget_ns.saturating_mul(2))
-                .max(POLL_START_NS)
-                .min(POLL_MAX_NS);
+            self.budget_ns = self
+                .budget_ns
+                .saturating_mul(2)
+                .clamp(POLL_START_NS, POLL_MAX_NS);
         }
     }
 
