@@ -29,8 +29,9 @@ use crate::config::CardConfig;
 use crate::controls::Controls;
 use crate::exit_event::ExitEvents;
 use crate::guest_memory;
+use crate::guest_poll::{GuestPoll, EPISODE_MAX_NS};
 use crate::reject_log::LineBudget;
-use crate::spec::{NUM_QUEUES, VIRTIO_SND_F_CTLS};
+use crate::spec::{NUM_QUEUES, TX_QUEUE, VIRTIO_SND_F_CTLS};
 use crate::tap::TapHandle;
 use crate::vring::CheckedVring;
 use crate::Used;
@@ -74,6 +75,8 @@ struct Inner {
     /// Used entries the ring refused (a frontend can shrink a queue under held buffers):
     /// a few lines a second, the rest counted.
     used_refusals: LineBudget,
+    /// Without pacing, how long to poll the TX ring for the guest's next buffer.
+    guest_poll: GuestPoll,
 }
 
 /// The sound card as a vhost-user backend. One per frontend connection.
@@ -136,6 +139,7 @@ impl SndBackend {
                 needs_reset: [false; NUM_QUEUES],
                 refusal_logged: [false; NUM_QUEUES],
                 used_refusals: LineBudget::default(),
+                guest_poll: GuestPoll::default(),
             }),
             mem,
             tap,
@@ -353,6 +357,59 @@ impl SndBackend {
             inner.card.handle_chain(mem, q, c, now);
         }
     }
+}
+
+impl SndBackend {
+    /// Without pacing, the card waits for the guest's next TX buffer: poll the TX ring for
+    /// it, within the adaptive budget, and complete what it lets complete, until the guest
+    /// is slower than the budget or the episode's bound is reached (see
+    /// [`crate::guest_poll`]). The card's lock is held only to hand it what arrived.
+    fn poll_guest(&self, vrings: &[CheckedVring], mem: &GuestMemoryMmap<()>) {
+        let Some(tx) = vrings.get(TX_QUEUE as usize) else {
+            return;
+        };
+        let start = monotonic_ns();
+        let episode_end = start.saturating_add(EPISODE_MAX_NS);
+        let mut until = {
+            let mut inner = self.lock();
+            inner.guest_poll.wait_from(start);
+            start.saturating_add(inner.guest_poll.budget_ns())
+        };
+        loop {
+            let now = monotonic_ns();
+            if has_new_chains(tx, mem) {
+                let mut inner = self.lock();
+                inner.guest_poll.arrived(now);
+                self.drain_queue(&mut inner, TX_QUEUE, tx, mem, now);
+                inner.card.flush_reject_log(now);
+                inner.flush();
+                inner.arm_timers();
+                if !inner.card.awaits_guest() || now >= episode_end {
+                    // Back to epoll: the kick that came with these chains wakes it at once
+                    // if the guest is still sending.
+                    return;
+                }
+                inner.guest_poll.wait_from(now);
+                until = now.saturating_add(inner.guest_poll.budget_ns());
+                continue;
+            }
+            if now >= until {
+                // The guest's kick wakes the worker; its delay adjusts the budget then.
+                return;
+            }
+            std::hint::spin_loop();
+        }
+    }
+}
+
+/// Whether the driver has made chains available that the device has not taken yet.
+fn has_new_chains(vring: &CheckedVring, mem: &GuestMemoryMmap<()>) -> bool {
+    let state = vring.get_ref();
+    let queue = state.get_queue();
+    queue.ready()
+        && queue
+            .avail_idx(mem, std::sync::atomic::Ordering::Acquire)
+            .is_ok_and(|avail| avail.0 != queue.next_avail())
 }
 
 impl Inner {
@@ -601,6 +658,9 @@ impl VhostUserBackend for SndBackend {
             .unwrap_or_else(|| Arc::new(GuestMemoryMmap::new()));
         match device_event {
             q if (q as usize) < NUM_QUEUES => {
+                if q == TX_QUEUE {
+                    inner.guest_poll.arrived(now);
+                }
                 if let Some(vring) = vrings.get(q as usize) {
                     self.drain_queue(&mut inner, q, vring, &mem, now);
                 }
@@ -623,6 +683,12 @@ impl VhostUserBackend for SndBackend {
         inner.card.flush_reject_log(now);
         inner.flush();
         inner.arm_timers();
+        if inner.card.awaits_guest() {
+            drop(inner);
+            self.poll_guest(vrings, &mem);
+        } else {
+            inner.guest_poll.forget();
+        }
         Ok(())
     }
 }

@@ -5,6 +5,7 @@
 //! - [`ctl_queue`], [`xfer`], [`event_queue`]: the four virtqueues' requests.
 //! - [`pcm`], [`jack`], [`chmap`], [`controls`]: what the card is made of.
 //! - [`clock`]: pacing arithmetic and the timerfd.
+//! - [`guest_poll`]: without pacing, how long the worker polls for the guest's next buffer.
 //! - [`profile`]: the guest drivers the card is shaped for (`--profile`).
 //! - [`tap`]: the reader fan-out.
 
@@ -20,6 +21,7 @@ pub mod error;
 pub mod event_queue;
 pub mod exit_event;
 pub mod guest_memory;
+pub mod guest_poll;
 pub mod jack;
 pub mod lifecycle;
 pub mod pcm;

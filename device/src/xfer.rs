@@ -319,6 +319,20 @@ impl<T: CardTap> Card<T> {
         self.cfg.pacing == Pacing::None || self.tap.no_pacing_requested()
     }
 
+    /// Without pacing, an output stream is running and its head buffer waits for the
+    /// guest's next one (the reserve, see [`ReserveWait`](crate::clock::ReserveWait)): the
+    /// guest is about to send it, and the worker may poll for it (see [`crate::guest_poll`]).
+    pub fn awaits_guest(&self) -> bool {
+        if !self.pacing_off() || self.output_held() || self.dir_stopped(Direction::Output) {
+            return false;
+        }
+        self.streams.iter().any(|s| {
+            s.direction == Direction::Output
+                && s.state == StreamState::Running
+                && s.reserve_wait.is_waiting()
+        })
+    }
+
     /// Whether output must wait: `--wait-for-reader` with no reader, or a reader is full.
     fn output_held(&self) -> bool {
         (self.cfg.wait_for_reader && !self.tap.has_readers()) || !self.tap.can_accept()

@@ -818,3 +818,40 @@ fn a_one_byte_period_does_not_flood() {
     assert_eq!(event_at(&r, &ev[2]), (EVT_PCM_PERIOD_ELAPSED, 0));
     assert_eq!(r.card.events_undelivered(), 8000 - 3);
 }
+
+#[test]
+fn the_worker_may_poll_for_the_guest_only_while_an_unpaced_head_waits_for_it() {
+    let mut r = unpaced_rig();
+    r.setup_stream(0, P10, false);
+    assert!(!r.card.awaits_guest(), "nothing queued, not started");
+    r.tx(0, &[1u8; P10 as usize]);
+    assert!(
+        !r.card.awaits_guest(),
+        "prepared, not running: START comes first"
+    );
+    let (_, _) = r.submit(CTL, &[D::R(pcm_hdr(PCM_START, 0)), D::W(4)]);
+    assert!(
+        r.card.awaits_guest(),
+        "the head waits for two periods behind it"
+    );
+    r.tap.0.accept.set(false);
+    assert!(
+        !r.card.awaits_guest(),
+        "a full reader holds the stream: its notifier, not the guest, ends the wait"
+    );
+    r.tap.0.accept.set(true);
+    // Its own duration passes: it completes and the queue is empty — nothing waits.
+    let t = r.now;
+    r.at(t + 10 * MS);
+    assert_eq!(r.card.queued_buffers(0), Some(0));
+    assert!(
+        !r.card.awaits_guest(),
+        "an empty queue: the guest may be done"
+    );
+
+    // At real-time pacing the clock decides, never the guest.
+    let mut paced = Rig::new();
+    paced.setup_stream(0, P10, true);
+    paced.tx(0, &[1u8; P10 as usize]);
+    assert!(!paced.card.awaits_guest());
+}

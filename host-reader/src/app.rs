@@ -1,7 +1,8 @@
 //! The main loop: attach, pump the source's events into the session, tick, stop.
 //!
 //! Threads: the source's (one reads records from the current connection and passes them
-//! through a small bounded channel, so a slow disk or host device still pushes back on the
+//! through a small bounded channel — the tap's in batches, what one read brought, bounded
+//! in bytes by the [`Backlog`] — so a slow disk or host device still pushes back on the
 //! socket); one waits for SIGINT/SIGTERM; the injector, if any. The main thread owns the
 //! session and every file.
 
@@ -21,7 +22,7 @@ use crate::session::{Flow, Session, SessionOptions, TICK};
 use crate::signals;
 use crate::source::qemu::QemuSource;
 use crate::source::tap::{SubscribeOptions, TapSource};
-use crate::source::{Event, Source, SourceEvent};
+use crate::source::{Backlog, Event, Source, SourceEvent};
 use crate::watch::WatchOptions;
 
 /// Events in flight between the source's threads and the main loop.
@@ -121,7 +122,14 @@ pub fn run(cli: Cli) -> Result<(), ReaderError> {
         }),
     };
 
-    let mut connector = Connector::new(source, cli.reconnect, tx, pending_inject);
+    let backlog = Backlog::new();
+    let mut connector = Connector::new(
+        source,
+        cli.reconnect,
+        tx,
+        Arc::clone(&backlog),
+        pending_inject,
+    );
     let mut session = Session::new(opts, connector.target(), playback, None);
     if let Err(e) = connector.start(&mut session) {
         let _ = session.finish(false);
@@ -137,10 +145,16 @@ pub fn run(cli: Cli) -> Result<(), ReaderError> {
             break Ok(());
         }
         let flow = match ev {
-            Ok(Event::Source { conn, event }) if connector.is_current(conn) => {
-                on_event(event, &mut session, &mut connector, mixer_only)
+            Ok(Event::Source { conn, event }) => {
+                let handled = event.backlog_bytes();
+                let flow = if connector.is_current(conn) {
+                    on_event(event, &mut session, &mut connector, mixer_only)
+                } else {
+                    Ok(Flow::Continue)
+                };
+                backlog.release(handled);
+                flow
             }
-            Ok(Event::Source { .. }) => Ok(Flow::Continue),
             Ok(Event::Signal) | Err(RecvTimeoutError::Disconnected) => Ok(Flow::Done),
             Err(RecvTimeoutError::Timeout) => Ok(Flow::Continue),
         };
@@ -195,6 +209,15 @@ fn on_event(
 ) -> Result<Flow, ReaderError> {
     match event {
         SourceEvent::Record(rec) => session.handle(rec),
+        SourceEvent::Records(recs) => {
+            for rec in recs {
+                match session.handle(rec)? {
+                    Flow::Continue => {}
+                    Flow::Done => return Ok(Flow::Done),
+                }
+            }
+            Ok(Flow::Continue)
+        }
         SourceEvent::Card(hello) => {
             session.card_changed(&hello);
             Ok(Flow::Continue)

@@ -3,13 +3,14 @@
 //! the session hears of every (re)attach and detach.
 
 use std::sync::mpsc::SyncSender;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::console;
 use crate::error::ReaderError;
 use crate::inject::{InjectSource, Injector};
 use crate::session::Session;
-use crate::source::{Closed, Event, Link, Outbox, Source};
+use crate::source::{Backlog, Closed, Event, Link, Outbox, Source};
 
 /// Between reattach attempts.
 const RETRY_EVERY: Duration = Duration::from_secs(1);
@@ -34,6 +35,7 @@ pub struct Connector {
     source: Box<dyn Source>,
     reconnect: bool,
     tx: SyncSender<Event>,
+    backlog: Arc<Backlog>,
     /// Number of the current (or next) connection: events of older ones are stale.
     conn: u64,
     current: Option<Box<dyn Link>>,
@@ -48,12 +50,14 @@ impl Connector {
         source: Box<dyn Source>,
         reconnect: bool,
         tx: SyncSender<Event>,
+        backlog: Arc<Backlog>,
         pending_inject: Option<PendingInject>,
     ) -> Connector {
         Connector {
             source,
             reconnect,
             tx,
+            backlog,
             conn: 0,
             current: None,
             retry_at: None,
@@ -180,9 +184,10 @@ impl Connector {
             }
             session.plan(hello, grows)
         };
-        let attached = self
-            .source
-            .attach(&mut plan, Outbox::new(conn, self.tx.clone()))?;
+        let attached = self.source.attach(
+            &mut plan,
+            Outbox::new(conn, self.tx.clone(), Arc::clone(&self.backlog)),
+        )?;
         self.conn = conn;
         session.log_hello(&attached.hello);
         session.attach(&attached.hello, attached.outlet);

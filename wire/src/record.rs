@@ -570,6 +570,19 @@ impl FrameHeader {
         }
         Ok(FrameHeader { kind, len })
     }
+
+    /// Whether `buf` begins with a whole frame (header and payload), or with a header that
+    /// does not parse: either way, reading the next record from it needs no more bytes. A
+    /// reader that batches what it has already received asks this before it would block.
+    pub fn frame_ready(buf: &[u8]) -> bool {
+        let Some(h) = buf.first_chunk::<HEADER_LEN>() else {
+            return false;
+        };
+        match FrameHeader::parse(h) {
+            Ok(h) => buf.len() - HEADER_LEN >= h.len as usize,
+            Err(_) => true,
+        }
+    }
 }
 
 /// Decodes one record from the front of `buf`. Returns `Ok(None)` when `buf` holds only part

@@ -292,3 +292,29 @@ fn arbitrary_valid_records_round_trip() {
         "every record kind was generated: {kinds:?}"
     );
 }
+
+#[test]
+fn frame_ready_says_whether_the_next_record_is_whole_in_memory() {
+    use dsproxy_wire::record::FrameHeader;
+    let mut two = Vec::new();
+    for r in samples().into_iter().take(2) {
+        two.extend(r.to_bytes().unwrap());
+    }
+    let first = samples()[0].to_bytes().unwrap().len();
+    assert!(FrameHeader::frame_ready(&two));
+    assert!(FrameHeader::frame_ready(&two[..first]));
+    assert!(!FrameHeader::frame_ready(&two[..first - 1]));
+    assert!(!FrameHeader::frame_ready(&two[..HEADER_LEN - 1]));
+    assert!(!FrameHeader::frame_ready(&[]));
+    // The second record alone, cut anywhere: ready only when whole.
+    let second = &two[first..];
+    for cut in 0..second.len() {
+        assert!(!FrameHeader::frame_ready(&second[..cut]), "cut at {cut}");
+    }
+    assert!(FrameHeader::frame_ready(second));
+    // A header that does not parse needs no more bytes: the reader reports it at once.
+    let mut bad = two[..HEADER_LEN].to_vec();
+    bad[0] = 0xee;
+    bad[1] = 0xee;
+    assert!(FrameHeader::frame_ready(&bad));
+}

@@ -12,6 +12,7 @@ pub mod tap;
 
 use std::io;
 use std::sync::mpsc::SyncSender;
+use std::sync::{Arc, Condvar, Mutex};
 
 use dsproxy_wire::record::{Hello, Record};
 
@@ -22,6 +23,9 @@ use crate::error::ReaderError;
 pub enum SourceEvent {
     /// One record.
     Record(Record),
+    /// Records in the order they came, handed over together: what one read of the socket
+    /// brought (one channel hand-off, so one thread wake-up, for many records).
+    Records(Vec<Record>),
     /// The card gained streams or controls after attaching (QEMU opened a new voice): its
     /// whole description now.
     Card(Hello),
@@ -56,11 +60,12 @@ pub enum Event {
 pub struct Outbox {
     conn: u64,
     tx: SyncSender<Event>,
+    backlog: Arc<Backlog>,
 }
 
 impl Outbox {
-    pub fn new(conn: u64, tx: SyncSender<Event>) -> Outbox {
-        Outbox { conn, tx }
+    pub fn new(conn: u64, tx: SyncSender<Event>, backlog: Arc<Backlog>) -> Outbox {
+        Outbox { conn, tx, backlog }
     }
 
     /// Sends one event, waiting while the main loop is behind (so a slow disk pushes back
@@ -72,6 +77,76 @@ impl Outbox {
                 event,
             })
             .is_ok()
+    }
+
+    /// Sends records together ([`SourceEvent::Records`]), first waiting while the main loop
+    /// has more than [`Backlog`]'s bound of record bytes not yet handled.
+    pub fn send_records(&self, records: Vec<Record>) -> bool {
+        let bytes = batch_bytes(&records);
+        self.backlog.take(bytes);
+        self.send(SourceEvent::Records(records))
+    }
+}
+
+/// What a batch of records weighs against [`Backlog::LIMIT`]: its audio, and a byte for
+/// any other record.
+pub fn batch_bytes(records: &[Record]) -> usize {
+    records
+        .iter()
+        .map(|r| match r {
+            Record::Pcm { data, .. } => data.len().max(1),
+            _ => 1,
+        })
+        .sum()
+}
+
+impl SourceEvent {
+    /// What the event weighs against the [`Backlog`]: 0 unless it is a batch.
+    pub fn backlog_bytes(&self) -> usize {
+        match self {
+            SourceEvent::Records(r) => batch_bytes(r),
+            _ => 0,
+        }
+    }
+}
+
+/// Record bytes handed to the main loop in batches and not yet handled. A batch holds what
+/// one read of the socket brought, so counting events would not bound the audio between the
+/// socket and the sinks: this does, keeping a slow sink's push-back on the source as prompt
+/// as when records went one per event.
+pub struct Backlog {
+    bytes: Mutex<usize>,
+    room: Condvar,
+}
+
+impl Backlog {
+    /// Payload bytes the main loop may have waiting (with the read buffer and the socket's
+    /// own, what a sink that stops taking audio lets through before the device is held).
+    pub const LIMIT: usize = 32 * 1024;
+
+    pub fn new() -> Arc<Backlog> {
+        Arc::new(Backlog {
+            bytes: Mutex::new(0),
+            room: Condvar::new(),
+        })
+    }
+
+    /// Source thread: `n` more bytes go to the main loop; waits for room first (a batch
+    /// larger than the limit goes alone).
+    fn take(&self, n: usize) {
+        let mut b = self.bytes.lock().unwrap_or_else(|p| p.into_inner());
+        while *b > 0 && *b + n > Self::LIMIT {
+            b = self.room.wait(b).unwrap_or_else(|p| p.into_inner());
+        }
+        *b += n;
+    }
+
+    /// Main loop: a batch of `n` bytes was handled (or dropped with its connection).
+    pub fn release(&self, n: usize) {
+        let mut b = self.bytes.lock().unwrap_or_else(|p| p.into_inner());
+        *b = b.saturating_sub(n);
+        drop(b);
+        self.room.notify_one();
     }
 }
 

@@ -2,12 +2,12 @@
 //! SUBSCRIBE, then read records on a thread of their own. `--mixer` requests and `--inject`
 //! audio go back on the same socket as records.
 
-use std::io::{self, Read, Write};
+use std::io::{self, BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
-use dsproxy_wire::record::{Hello, Record, MAX_PAYLOAD, SUB_LIVE, SUB_NO_PACING};
+use dsproxy_wire::record::{FrameHeader, Hello, Record, MAX_PAYLOAD, SUB_LIVE, SUB_NO_PACING};
 use dsproxy_wire::{ReadError, RecordReader, WireError};
 
 use super::{Attached, Closed, Link, Outbox, Outlet, Plan, Source, SourceEvent};
@@ -18,6 +18,11 @@ use crate::error::ReaderError;
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a TCP connect may take per address.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Bytes read from the socket at once: many records per read when the device sends fast.
+const READ_BUFFER: usize = 32 * 1024;
+
+/// Reads the tap's records through one buffer (from HELLO on, so nothing read ahead is lost).
+pub type TapReader = RecordReader<BufReader<TapStream>>;
 
 /// A connected tap socket of either kind.
 #[derive(Debug)]
@@ -144,32 +149,39 @@ impl Source for TapSource {
     }
 }
 
-/// Reads records until the connection ends, passing them to the main loop.
-fn spawn_reader(
-    mut reader: RecordReader<TapStream>,
-    outbox: Outbox,
-    target: String,
-) -> io::Result<()> {
+/// Reads records until the connection ends, passing them to the main loop: every record
+/// already in the read buffer goes in one batch, so the hand-off (a thread wake-up) is paid
+/// per read of the socket, not per record, and a record waits only while the next one is
+/// being decoded from memory — never for the socket.
+fn spawn_reader(mut reader: TapReader, outbox: Outbox, target: String) -> io::Result<()> {
     std::thread::Builder::new()
         .name("tap".into())
-        .spawn(move || loop {
-            let (event, last) = match reader.next_record() {
-                Ok(Some(rec)) => (SourceEvent::Record(rec), false),
-                Ok(None) => (SourceEvent::Closed(Closed::Gone(None)), true),
-                Err(ReadError::Io(e)) => {
-                    (SourceEvent::Closed(Closed::Gone(Some(e.to_string()))), true)
-                }
-                Err(ReadError::TruncatedStream) => (SourceEvent::Closed(Closed::Truncated), true),
-                Err(e) => (
-                    SourceEvent::Closed(Closed::Broken(ReaderError::Malformed {
+        .spawn(move || {
+            let mut batch = Vec::new();
+            loop {
+                let closed = match reader.next_record() {
+                    Ok(Some(rec)) => {
+                        batch.push(rec);
+                        if FrameHeader::frame_ready(reader.get_ref().buffer()) {
+                            continue;
+                        }
+                        None
+                    }
+                    Ok(None) => Some(Closed::Gone(None)),
+                    Err(ReadError::Io(e)) => Some(Closed::Gone(Some(e.to_string()))),
+                    Err(ReadError::TruncatedStream) => Some(Closed::Truncated),
+                    Err(e) => Some(Closed::Broken(ReaderError::Malformed {
                         target: target.clone(),
                         source: e,
                     })),
-                    true,
-                ),
-            };
-            if !outbox.send(event) || last {
-                return;
+                };
+                if !batch.is_empty() && !outbox.send_records(std::mem::take(&mut batch)) {
+                    return;
+                }
+                if let Some(why) = closed {
+                    outbox.send(SourceEvent::Closed(why));
+                    return;
+                }
             }
         })
         .map(|_| ())
@@ -192,7 +204,7 @@ impl SubscribeOptions {
 pub struct Subscribed {
     pub hello: Hello,
     /// Reads the records that follow.
-    pub reader: RecordReader<TapStream>,
+    pub reader: TapReader,
     /// A second handle on the socket: for INJECT records and for shutting it down.
     pub control: TapStream,
 }
@@ -250,7 +262,7 @@ pub fn subscribe(
         .set_read_timeout(Some(HELLO_TIMEOUT))
         .map_err(|e| handshake(e.to_string()))?;
     let control = stream.try_clone().map_err(|e| handshake(e.to_string()))?;
-    let mut reader = RecordReader::new(stream);
+    let mut reader = RecordReader::new(BufReader::with_capacity(READ_BUFFER, stream));
     let hello = match reader.next_record() {
         Ok(Some(Record::Hello(h))) => h,
         Ok(Some(other)) => {
@@ -275,6 +287,7 @@ pub fn subscribe(
     };
     let streams = choose(&hello)?;
     reader
+        .get_ref()
         .get_ref()
         .set_read_timeout(None)
         .map_err(|e| handshake(e.to_string()))?;
