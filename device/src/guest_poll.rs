@@ -19,9 +19,9 @@
 //! The worker polls without the card's lock (the frontend's messages, e.g. a vring stop, are
 //! not held up), yielding the CPU between looks at the ring (on a small machine the tap
 //! thread and the readers need it: they are woken once per 64 KiB meanwhile, see
-//! [`TapHandle::defer_wakes`](crate::tap::TapHandle::defer_wakes)), and an episode of back-to-back polls ends after [`EPISODE_MAX_NS`] so the
-//! other queues and the timers are served at least that often while a guest keeps the TX
-//! ring busy.
+//! [`TapHandle::defer_wakes`](crate::tap::TapHandle::defer_wakes)), and an episode of
+//! back-to-back polls ends after [`EPISODE_MAX_NS`] so the other queues and the timers are
+//! served at least that often while a guest keeps the TX ring busy.
 
 /// The longest a single poll waits for the guest's next buffer.
 pub const POLL_MAX_NS: u64 = 50_000;
