@@ -370,6 +370,7 @@ impl SndBackend {
         };
         let start = monotonic_ns();
         let episode_end = start.saturating_add(EPISODE_MAX_NS);
+        let _deferred = self.tap.defer_wakes();
         let mut until = {
             let mut inner = self.lock();
             inner.guest_poll.wait_from(start);
@@ -397,7 +398,7 @@ impl SndBackend {
                 // The guest's kick wakes the worker; its delay adjusts the budget then.
                 return;
             }
-            std::hint::spin_loop();
+            std::thread::yield_now();
         }
     }
 }

@@ -17,9 +17,11 @@
 //! guest, decides when buffers complete.
 //!
 //! The worker polls without the card's lock (the frontend's messages, e.g. a vring stop, are
-//! not held up), and an episode of back-to-back polls ends after [`EPISODE_MAX_NS`] so the
-//! other queues and the timers are served at least that often while a guest keeps the TX
-//! ring busy.
+//! not held up), yielding the CPU between looks at the ring (on a small machine the tap
+//! thread and the readers need it: they are woken once per 64 KiB meanwhile, see
+//! [`TapHandle::defer_wakes`](crate::tap::TapHandle::defer_wakes)), and an episode of
+//! back-to-back polls ends after [`EPISODE_MAX_NS`] so the other queues and the timers are
+//! served at least that often while a guest keeps the TX ring busy.
 
 /// The longest a single poll waits for the guest's next buffer.
 pub const POLL_MAX_NS: u64 = 50_000;
@@ -32,7 +34,7 @@ pub const EPISODE_MAX_NS: u64 = 1_000_000;
 /// The adaptive poll budget of one worker.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct GuestPoll {
-    /// How long the next poll may spin, ns (0: do not poll).
+    /// How long the next poll may last, ns (0: do not poll).
     budget_ns: u64,
     /// When the worker began waiting for the guest (a poll started, or would have with a
     /// budget of 0); None when it is not waiting.
@@ -40,7 +42,7 @@ pub struct GuestPoll {
 }
 
 impl GuestPoll {
-    /// How long the next poll may spin.
+    /// How long the next poll may last.
     pub fn budget_ns(&self) -> u64 {
         self.budget_ns
     }

@@ -192,6 +192,16 @@ impl Drop for Tap {
     }
 }
 
+/// See [`TapHandle::defer_wakes`]: the tap thread is woken for what was published when
+/// this is dropped.
+pub struct DeferredWakes<'a>(&'a TapHandle);
+
+impl Drop for DeferredWakes<'_> {
+    fn drop(&mut self) {
+        self.0.shared.end_deferring();
+    }
+}
+
 /// The queue worker's side of the tap. Cheap to clone, `Send + Sync`; no method blocks.
 #[derive(Clone)]
 pub struct TapHandle {
@@ -319,9 +329,19 @@ impl TapHandle {
             at += n;
         }
         if at > 0 {
-            self.shared.wake_tap();
+            self.shared.wake_tap_for_pcm(at);
         }
         result
+    }
+
+    /// While the returned guard lives, the PCM the worker publishes wakes the tap thread once
+    /// per 64 KiB rather than at every publish; dropping it wakes the tap thread for what is
+    /// left. For the worker's polls for the guest (see [`crate::guest_poll`]): it is awake
+    /// anyway, and on a small machine each wake-up of the tap thread costs the CPU the guest
+    /// and the readers need (a wake-up per 4 KiB period of an unpaced stream).
+    pub fn defer_wakes(&self) -> DeferredWakes<'_> {
+        self.shared.begin_deferring();
+        DeferredWakes(self)
     }
 
     /// At least one reader has subscribed.

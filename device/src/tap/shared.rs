@@ -42,6 +42,11 @@ pub(super) enum Item {
 /// waits.
 pub(super) const EVENTS_INFLIGHT_LIMIT: usize = 16 * 1024;
 
+/// While the worker polls for the guest, the PCM it publishes before it wakes the tap thread:
+/// sixteen 4 KiB periods. A poll episode is at most a millisecond (see
+/// [`crate::guest_poll::EPISODE_MAX_NS`]), which bounds the delay a reader sees.
+pub(super) const DEFERRED_WAKE_BYTES: usize = 64 * 1024;
+
 /// The smallest bound on PCM in flight between the worker and the tap thread.
 const MIN_INFLIGHT_LIMIT: usize = 16 << 20;
 
@@ -50,6 +55,12 @@ pub(super) struct Shared {
     wake: EventFd,
     /// Set while a wake-up is pending, so a burst of publishes costs one eventfd write.
     wake_pending: AtomicBool,
+    /// The worker is polling for the guest's next buffer (it is awake anyway): PCM it
+    /// publishes wakes the tap thread once per [`DEFERRED_WAKE_BYTES`], or when the poll
+    /// ends, not at every publish (see [`TapHandle::defer_wakes`](super::TapHandle::defer_wakes)).
+    deferring: AtomicBool,
+    /// PCM bytes published since the last wake-up while deferring.
+    deferred_bytes: AtomicUsize,
     /// Tells the queue worker that a flag changed, a request or injected audio arrived.
     notifier: EventFd,
     /// Tap::shutdown asked the thread to stop.
@@ -87,6 +98,8 @@ impl Shared {
         Ok(Arc::new(Shared {
             wake: EventFd::new(EFD_NONBLOCK)?,
             wake_pending: AtomicBool::new(false),
+            deferring: AtomicBool::new(false),
+            deferred_bytes: AtomicUsize::new(0),
             notifier: EventFd::new(EFD_NONBLOCK)?,
             stop: AtomicBool::new(false),
             connected: AtomicUsize::new(0),
@@ -117,6 +130,32 @@ impl Shared {
     pub fn wake_tap(&self) {
         if !self.wake_pending.swap(true, Ordering::AcqRel) {
             self.force_wake();
+        }
+    }
+
+    /// The worker published `bytes` of PCM: wakes the tap thread, at once unless the worker
+    /// defers its wake-ups, in which case once [`DEFERRED_WAKE_BYTES`] have piled up.
+    pub fn wake_tap_for_pcm(&self, bytes: usize) {
+        if self.deferring.load(Ordering::Acquire) {
+            let piled = self.deferred_bytes.fetch_add(bytes, Ordering::AcqRel) + bytes;
+            if piled < DEFERRED_WAKE_BYTES {
+                return;
+            }
+            self.deferred_bytes.store(0, Ordering::Release);
+        }
+        self.wake_tap();
+    }
+
+    /// Worker: from now on PCM publishes wake the tap thread per [`DEFERRED_WAKE_BYTES`].
+    pub fn begin_deferring(&self) {
+        self.deferring.store(true, Ordering::Release);
+    }
+
+    /// Worker: publishes wake the tap thread at once again; what was deferred wakes it now.
+    pub fn end_deferring(&self) {
+        self.deferring.store(false, Ordering::Release);
+        if self.deferred_bytes.swap(0, Ordering::AcqRel) > 0 {
+            self.wake_tap();
         }
     }
 

@@ -1361,3 +1361,75 @@ fn publish_pcm_with_stops_at_the_first_fill_error() {
     assert!(h.can_accept());
     tap.shutdown();
 }
+
+/// Whether the tap thread's wake-up eventfd has been written (and not yet read).
+fn wake_written(s: &shared::Shared) -> bool {
+    let mut pfd = libc::pollfd {
+        fd: std::os::fd::AsRawFd::as_raw_fd(s.wake_fd()),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, no timeout.
+    unsafe { libc::poll(&mut pfd, 1, 0) == 1 }
+}
+
+#[test]
+fn deferred_pcm_wakes_the_tap_thread_once_per_64_kib_and_when_the_deferral_ends() {
+    let s = shared::Shared::new(4 << 20, 1 << 16).expect("shared");
+    s.wake_tap_for_pcm(4096);
+    assert!(wake_written(&s), "not deferring: every publish wakes");
+    s.take_wake();
+    s.begin_deferring();
+    for _ in 0..15 {
+        s.wake_tap_for_pcm(4096);
+    }
+    assert!(!wake_written(&s), "60 KiB deferred: no wake-up yet");
+    s.wake_tap_for_pcm(4096);
+    assert!(wake_written(&s), "64 KiB: the tap thread is woken");
+    s.take_wake();
+    s.wake_tap_for_pcm(100);
+    assert!(!wake_written(&s));
+    s.end_deferring();
+    assert!(
+        wake_written(&s),
+        "what was deferred wakes it when the deferral ends"
+    );
+    s.take_wake();
+    s.begin_deferring();
+    s.end_deferring();
+    assert!(!wake_written(&s), "nothing deferred, no wake-up");
+}
+
+#[test]
+fn pcm_published_while_wakes_are_deferred_all_reaches_the_reader_in_order() {
+    let dir = TestDir::new();
+    let tap = start(&dir, 4 << 20, 1 << 16);
+    let h = tap.handle();
+    let mut a = Client::connect(&dir.sock());
+    a.subscribe(0, 0);
+    h.publish(&params(0));
+    let mut offset = 0u64;
+    {
+        let _deferred = h.defer_wakes();
+        // Less than the 64 KiB that would wake the tap thread, then more, then a little.
+        for len in [1000usize, 20_000, 50_000, 4096, 4096, 333] {
+            h.publish_pcm(0, offset, offset, &pattern_bytes(offset, len));
+            offset += len as u64;
+        }
+    }
+    assert!(matches!(a.next(), Record::Params(_)));
+    let mut next = 0u64;
+    while next < offset {
+        match a.next() {
+            Record::Pcm {
+                offset: o, data, ..
+            } => {
+                assert_eq!(o, next);
+                check_pattern(o, &data);
+                next += data.len() as u64;
+            }
+            other => panic!("expected PCM, got {other:?}"),
+        }
+    }
+    tap.shutdown();
+}

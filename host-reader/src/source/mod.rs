@@ -115,7 +115,8 @@ impl SourceEvent {
 /// socket and the sinks: this does, keeping a slow sink's push-back on the source as prompt
 /// as when records went one per event.
 pub struct Backlog {
-    bytes: Mutex<usize>,
+    /// Bytes handed over and not yet handled; whether the source thread waits for room.
+    state: Mutex<(usize, bool)>,
     room: Condvar,
 }
 
@@ -126,7 +127,7 @@ impl Backlog {
 
     pub fn new() -> Arc<Backlog> {
         Arc::new(Backlog {
-            bytes: Mutex::new(0),
+            state: Mutex::new((0, false)),
             room: Condvar::new(),
         })
     }
@@ -134,19 +135,24 @@ impl Backlog {
     /// Source thread: `n` more bytes go to the main loop; waits for room first (a batch
     /// larger than the limit goes alone).
     fn take(&self, n: usize) {
-        let mut b = self.bytes.lock().unwrap_or_else(|p| p.into_inner());
-        while *b > 0 && *b + n > Self::LIMIT {
-            b = self.room.wait(b).unwrap_or_else(|p| p.into_inner());
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        while s.0 > 0 && s.0 + n > Self::LIMIT {
+            s.1 = true;
+            s = self.room.wait(s).unwrap_or_else(|p| p.into_inner());
         }
-        *b += n;
+        s.0 += n;
     }
 
     /// Main loop: a batch of `n` bytes was handled (or dropped with its connection).
     pub fn release(&self, n: usize) {
-        let mut b = self.bytes.lock().unwrap_or_else(|p| p.into_inner());
-        *b = b.saturating_sub(n);
-        drop(b);
-        self.room.notify_one();
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        s.0 = s.0.saturating_sub(n);
+        // Only waiting source threads need the wake-up (a syscall); all of them, as an old
+        // connection's thread may wait beside the current one.
+        if std::mem::take(&mut s.1) {
+            drop(s);
+            self.room.notify_all();
+        }
     }
 }
 
