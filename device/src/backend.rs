@@ -380,6 +380,12 @@ impl SndBackend {
             let now = monotonic_ns();
             if has_new_chains(tx, mem) {
                 let mut inner = self.lock();
+                let current = self.checked_memory(&mut inner);
+                if !current.is_some_and(|c| std::ptr::eq(&*c, mem)) {
+                    // The frontend sent a new memory table meanwhile: the next event reads
+                    // the ring through it.
+                    return;
+                }
                 inner.guest_poll.arrived(now);
                 self.drain_queue(&mut inner, TX_QUEUE, tx, mem, now);
                 inner.card.flush_reject_log(now);
