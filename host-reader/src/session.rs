@@ -727,7 +727,9 @@ impl Session {
             return Ok(Flow::Continue);
         }
         let flow = self.write_bytes(stream, Bytes::Audio(data))?;
-        if Some(stream) == self.main_stream && flow == Flow::Continue {
+        // The mixer's gains are only worked out when the host plays the audio (with -x,
+        // per record, they were a parse of every control's name for nothing).
+        if Some(stream) == self.main_stream && flow == Flow::Continue && self.playback.is_some() {
             let gains = self.gains_for(stream);
             if let (Some(p), Some(shape)) = (
                 self.playback.as_mut(),
