@@ -161,6 +161,24 @@ impl<S: Read + Write> Client<S> {
         }
     }
 
+    /// Reads PCM records from offset 0 up to `end`: each follows the last and carries the
+    /// test pattern; anything else fails.
+    fn expect_pattern_up_to(&mut self, end: u64) {
+        let mut next = 0u64;
+        while next < end {
+            match self.next() {
+                Record::Pcm {
+                    offset: o, data, ..
+                } => {
+                    assert_eq!(o, next);
+                    check_pattern(o, &data);
+                    next += data.len() as u64;
+                }
+                other => panic!("expected PCM, got {other:?}"),
+            }
+        }
+    }
+
     /// Whether the tap closed this connection (EOF or reset) within WAIT.
     fn closed_by_tap(&mut self) -> bool {
         loop {
@@ -494,19 +512,7 @@ fn slow_reader_holds_the_card_until_it_reads() {
     h.clear_notifier();
 
     // The reader catches up: every byte arrives, in order, and the card is released.
-    let mut next = 0u64;
-    while next < offset {
-        match c.next() {
-            Record::Pcm {
-                offset: o, data, ..
-            } => {
-                assert_eq!(o, next);
-                check_pattern(o, &data);
-                next += data.len() as u64;
-            }
-            other => panic!("expected PCM, got {other:?}"),
-        }
-    }
+    c.expect_pattern_up_to(offset);
     assert!(
         notified(&h),
         "the notifier must fire when the card may go on"
@@ -1418,18 +1424,6 @@ fn pcm_published_while_wakes_are_deferred_all_reaches_the_reader_in_order() {
         }
     }
     assert!(matches!(a.next(), Record::Params(_)));
-    let mut next = 0u64;
-    while next < offset {
-        match a.next() {
-            Record::Pcm {
-                offset: o, data, ..
-            } => {
-                assert_eq!(o, next);
-                check_pattern(o, &data);
-                next += data.len() as u64;
-            }
-            other => panic!("expected PCM, got {other:?}"),
-        }
-    }
+    a.expect_pattern_up_to(offset);
     tap.shutdown();
 }
