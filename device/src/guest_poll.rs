@@ -88,53 +88,49 @@ impl GuestPoll {
 mod tests {
     use super::*;
 
+    /// `n` round trips in which the guest answers `took` ns after the worker starts waiting,
+    /// from time `*t` on: the budget after each.
+    fn rounds(p: &mut GuestPoll, t: &mut u64, took: u64, n: usize) -> Vec<u64> {
+        (0..n)
+            .map(|_| {
+                p.wait_from(*t);
+                *t += took;
+                p.arrived(*t);
+                p.budget_ns()
+            })
+            .collect()
+    }
+
     #[test]
     fn a_guest_that_answers_within_the_maximum_grows_the_budget_to_catch_it() {
         let mut p = GuestPoll::default();
         assert_eq!(p.budget_ns(), 0);
         let mut t = 1_000_000;
-        // The guest answers 30 µs after the worker starts waiting, every time.
-        let mut budgets = Vec::new();
-        for _ in 0..6 {
-            p.wait_from(t);
-            t += 30_000;
-            p.arrived(t);
-            budgets.push(p.budget_ns());
-        }
-        assert_eq!(budgets, [4_000, 8_000, 16_000, 32_000, 32_000, 32_000]);
+        assert_eq!(
+            rounds(&mut p, &mut t, 30_000, 6),
+            [4_000, 8_000, 16_000, 32_000, 32_000, 32_000]
+        );
     }
 
     #[test]
     fn a_slow_guest_soon_gets_no_polling() {
         let mut p = GuestPoll::default();
         let mut t = 0;
-        for _ in 0..5 {
-            p.wait_from(t);
-            t += 20_000;
-            p.arrived(t);
-        }
+        rounds(&mut p, &mut t, 20_000, 5);
         assert_eq!(p.budget_ns(), 32_000);
         // Now the guest takes 2 ms (an emulated guest, or one writing at real time).
-        let mut budgets = Vec::new();
-        for _ in 0..5 {
-            p.wait_from(t);
-            t += 2_000_000;
-            p.arrived(t);
-            budgets.push(p.budget_ns());
-        }
-        assert_eq!(budgets, [16_000, 8_000, 4_000, 0, 0]);
+        assert_eq!(
+            rounds(&mut p, &mut t, 2_000_000, 5),
+            [16_000, 8_000, 4_000, 0, 0]
+        );
     }
 
     #[test]
     fn the_budget_never_passes_the_maximum_and_arrivals_without_a_wait_change_nothing() {
         let mut p = GuestPoll::default();
         let mut t = 0;
-        for _ in 0..20 {
-            p.wait_from(t);
-            t += POLL_MAX_NS;
-            p.arrived(t);
-            assert!(p.budget_ns() <= POLL_MAX_NS);
-        }
+        let budgets = rounds(&mut p, &mut t, POLL_MAX_NS, 20);
+        assert!(budgets.iter().all(|&b| b <= POLL_MAX_NS), "{budgets:?}");
         assert_eq!(p.budget_ns(), POLL_MAX_NS);
         let before = p;
         p.arrived(t + 10_000_000);
