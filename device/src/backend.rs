@@ -387,10 +387,16 @@ impl SndBackend {
                     return;
                 }
                 inner.guest_poll.arrived(now);
+                let taken_from = next_avail(tx);
                 self.drain_queue(&mut inner, TX_QUEUE, tx, mem, now);
                 inner.card.flush_reject_log(now);
                 inner.flush();
                 inner.arm_timers();
+                if next_avail(tx) == taken_from {
+                    // Nothing taken: a queue the driver broke or sized wrongly is not served
+                    // (drain_queue logged it). Polling it again would only spin.
+                    return;
+                }
                 if !inner.card.awaits_guest() || now >= episode_end {
                     // Back to epoll: the kick that came with these chains wakes it at once
                     // if the guest is still sending.
@@ -407,6 +413,11 @@ impl SndBackend {
             std::thread::yield_now();
         }
     }
+}
+
+/// The index of the next available-ring entry the device will take.
+fn next_avail(vring: &CheckedVring) -> u16 {
+    vring.get_ref().get_queue().next_avail()
 }
 
 /// Whether the driver has made chains available that the device has not taken yet.
