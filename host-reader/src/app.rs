@@ -209,8 +209,8 @@ fn on_event(
 ) -> Result<Flow, ReaderError> {
     match event {
         SourceEvent::Record(rec) => session.handle(rec),
-        SourceEvent::Records(recs) => {
-            for rec in recs {
+        SourceEvent::Records { records, .. } => {
+            for rec in records {
                 match session.handle(rec)? {
                     Flow::Continue => {}
                     Flow::Done => return Ok(Flow::Done),

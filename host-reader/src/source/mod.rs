@@ -24,8 +24,9 @@ pub enum SourceEvent {
     /// One record.
     Record(Record),
     /// Records in the order they came, handed over together: what one read of the socket
-    /// brought (one channel hand-off, so one thread wake-up, for many records).
-    Records(Vec<Record>),
+    /// brought (one channel hand-off, so one thread wake-up, for many records). `weight` is
+    /// what they count against the [`Backlog`] (see [`batch_bytes`]), worked out once.
+    Records { records: Vec<Record>, weight: usize },
     /// The card gained streams or controls after attaching (QEMU opened a new voice): its
     /// whole description now.
     Card(Hello),
@@ -82,9 +83,9 @@ impl Outbox {
     /// Sends records together ([`SourceEvent::Records`]), first waiting while the main loop
     /// has more than [`Backlog`]'s bound of record bytes not yet handled.
     pub fn send_records(&self, records: Vec<Record>) -> bool {
-        let bytes = batch_bytes(&records);
-        self.backlog.take(bytes);
-        self.send(SourceEvent::Records(records))
+        let weight = batch_bytes(&records);
+        self.backlog.take(weight);
+        self.send(SourceEvent::Records { records, weight })
     }
 }
 
@@ -104,7 +105,7 @@ impl SourceEvent {
     /// What the event weighs against the [`Backlog`]: 0 unless it is a batch.
     pub fn backlog_bytes(&self) -> usize {
         match self {
-            SourceEvent::Records(r) => batch_bytes(r),
+            SourceEvent::Records { weight, .. } => *weight,
             _ => 0,
         }
     }

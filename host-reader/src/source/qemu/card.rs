@@ -479,7 +479,7 @@ mod tests {
         evs.iter()
             .map(|e| match e {
                 SourceEvent::Record(r) => r.kind_name(),
-                SourceEvent::Records(_) => "RECORDS",
+                SourceEvent::Records { .. } => "RECORDS",
                 SourceEvent::Card(_) => "CARD",
                 SourceEvent::Closed(_) => "CLOSED",
             })
