@@ -14,6 +14,8 @@ pub const VIRTQ_DESC_F_NEXT: u16 = 1;
 pub const VIRTQ_DESC_F_WRITE: u16 = 2;
 pub const VIRTQ_DESC_F_INDIRECT: u16 = 4;
 const DESC_LEN: u64 = 16;
+/// Used ring flag: the device asks the driver not to kick (virtio 1.2 §2.7.10).
+pub const VRING_USED_F_NO_NOTIFY: u16 = 1;
 
 /// One descriptor of a chain to be added.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -251,7 +253,23 @@ impl DriverRing {
         self.publish(ram, &[(table, len, VIRTQ_DESC_F_INDIRECT)])
     }
 
-    /// Notifies the device that buffers are available.
+    /// Notifies the device that buffers are available, as Linux's virtqueue_kick does:
+    /// unless the device asked not to be (VRING_USED_F_NO_NOTIFY in the used ring's flags,
+    /// virtio 1.2 §2.7.10; with EVENT_IDX, which our device does not offer, the avail_event
+    /// would decide instead and is not read: the kick always goes). Returns whether it kicked.
+    pub fn notify(&self, ram: &GuestRam) -> Result<bool, FrontError> {
+        if !self.event_idx {
+            // The new avail idx must be visible before the flags are read (virtio_mb).
+            std::sync::atomic::fence(Ordering::SeqCst);
+            if self.used_flags(ram)? & VRING_USED_F_NO_NOTIFY != 0 {
+                return Ok(false);
+            }
+        }
+        self.kick()?;
+        Ok(true)
+    }
+
+    /// Kicks regardless of the used ring's flags (hostile drivers, hand-made chains).
     pub fn kick(&self) -> Result<(), FrontError> {
         self.kick.write(1)?;
         Ok(())
@@ -326,6 +344,15 @@ impl DriverRing {
                 return Ok(out);
             }
         }
+    }
+
+    /// The used ring's flags, as the device last wrote them.
+    pub fn used_flags(&self, ram: &GuestRam) -> Result<u16, FrontError> {
+        Ok(u16::from_le(
+            ram.mem()
+                .load(self.layout.used, Ordering::Acquire)
+                .map_err(|e| FrontError::Memory(e.to_string()))?,
+        ))
     }
 
     fn used_idx(&self, ram: &GuestRam) -> Result<u16, FrontError> {

@@ -294,6 +294,7 @@ fn run(a: &Args) -> Result<(), LoadgenError> {
     }
     let violations = fe.violations().to_vec();
     let late = fe.late_notifications();
+    let kicks_suppressed = fe.kicks_suppressed();
     let _ = fe.disconnect();
 
     if a.dump_completions {
@@ -342,7 +343,7 @@ fn run(a: &Args) -> Result<(), LoadgenError> {
             ));
         }
         println!(
-            "{{\"label\":{:?},\"rate\":{},\"format\":{:?},\"channels\":{},\"period_bytes\":{},\"buffer_bytes\":{},\"streams\":{},\"bytes\":{},\"wall_ms\":{:.3},\"cpu_ms\":{:.3},\"daemon_cpu_ms\":{},\"bad_status\":{},\"violations\":{},\"late_notifications\":{},\"per_stream\":[{}]}}",
+            "{{\"label\":{:?},\"rate\":{},\"format\":{:?},\"channels\":{},\"period_bytes\":{},\"buffer_bytes\":{},\"streams\":{},\"bytes\":{},\"wall_ms\":{:.3},\"cpu_ms\":{:.3},\"daemon_cpu_ms\":{},\"bad_status\":{},\"violations\":{},\"late_notifications\":{},\"kicks_suppressed\":{},\"per_stream\":[{}]}}",
             a.label,
             a.rate,
             format.to_string(),
@@ -357,6 +358,7 @@ fn run(a: &Args) -> Result<(), LoadgenError> {
             bad,
             violations.len(),
             late,
+            kicks_suppressed,
             per.join(",")
         );
     } else {
@@ -376,6 +378,7 @@ fn run(a: &Args) -> Result<(), LoadgenError> {
         if let Some(d) = dcpu {
             println!("daemon CPU:    {:.1} ms", d.as_secs_f64() * 1e3);
         }
+        println!("kicks left out: {kicks_suppressed} (the device polled: VRING_USED_F_NO_NOTIFY)");
         for r in &reports {
             match r.timing(period_bytes as usize) {
                 Some(t) => println!(
