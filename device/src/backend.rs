@@ -77,6 +77,10 @@ struct Inner {
     used_refusals: LineBudget,
     /// Without pacing, how long to poll the TX ring for the guest's next buffer.
     guest_poll: GuestPoll,
+    /// A poll episode ended while the TX ring was stopped, so the driver may still read
+    /// "do not kick" in its used ring: cleared at the ring's next event (QEMU signals a
+    /// restarted ring's kick eventfd, see [`SndBackend::stop_vring`]).
+    kicks_left_suppressed: bool,
 }
 
 /// The sound card as a vhost-user backend. One per frontend connection.
@@ -140,6 +144,7 @@ impl SndBackend {
                 refusal_logged: [false; NUM_QUEUES],
                 used_refusals: LineBudget::default(),
                 guest_poll: GuestPoll::default(),
+                kicks_left_suppressed: false,
             }),
             mem,
             tap,
@@ -321,6 +326,13 @@ impl SndBackend {
         if inner.needs_reset[qi] {
             return;
         }
+        if q == TX_QUEUE
+            && inner.kicks_left_suppressed
+            && set_kicks(vring, mem, true) != KickFlag::NotReady
+        {
+            // Chains pending now are taken just below.
+            inner.kicks_left_suppressed = false;
+        }
         if inner.card.queue_stopped(q) {
             // After a vring stop the frontend restores the ring where it was; a driver that
             // reset the device starts it again from 0.
@@ -364,18 +376,60 @@ impl SndBackend {
     /// it, within the adaptive budget, and complete what it lets complete, until the guest
     /// is slower than the budget or the episode's bound is reached (see
     /// [`crate::guest_poll`]). The card's lock is held only to hand it what arrived.
+    ///
+    /// While it polls, the driver is asked not to kick (VRING_USED_F_NO_NOTIFY, virtio 1.2
+    /// §2.7.10, which Linux's virtqueue_kick honours): a kick is a VM exit for the guest and
+    /// one more epoll wake-up for the worker after the episode, for a buffer the worker finds
+    /// anyway. The flag is cleared when the episode ends, with the race check
+    /// `enable_notification` does: chains made available meanwhile are taken at once.
     fn poll_guest(&self, vrings: &[CheckedVring], mem: &GuestMemoryMmap<()>) {
         let Some(tx) = vrings.get(TX_QUEUE as usize) else {
             return;
         };
         let start = monotonic_ns();
-        let episode_end = start.saturating_add(EPISODE_MAX_NS);
-        let _deferred = self.tap.defer_wakes();
-        let mut until = {
+        let budget = {
             let mut inner = self.lock();
             inner.guest_poll.wait_from(start);
-            start.saturating_add(inner.guest_poll.budget_ns())
+            inner.guest_poll.budget_ns()
         };
+        if budget == 0 {
+            // A slow guest: the worker sleeps until its kick (which adjusts the budget).
+            return;
+        }
+        let suppressed = set_kicks(tx, mem, false) == KickFlag::Written;
+        self.poll_episode(tx, mem, start, start.saturating_add(budget));
+        if !suppressed {
+            return;
+        }
+        let mut inner = self.lock();
+        let Some(current) = self.checked_memory(&mut inner) else {
+            inner.kicks_left_suppressed = true;
+            return;
+        };
+        match set_kicks(tx, &current, true) {
+            KickFlag::Written => {}
+            KickFlag::NotReady => inner.kicks_left_suppressed = true,
+            KickFlag::Pending => {
+                // The driver made chains available after the last look and did not kick.
+                let now = monotonic_ns();
+                self.drain_queue(&mut inner, TX_QUEUE, tx, &current, now);
+                inner.card.flush_reject_log(now);
+                inner.flush();
+                inner.arm_timers();
+            }
+        }
+    }
+
+    /// The polls of one episode: see [`poll_guest`](Self::poll_guest).
+    fn poll_episode(
+        &self,
+        tx: &CheckedVring,
+        mem: &GuestMemoryMmap<()>,
+        start: u64,
+        mut until: u64,
+    ) {
+        let episode_end = start.saturating_add(EPISODE_MAX_NS);
+        let _deferred = self.tap.defer_wakes();
         loop {
             let now = monotonic_ns();
             if has_new_chains(tx, mem) {
@@ -413,6 +467,43 @@ impl SndBackend {
             std::thread::yield_now();
         }
     }
+}
+
+/// What [`set_kicks`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KickFlag {
+    /// The used ring's flags now say what was asked, and nothing waits to be taken.
+    Written,
+    /// Kicks are allowed again, and chains the driver made available are not taken yet.
+    Pending,
+    /// The ring is stopped (or not set up): nothing was written.
+    NotReady,
+}
+
+/// Asks the driver to kick (`allow`) or not to, in the ring's used flags. Written under the
+/// ring's lock and only while the ring is ready, so a ring the frontend stopped is never
+/// touched.
+fn set_kicks(vring: &CheckedVring, mem: &GuestMemoryMmap<()>, allow: bool) -> KickFlag {
+    let mut state = vring.get_mut();
+    let queue = state.get_queue_mut();
+    if !queue.ready() {
+        return KickFlag::NotReady;
+    }
+    let written = if allow {
+        queue.enable_notification(mem).map(|pending| {
+            if pending {
+                KickFlag::Pending
+            } else {
+                KickFlag::Written
+            }
+        })
+    } else {
+        queue.disable_notification(mem).map(|()| KickFlag::Written)
+    };
+    written.unwrap_or_else(|e| {
+        debug!("queue {TX_QUEUE}: cannot write the used ring's flags: {e}");
+        KickFlag::NotReady
+    })
 }
 
 /// The index of the next available-ring entry the device will take.

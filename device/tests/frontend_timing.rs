@@ -5,7 +5,10 @@
 use std::time::{Duration, Instant};
 
 use dsproxy_testfront::proto::*;
-use dsproxy_testfront::{play, signal, Daemon, FrontendOpts, SndFrontend, TapReader};
+use dsproxy_testfront::vring::VRING_USED_F_NO_NOTIFY;
+use dsproxy_testfront::{
+    play, play_many, signal, Daemon, FrontendOpts, PlayOpts, PlayStream, SndFrontend, TapReader,
+};
 
 fn daemon(args: &[&str]) -> Daemon {
     Daemon::dsproxy(env!("CARGO_BIN_EXE_dsproxy-device"), args).expect("start dsproxy-device")
@@ -292,4 +295,45 @@ fn without_pacing_a_linux_like_player_never_sees_its_ring_drained() {
         1,
         "one START: no stop/prepare/start cycles"
     );
+}
+
+/// Without pacing, the worker polls for the guest's next buffer and meanwhile asks the
+/// driver not to kick (VRING_USED_F_NO_NOTIFY), which this frontend honours as Linux does. A
+/// flag left set when the worker goes back to sleep would strand the driver's next buffer:
+/// every buffer of two runs must complete (the second after a STOP, so after the worker
+/// slept), and once the stream is stopped the used ring must allow kicks again.
+#[test]
+fn without_pacing_the_device_may_suppress_kicks_but_never_strands_a_buffer() {
+    let d = daemon(&["--pacing", "none"]);
+    let mut fe = connect(&d);
+    assert_eq!(fe.set_params(0, 16384, 4096, 2, 5, 7).unwrap(), S_OK);
+    assert_eq!(fe.prepare(0).unwrap(), S_OK);
+    let opts = PlayOpts {
+        timeout: Duration::from_secs(20),
+        ..PlayOpts::new(4096)
+    };
+    for run in 0..2u64 {
+        // 4 s of audio, 4 periods in flight: the worker polls through most of it.
+        let data = signal::lcg_bytes(10 + run, 192 * 4096);
+        let rep = play_many(
+            &mut fe,
+            &[PlayStream {
+                stream: 0,
+                data: &data,
+            }],
+            &opts,
+        )
+        .unwrap_or_else(|e| panic!("run {run}: {e}\n{}", d.log_tail(30)));
+        assert_eq!(rep[0].completions.len(), 192, "run {run}");
+        assert!(rep[0].bad_statuses().is_empty(), "run {run}");
+        // play_many ends with STOP, which the worker handles after its last poll.
+        assert_eq!(
+            fe.used_flags(TX_QUEUE).unwrap() & VRING_USED_F_NO_NOTIFY,
+            0,
+            "run {run}: the device still says \"do not kick\" after STOP"
+        );
+    }
+    eprintln!("kicks left out: {}", fe.kicks_suppressed());
+    assert!(fe.violations().is_empty(), "{:?}", fe.violations());
+    assert_eq!(fe.release(0).unwrap(), S_OK);
 }
