@@ -246,10 +246,6 @@ pub struct SndFrontend {
     /// three failed reads per completion, time a guest driver (one interrupt per queue) does
     /// not spend. A call that arrives after the poll stays readable and wakes the next one.
     calls_ready: Vec<bool>,
-    /// While set ([`hold_kicks`](Self::hold_kicks)), submitted chains are not notified one by
-    /// one: `unkicked` marks the queues that owe the device a kick.
-    kicks_held: bool,
-    unkicked: Vec<bool>,
     /// Kicks left out because the device set VRING_USED_F_NO_NOTIFY.
     kicks_suppressed: u64,
 }
@@ -402,8 +398,6 @@ impl SndFrontend {
             stopped: vec![false; NUM_QUEUES],
             indirect_chains: 0,
             calls_ready: vec![false; NUM_QUEUES],
-            kicks_held: false,
-            unkicked: vec![false; NUM_QUEUES],
             kicks_suppressed: 0,
             opts,
         };
@@ -643,30 +637,8 @@ impl SndFrontend {
                 submitted_at: Instant::now(),
             },
         );
-        if self.kicks_held {
-            self.unkicked[queue] = true;
-        } else {
-            self.notify(queue)?;
-        }
+        self.notify(queue)?;
         Ok(token)
-    }
-
-    /// Chains submitted from now on are made available without a kick each, until
-    /// [`release_kicks`](Self::release_kicks) notifies every queue that got any, once — as
-    /// Linux's virtio_snd adds a batch of period messages and notifies after the last.
-    pub fn hold_kicks(&mut self) {
-        self.kicks_held = true;
-    }
-
-    /// Ends [`hold_kicks`](Self::hold_kicks): one kick per queue that got chains meanwhile.
-    pub fn release_kicks(&mut self) -> Result<(), FrontError> {
-        self.kicks_held = false;
-        for q in 0..NUM_QUEUES {
-            if std::mem::take(&mut self.unkicked[q]) {
-                self.notify(q)?;
-            }
-        }
-        Ok(())
     }
 
     /// Kicks `queue` unless the device asked not to be (see [`DriverRing::notify`]).

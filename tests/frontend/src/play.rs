@@ -258,7 +258,7 @@ pub fn play_many(
     }
     let deadline = Instant::now() + opts.timeout;
 
-    let add_periods = |fe: &mut SndFrontend, ps: &mut [Playing<'_>]| -> Result<(), FrontError> {
+    let refill = |fe: &mut SndFrontend, ps: &mut [Playing<'_>]| -> Result<(), FrontError> {
         for p in ps.iter_mut() {
             while p.in_flight.len() < p.limit && p.next < p.total {
                 // Within the data when it loops: its length is whole periods.
@@ -277,15 +277,6 @@ pub fn play_many(
             }
         }
         Ok(())
-    };
-
-    // One kick per refill, not per period: Linux's driver notifies once after adding a
-    // batch of messages.
-    let refill = |fe: &mut SndFrontend, ps: &mut [Playing<'_>]| -> Result<(), FrontError> {
-        fe.hold_kicks();
-        let added = add_periods(fe, ps);
-        fe.release_kicks()?;
-        added
     };
 
     if opts.prefill {
