@@ -77,10 +77,13 @@ struct Inner {
     used_refusals: LineBudget,
     /// Without pacing, how long to poll the TX ring for the guest's next buffer.
     guest_poll: GuestPoll,
-    /// A poll episode ended while the TX ring was stopped, so the driver may still read
-    /// "do not kick" in its used ring: cleared at the ring's next event (QEMU signals a
-    /// restarted ring's kick eventfd, see [`SndBackend::stop_vring`]).
-    kicks_left_suppressed: bool,
+    /// The TX ring's used flags may say "do not kick" (VRING_USED_F_NO_NOTIFY): the worker
+    /// set it and has not cleared it (see [`SndBackend::settle_kicks`]). While it does, every
+    /// event first takes what the driver added without kicking. It stays set when the ring
+    /// was stopped before it could be cleared (a stopped ring is never written); the ring's
+    /// next event clears it (QEMU signals a restarted ring's kick eventfd, see
+    /// [`SndBackend::stop_vring`]).
+    tx_kicks_off: bool,
 }
 
 /// The sound card as a vhost-user backend. One per frontend connection.
@@ -144,7 +147,7 @@ impl SndBackend {
                 refusal_logged: [false; NUM_QUEUES],
                 used_refusals: LineBudget::default(),
                 guest_poll: GuestPoll::default(),
-                kicks_left_suppressed: false,
+                tx_kicks_off: false,
             }),
             mem,
             tap,
@@ -326,13 +329,7 @@ impl SndBackend {
         if inner.needs_reset[qi] {
             return;
         }
-        if q == TX_QUEUE
-            && inner.kicks_left_suppressed
-            && set_kicks(vring, mem, true) != KickFlag::NotReady
-        {
-            // Chains pending now are taken just below.
-            inner.kicks_left_suppressed = false;
-        }
+
         if inner.card.queue_stopped(q) {
             // After a vring stop the frontend restores the ring where it was; a driver that
             // reset the device starts it again from 0.
@@ -377,11 +374,8 @@ impl SndBackend {
     /// is slower than the budget or the episode's bound is reached (see
     /// [`crate::guest_poll`]). The card's lock is held only to hand it what arrived.
     ///
-    /// While it polls, the driver is asked not to kick (VRING_USED_F_NO_NOTIFY, virtio 1.2
-    /// §2.7.10, which Linux's virtqueue_kick honours): a kick is a VM exit for the guest and
-    /// one more epoll wake-up for the worker after the episode, for a buffer the worker finds
-    /// anyway. The flag is cleared when the episode ends, with the race check
-    /// `enable_notification` does: chains made available meanwhile are taken at once.
+    /// While it polls, the driver is asked not to kick: the worker looks anyway. The flag is
+    /// cleared when the episode ends ([`settle_kicks`](Self::settle_kicks)).
     fn poll_guest(&self, vrings: &[CheckedVring], mem: &GuestMemoryMmap<()>) {
         let Some(tx) = vrings.get(TX_QUEUE as usize) else {
             return;
@@ -390,32 +384,60 @@ impl SndBackend {
         let budget = {
             let mut inner = self.lock();
             inner.guest_poll.wait_from(start);
-            inner.guest_poll.budget_ns()
+            let budget = inner.guest_poll.budget_ns();
+            if budget > 0 && !inner.tx_kicks_off && set_kicks(tx, mem, false) == KickFlag::Written {
+                inner.tx_kicks_off = true;
+            }
+            budget
         };
         if budget == 0 {
             // A slow guest: the worker sleeps until its kick (which adjusts the budget).
             return;
         }
-        let suppressed = set_kicks(tx, mem, false) == KickFlag::Written;
         self.poll_episode(tx, mem, start, start.saturating_add(budget));
-        if !suppressed {
-            return;
-        }
         let mut inner = self.lock();
-        let Some(current) = self.checked_memory(&mut inner) else {
-            inner.kicks_left_suppressed = true;
+        if let Some(current) = self.checked_memory(&mut inner) {
+            self.settle_kicks(&mut inner, &current);
+            inner.flush();
+        }
+    }
+
+    /// Asks the driver not to kick the TX ring, or to kick it again, as the card's state
+    /// says (virtio 1.2 §2.7.10, VRING_USED_F_NO_NOTIFY, which Linux's virtqueue_kick
+    /// honours). A kick is a VM exit for the guest and a wake-up for the worker; the worker
+    /// does without while it will look at the ring anyway: while it polls (see
+    /// [`poll_guest`](Self::poll_guest)), and at real-time pacing while every running output
+    /// stream has a buffer behind its head and a deadline armed
+    /// ([`Card::tx_kicks_unneeded`]), since each deadline's event first takes what the driver
+    /// added. Kicks are allowed again with `enable_notification`'s race check: chains added
+    /// before the driver could see the change are taken at once. Call before
+    /// [`Inner::flush`], so the driver, woken by the used entries, already reads the new
+    /// flag.
+    fn settle_kicks(&self, inner: &mut Inner, mem: &GuestMemoryMmap<()>) {
+        let Some(tx) = inner.vrings.get(TX_QUEUE as usize).cloned() else {
             return;
         };
-        match set_kicks(tx, &current, true) {
-            KickFlag::Written => {}
-            KickFlag::NotReady => inner.kicks_left_suppressed = true,
-            KickFlag::Pending => {
-                // The driver made chains available after the last look and did not kick.
-                let now = monotonic_ns();
-                self.drain_queue(&mut inner, TX_QUEUE, tx, &current, now);
-                inner.card.flush_reject_log(now);
-                inner.flush();
-                inner.arm_timers();
+        // Twice at most: allowing kicks may take chains that let the card do without again.
+        for _ in 0..2 {
+            let off = inner.card.tx_kicks_unneeded();
+            if off == inner.tx_kicks_off {
+                return;
+            }
+            match set_kicks(&tx, mem, !off) {
+                KickFlag::Written => {
+                    inner.tx_kicks_off = off;
+                    return;
+                }
+                // Retried at the ring's next event.
+                KickFlag::NotReady => return,
+                KickFlag::Pending => {
+                    // The driver added chains after the worker's last look and did not kick.
+                    inner.tx_kicks_off = false;
+                    let now = monotonic_ns();
+                    self.drain_queue(inner, TX_QUEUE, &tx, mem, now);
+                    inner.card.flush_reject_log(now);
+                    inner.arm_timers();
+                }
             }
         }
     }
@@ -765,6 +787,13 @@ impl VhostUserBackend for SndBackend {
         let mem = self
             .checked_memory(&mut inner)
             .unwrap_or_else(|| Arc::new(GuestMemoryMmap::new()));
+        if inner.tx_kicks_off && device_event != TX_QUEUE {
+            // The driver may have added TX buffers without a kick (see `settle_kicks`): the
+            // card sees them before anything else happens (a deadline, a START, a reader).
+            if let Some(tx) = vrings.get(TX_QUEUE as usize) {
+                self.drain_queue(&mut inner, TX_QUEUE, tx, &mem, now);
+            }
+        }
         match device_event {
             q if (q as usize) < NUM_QUEUES => {
                 if q == TX_QUEUE {
@@ -790,8 +819,9 @@ impl VhostUserBackend for SndBackend {
         // Errors here are the guest's or the frontend's, already logged: the worker must
         // keep serving, so nothing is returned as an error.
         inner.card.flush_reject_log(now);
-        inner.flush();
         inner.arm_timers();
+        self.settle_kicks(&mut inner, &mem);
+        inner.flush();
         if inner.card.awaits_guest() {
             drop(inner);
             self.poll_guest(vrings, &mem);

@@ -21,7 +21,10 @@
 //! thread and the readers need it: they are woken once per 64 KiB meanwhile, see
 //! [`TapHandle::defer_wakes`](crate::tap::TapHandle::defer_wakes)), and an episode of
 //! back-to-back polls ends after [`EPISODE_MAX_NS`] so the other queues and the timers are
-//! served at least that often while a guest keeps the TX ring busy.
+//! served at least that often while a guest keeps the TX ring busy. While it polls, the
+//! driver is asked not to kick (VRING_USED_F_NO_NOTIFY: see `SndBackend::poll_guest`): the
+//! kick would cost the guest a VM exit and the worker a wake-up for a buffer it finds anyway
+//! (BENCHMARKS.md has the figures).
 
 /// The longest a single poll waits for the guest's next buffer.
 pub const POLL_MAX_NS: u64 = 50_000;

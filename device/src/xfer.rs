@@ -333,6 +333,29 @@ impl<T: CardTap> Card<T> {
         })
     }
 
+    /// At real-time pacing, every running output stream has a buffer behind its head and a
+    /// deadline armed for the head: the worker wakes at that deadline whatever the guest
+    /// does, and buffers the guest adds meanwhile are not needed before it (the stream
+    /// cannot run dry), so the guest's kicks only cost wake-ups (see the backend's
+    /// `settle_kicks`: each event first takes what the driver added). At least one such
+    /// stream, none held, and the TX ring not stopped.
+    pub fn tx_kicks_unneeded(&self) -> bool {
+        if self.pacing_off() || self.output_held() || self.dir_stopped(Direction::Output) {
+            return false;
+        }
+        let mut running = false;
+        for (idx, s) in self.streams.iter().enumerate() {
+            if s.direction != Direction::Output || s.state != StreamState::Running {
+                continue;
+            }
+            if s.queue.len() < 2 || self.next_deadline(idx).is_none() {
+                return false;
+            }
+            running = true;
+        }
+        running
+    }
+
     /// Whether output must wait: `--wait-for-reader` with no reader, or a reader is full.
     fn output_held(&self) -> bool {
         (self.cfg.wait_for_reader && !self.tap.has_readers()) || !self.tap.can_accept()

@@ -855,3 +855,59 @@ fn the_worker_may_poll_for_the_guest_only_while_an_unpaced_head_waits_for_it() {
     paced.tx(0, &[1u8; P10 as usize]);
     assert!(!paced.card.awaits_guest());
 }
+
+#[test]
+fn at_real_time_kicks_are_unneeded_only_while_every_running_stream_has_a_buffer_behind_its_head() {
+    let mut r = Rig::with_config(CardConfig {
+        outputs: 2,
+        ..Default::default()
+    });
+    r.setup_stream(0, P10, false);
+    r.tx(0, &[1u8; P10 as usize]);
+    r.tx(0, &[2u8; P10 as usize]);
+    assert!(
+        !r.card.tx_kicks_unneeded(),
+        "prepared, not running: START comes first"
+    );
+    let (_, _) = r.submit(CTL, &[D::R(pcm_hdr(PCM_START, 0)), D::W(4)]);
+    assert!(
+        r.card.tx_kicks_unneeded(),
+        "running, one buffer behind the head, its deadline armed"
+    );
+    // A second stream starts with a single buffer: it could run dry without a kick.
+    r.setup_stream(1, P10, false);
+    r.tx(1, &[3u8; P10 as usize]);
+    let (_, _) = r.submit(CTL, &[D::R(pcm_hdr(PCM_START, 1)), D::W(4)]);
+    assert!(
+        !r.card.tx_kicks_unneeded(),
+        "stream 1 has nothing behind its head"
+    );
+    r.tx(1, &[4u8; P10 as usize]);
+    assert!(r.card.tx_kicks_unneeded());
+    // The heads play: one buffer left on each, the guest's next one is needed in time.
+    let t = r.now;
+    r.at(t + 10 * MS);
+    assert_eq!(r.card.queued_buffers(0), Some(1));
+    assert!(
+        !r.card.tx_kicks_unneeded(),
+        "the last buffer of a stream is playing"
+    );
+    r.tx(0, &[5u8; P10 as usize]);
+    r.tx(1, &[6u8; P10 as usize]);
+    assert!(r.card.tx_kicks_unneeded());
+    // A full reader holds the clock: its notifier, not a deadline, wakes the worker.
+    r.tap.0.accept.set(false);
+    assert!(!r.card.tx_kicks_unneeded(), "held");
+    r.tap.0.accept.set(true);
+    assert_eq!(r.ctl_status(&pcm_hdr(PCM_STOP, 1)), OK);
+    assert!(r.card.tx_kicks_unneeded(), "a stopped stream has no say");
+
+    // Without pacing the worker polls instead (and only then asks for no kicks).
+    let mut unpaced = unpaced_rig();
+    unpaced.setup_stream(0, P10, false);
+    unpaced.tx(0, &[1u8; P10 as usize]);
+    unpaced.tx(0, &[2u8; P10 as usize]);
+    unpaced.tx(0, &[3u8; P10 as usize]);
+    let (_, _) = unpaced.submit(CTL, &[D::R(pcm_hdr(PCM_START, 0)), D::W(4)]);
+    assert!(!unpaced.card.tx_kicks_unneeded());
+}
