@@ -31,7 +31,7 @@ use crate::exit_event::ExitEvents;
 use crate::guest_memory;
 use crate::guest_poll::{GuestPoll, EPISODE_MAX_NS};
 use crate::reject_log::LineBudget;
-use crate::spec::{NUM_QUEUES, TX_QUEUE, VIRTIO_SND_F_CTLS};
+use crate::spec::{EVENT_QUEUE, NUM_QUEUES, TX_QUEUE, VIRTIO_SND_F_CTLS};
 use crate::tap::TapHandle;
 use crate::vring::CheckedVring;
 use crate::Used;
@@ -77,13 +77,13 @@ struct Inner {
     used_refusals: LineBudget,
     /// Without pacing, how long to poll the TX ring for the guest's next buffer.
     guest_poll: GuestPoll,
-    /// The TX ring's used flags may say "do not kick" (VRING_USED_F_NO_NOTIFY): the worker
-    /// set it and has not cleared it (see [`SndBackend::settle_kicks`]). While it does, every
-    /// event first takes what the driver added without kicking. It stays set when the ring
-    /// was stopped before it could be cleared (a stopped ring is never written); the ring's
-    /// next event clears it (QEMU signals a restarted ring's kick eventfd, see
-    /// [`SndBackend::stop_vring`]).
-    tx_kicks_off: bool,
+    /// Per queue: its used flags may say "do not kick" (VRING_USED_F_NO_NOTIFY): the worker
+    /// set it and has not cleared it (see [`SndBackend::settle_kicks`]; only the TX and the
+    /// event queue). While it does, every event first takes what the driver added to that
+    /// queue without kicking. It stays set when the ring was stopped before it could be
+    /// cleared (a stopped ring is never written); the ring's next event clears it (QEMU
+    /// signals a restarted ring's kick eventfd, see [`SndBackend::stop_vring`]).
+    kicks_off: [bool; NUM_QUEUES],
 }
 
 /// The sound card as a vhost-user backend. One per frontend connection.
@@ -147,7 +147,7 @@ impl SndBackend {
                 refusal_logged: [false; NUM_QUEUES],
                 used_refusals: LineBudget::default(),
                 guest_poll: GuestPoll::default(),
-                tx_kicks_off: false,
+                kicks_off: [false; NUM_QUEUES],
             }),
             mem,
             tap,
@@ -385,8 +385,11 @@ impl SndBackend {
             let mut inner = self.lock();
             inner.guest_poll.wait_from(start);
             let budget = inner.guest_poll.budget_ns();
-            if budget > 0 && !inner.tx_kicks_off && set_kicks(tx, mem, false) == KickFlag::Written {
-                inner.tx_kicks_off = true;
+            if budget > 0
+                && !inner.kicks_off[TX_QUEUE as usize]
+                && set_kicks(tx, TX_QUEUE, mem, false) == KickFlag::Written
+            {
+                inner.kicks_off[TX_QUEUE as usize] = true;
             }
             budget
         };
@@ -402,41 +405,59 @@ impl SndBackend {
         }
     }
 
-    /// Asks the driver not to kick the TX ring, or to kick it again, as the card's state
-    /// says (virtio 1.2 §2.7.10, VRING_USED_F_NO_NOTIFY, which Linux's virtqueue_kick
-    /// honours). A kick is a VM exit for the guest and a wake-up for the worker; the worker
-    /// does without while it will look at the ring anyway: while it polls (see
-    /// [`poll_guest`](Self::poll_guest)), and at real-time pacing while every running output
-    /// stream has a buffer behind its head and a deadline armed
-    /// ([`Card::tx_kicks_unneeded`]), since each deadline's event first takes what the driver
-    /// added. Kicks are allowed again with `enable_notification`'s race check: chains added
-    /// before the driver could see the change are taken at once. Call before
-    /// [`Inner::flush`], so the driver, woken by the used entries, already reads the new
-    /// flag.
+    /// Asks the driver not to kick the TX and the event queue, or to kick them again, as
+    /// the card's state says (virtio 1.2 §2.7.10, VRING_USED_F_NO_NOTIFY, which Linux's
+    /// virtqueue_kick honours). A kick is a VM exit for the guest and a wake-up for the
+    /// worker; the worker does without while it will look at the ring before it needs what
+    /// the guest adds: TX while it polls (see [`poll_guest`](Self::poll_guest)) and at
+    /// real-time pacing while every running output stream has a buffer behind its head and a
+    /// deadline armed, the event queue while the card holds an event buffer
+    /// ([`Card::kicks_unneeded`]) — every event first takes what the driver added
+    /// ([`take_unkicked`](Self::take_unkicked)). Kicks are allowed again with
+    /// `enable_notification`'s race check: chains added before the driver could see the
+    /// change are taken at once. Call before [`Inner::flush`], so the driver, woken by the
+    /// used entries, already reads the new flag.
     fn settle_kicks(&self, inner: &mut Inner, mem: &GuestMemoryMmap<()>) {
-        let Some(tx) = inner.vrings.get(TX_QUEUE as usize).cloned() else {
-            return;
-        };
-        // Twice at most: allowing kicks may take chains that let the card do without again.
-        for _ in 0..2 {
-            let off = inner.card.tx_kicks_unneeded();
-            if off == inner.tx_kicks_off {
+        for q in [TX_QUEUE, EVENT_QUEUE] {
+            let Some(vring) = inner.vrings.get(q as usize).cloned() else {
                 return;
-            }
-            match set_kicks(&tx, mem, !off) {
-                KickFlag::Written => {
-                    inner.tx_kicks_off = off;
-                    return;
+            };
+            // Twice at most: allowing kicks may take chains that let the card do without
+            // again.
+            for _ in 0..2 {
+                let off = inner.card.kicks_unneeded(q);
+                if off == inner.kicks_off[q as usize] {
+                    break;
                 }
-                // Retried at the ring's next event.
-                KickFlag::NotReady => return,
-                KickFlag::Pending => {
-                    // The driver added chains after the worker's last look and did not kick.
-                    inner.tx_kicks_off = false;
-                    let now = monotonic_ns();
-                    self.drain_queue(inner, TX_QUEUE, &tx, mem, now);
-                    inner.card.flush_reject_log(now);
-                    inner.arm_timers();
+                match set_kicks(&vring, q, mem, !off) {
+                    KickFlag::Written => {
+                        inner.kicks_off[q as usize] = off;
+                        break;
+                    }
+                    // Retried at the ring's next event.
+                    KickFlag::NotReady => break,
+                    KickFlag::Pending => {
+                        // The driver added chains after the worker's last look and did not
+                        // kick.
+                        inner.kicks_off[q as usize] = false;
+                        let now = monotonic_ns();
+                        self.drain_queue(inner, q, &vring, mem, now);
+                        inner.card.flush_reject_log(now);
+                        inner.arm_timers();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes what the driver added without kicking to the queues whose kicks are off
+    /// (see [`settle_kicks`](Self::settle_kicks)), except `skip` (the queue whose own event
+    /// is being handled: drained then anyway).
+    fn take_unkicked(&self, inner: &mut Inner, mem: &GuestMemoryMmap<()>, skip: u16, now: u64) {
+        for q in [TX_QUEUE, EVENT_QUEUE] {
+            if inner.kicks_off[q as usize] && skip != q {
+                if let Some(vring) = inner.vrings.get(q as usize).cloned() {
+                    self.drain_queue(inner, q, &vring, mem, now);
                 }
             }
         }
@@ -464,6 +485,7 @@ impl SndBackend {
                 }
                 inner.guest_poll.arrived(now);
                 let taken_from = next_avail(tx);
+                self.take_unkicked(&mut inner, mem, TX_QUEUE, now);
                 self.drain_queue(&mut inner, TX_QUEUE, tx, mem, now);
                 inner.card.flush_reject_log(now);
                 inner.flush();
@@ -505,7 +527,7 @@ enum KickFlag {
 /// Asks the driver to kick (`allow`) or not to, in the ring's used flags. Written under the
 /// ring's lock and only while the ring is ready, so a ring the frontend stopped is never
 /// touched.
-fn set_kicks(vring: &CheckedVring, mem: &GuestMemoryMmap<()>, allow: bool) -> KickFlag {
+fn set_kicks(vring: &CheckedVring, q: u16, mem: &GuestMemoryMmap<()>, allow: bool) -> KickFlag {
     let mut state = vring.get_mut();
     let queue = state.get_queue_mut();
     if !queue.ready() {
@@ -523,7 +545,7 @@ fn set_kicks(vring: &CheckedVring, mem: &GuestMemoryMmap<()>, allow: bool) -> Ki
         queue.disable_notification(mem).map(|()| KickFlag::Written)
     };
     written.unwrap_or_else(|e| {
-        debug!("queue {TX_QUEUE}: cannot write the used ring's flags: {e}");
+        debug!("queue {q}: cannot write the used ring's flags: {e}");
         KickFlag::NotReady
     })
 }
@@ -787,13 +809,9 @@ impl VhostUserBackend for SndBackend {
         let mem = self
             .checked_memory(&mut inner)
             .unwrap_or_else(|| Arc::new(GuestMemoryMmap::new()));
-        if inner.tx_kicks_off && device_event != TX_QUEUE {
-            // The driver may have added TX buffers without a kick (see `settle_kicks`): the
-            // card sees them before anything else happens (a deadline, a START, a reader).
-            if let Some(tx) = vrings.get(TX_QUEUE as usize) {
-                self.drain_queue(&mut inner, TX_QUEUE, tx, &mem, now);
-            }
-        }
+        // The driver may have added buffers without a kick (see `settle_kicks`): the card
+        // sees them before anything else happens (a deadline, a START, a reader).
+        self.take_unkicked(&mut inner, &mem, device_event, now);
         match device_event {
             q if (q as usize) < NUM_QUEUES => {
                 if q == TX_QUEUE {

@@ -902,7 +902,7 @@ fn at_real_time_kicks_are_unneeded_only_while_every_running_stream_has_a_buffer_
     assert_eq!(r.ctl_status(&pcm_hdr(PCM_STOP, 1)), OK);
     assert!(r.card.tx_kicks_unneeded(), "a stopped stream has no say");
 
-    // Without pacing the worker polls instead (and only then asks for no kicks).
+    // Without pacing the worker polls instead (and only then asks for no TX kicks).
     let mut unpaced = unpaced_rig();
     unpaced.setup_stream(0, P10, false);
     unpaced.tx(0, &[1u8; P10 as usize]);
@@ -910,4 +910,25 @@ fn at_real_time_kicks_are_unneeded_only_while_every_running_stream_has_a_buffer_
     unpaced.tx(0, &[3u8; P10 as usize]);
     let (_, _) = unpaced.submit(CTL, &[D::R(pcm_hdr(PCM_START, 0)), D::W(4)]);
     assert!(!unpaced.card.tx_kicks_unneeded());
+}
+
+#[test]
+fn event_queue_kicks_are_unneeded_only_while_the_card_holds_an_event_buffer() {
+    let mut r = Rig::new();
+    assert!(
+        !r.card.kicks_unneeded(EVT),
+        "no event buffer: the next one is needed"
+    );
+    r.post_events(1);
+    assert!(r.card.kicks_unneeded(EVT));
+    // A period elapses: its event takes the buffer.
+    r.setup_stream(0, P10, true);
+    r.tx(0, &[1u8; P10 as usize]);
+    let t = r.now;
+    let used = r.at(t + 10 * MS);
+    assert_eq!(used.iter().filter(|u| u.queue == EVT).count(), 1);
+    assert!(
+        !r.card.kicks_unneeded(EVT),
+        "the driver's re-post is needed now"
+    );
 }

@@ -246,8 +246,8 @@ pub struct SndFrontend {
     /// three failed reads per completion, time a guest driver (one interrupt per queue) does
     /// not spend. A call that arrives after the poll stays readable and wakes the next one.
     calls_ready: Vec<bool>,
-    /// Kicks left out because the device set VRING_USED_F_NO_NOTIFY.
-    kicks_suppressed: u64,
+    /// Per queue: kicks left out because the device set VRING_USED_F_NO_NOTIFY.
+    kicks_suppressed: [u64; NUM_QUEUES],
 }
 
 /// Sets up vring `ring` as QEMU's vhost_virtqueue_start does: SET_VRING_NUM,
@@ -398,7 +398,7 @@ impl SndFrontend {
             stopped: vec![false; NUM_QUEUES],
             indirect_chains: 0,
             calls_ready: vec![false; NUM_QUEUES],
-            kicks_suppressed: 0,
+            kicks_suppressed: [0; NUM_QUEUES],
             opts,
         };
         let n = fe.opts.event_buffers;
@@ -644,14 +644,19 @@ impl SndFrontend {
     /// Kicks `queue` unless the device asked not to be (see [`DriverRing::notify`]).
     fn notify(&mut self, queue: usize) -> Result<(), FrontError> {
         if !self.rings[queue].notify(&self.ram)? {
-            self.kicks_suppressed += 1;
+            self.kicks_suppressed[queue] += 1;
         }
         Ok(())
     }
 
-    /// Kicks left out because the device's used ring said not to kick.
+    /// Kicks left out because the device's used ring said not to kick, on every queue.
     pub fn kicks_suppressed(&self) -> u64 {
-        self.kicks_suppressed
+        self.kicks_suppressed.iter().sum()
+    }
+
+    /// Kicks left out on `queue`.
+    pub fn kicks_suppressed_on(&self, queue: usize) -> u64 {
+        self.kicks_suppressed.get(queue).copied().unwrap_or(0)
     }
 
     /// The flags the device last wrote in `queue`'s used ring.
