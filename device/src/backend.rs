@@ -329,7 +329,6 @@ impl SndBackend {
         if inner.needs_reset[qi] {
             return;
         }
-
         if inner.card.queue_stopped(q) {
             // After a vring stop the frontend restores the ring where it was; a driver that
             // reset the device starts it again from 0.
@@ -420,7 +419,7 @@ impl SndBackend {
     fn settle_kicks(&self, inner: &mut Inner, mem: &GuestMemoryMmap<()>) {
         for q in [TX_QUEUE, EVENT_QUEUE] {
             let Some(vring) = inner.vrings.get(q as usize).cloned() else {
-                return;
+                continue;
             };
             // Twice at most: allowing kicks may take chains that let the card do without
             // again.
