@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use dsproxy_testfront::proto::*;
 use dsproxy_testfront::vring::VRING_USED_F_NO_NOTIFY;
 use dsproxy_testfront::{
-    play, play_many, signal, Daemon, FrontendOpts, PlayOpts, PlayStream, SndFrontend, TapReader,
+    play, play_many, signal, Daemon, FrontendOpts, PlayOpts, PlayReport, PlayStream, SndFrontend,
+    TapReader, Timing,
 };
 
 fn daemon(args: &[&str]) -> Daemon {
@@ -19,6 +20,17 @@ fn connect(d: &Daemon) -> SndFrontend {
         .unwrap_or_else(|e| panic!("connect: {e}\n{}", d.log_tail(30)))
 }
 
+/// The timing of a 1-second play in 4096-byte periods, which must have taken 0.9–1.3 s.
+fn about_one_second(rep: &PlayReport) -> Timing {
+    let t = rep.timing(4096).expect("completions");
+    assert!(
+        t.elapsed >= Duration::from_millis(900) && t.elapsed <= Duration::from_millis(1300),
+        "1 s of audio completed in {:?} ({t:?})",
+        t.elapsed
+    );
+    t
+}
+
 #[test]
 fn one_second_of_audio_takes_about_one_second() {
     let d = daemon(&[]);
@@ -28,12 +40,7 @@ fn one_second_of_audio_takes_about_one_second() {
     assert_eq!(fe.prepare(0).unwrap(), S_OK);
     let data = signal::lcg_bytes(1, 192_000);
     let rep = play(&mut fe, 0, &data, 4096).unwrap_or_else(|e| panic!("{e}\n{}", d.log_tail(30)));
-    let t = rep.timing(4096).unwrap();
-    assert!(
-        t.elapsed >= Duration::from_millis(900) && t.elapsed <= Duration::from_millis(1300),
-        "1 s of audio completed in {:?} ({t:?})",
-        t.elapsed
-    );
+    let t = about_one_second(&rep);
     // The first buffer is played a period after START, not at once.
     let first = rep.completions[0]
         .completed_at
@@ -354,12 +361,7 @@ fn at_real_time_the_device_wakes_once_per_period_not_twice() {
     // 1 s of audio in 47 periods, 4 in flight.
     let data = signal::lcg_bytes(12, 47 * 4096);
     let rep = play(&mut fe, 0, &data, 4096).unwrap_or_else(|e| panic!("{e}\n{}", d.log_tail(30)));
-    let t = rep.timing(4096).unwrap();
-    assert!(
-        t.elapsed >= Duration::from_millis(900) && t.elapsed <= Duration::from_millis(1300),
-        "1 s of audio completed in {:?} ({t:?})",
-        t.elapsed
-    );
+    about_one_second(&rep);
     assert!(rep.bad_statuses().is_empty());
     // 43 refills find three buffers queued; a busy machine may let a few run low. The
     // frontend keeps 16 event buffers posted and re-posts one per event.
