@@ -3,6 +3,7 @@
 //! inject buffers. Everything here is either atomic or behind a lock held for a few copies.
 
 use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -47,6 +48,17 @@ pub(super) const EVENTS_INFLIGHT_LIMIT: usize = 16 * 1024;
 /// [`crate::guest_poll::EPISODE_MAX_NS`]), which bounds the delay a reader sees.
 pub(super) const DEFERRED_WAKE_BYTES: usize = 64 * 1024;
 
+/// While every subscribed reader takes the stream in bulk (see [`Shared::bulk`]), the PCM
+/// the worker publishes before it wakes the tap thread itself: a quarter of a MiB, 1.4 s of
+/// 48 kHz S16 stereo, so an unpaced stream that runs at hundreds of MiB/s wakes the tap
+/// thread (and, through its sends, the reader) a few thousand times a second, not one
+/// period at a time.
+pub(super) const BULK_WAKE_BYTES: usize = 256 * 1024;
+
+/// While readers take the stream in bulk, the longest PCM waits before the tap thread takes
+/// it (its timer: [`Shared::bulk_timer_fd`]). What a file capture notices of the batching.
+pub(super) const BULK_DELAY_NS: i64 = 2_000_000;
+
 /// The smallest bound on PCM in flight between the worker and the tap thread.
 const MIN_INFLIGHT_LIMIT: usize = 16 << 20;
 
@@ -61,6 +73,17 @@ pub(super) struct Shared {
     deferring: AtomicBool,
     /// PCM bytes published since the last wake-up while deferring.
     deferred_bytes: AtomicUsize,
+    /// Every subscribed reader takes the stream in bulk: none is live (none is shown a gap
+    /// when it falls behind, so none is in a hurry) and the card runs unpaced for one of
+    /// them. The worker then wakes the tap thread per [`BULK_WAKE_BYTES`] and leaves the
+    /// rest to [`bulk_timer`](Self::bulk_timer): a file capture gets its audio in large
+    /// sends rather than a wake-up of three threads per 4 KiB period. Set by the tap thread.
+    pub bulk: AtomicBool,
+    /// PCM bytes published in bulk since the tap thread last took what was published.
+    bulk_pending: AtomicUsize,
+    /// A one-shot timerfd the worker arms for [`BULK_DELAY_NS`] when it publishes the first
+    /// bulk bytes after the tap thread has taken the last: it bounds how long they wait.
+    bulk_timer: OwnedFd,
     /// Tells the queue worker that a flag changed, a request or injected audio arrived.
     notifier: EventFd,
     /// Tap::shutdown asked the thread to stop.
@@ -100,6 +123,9 @@ impl Shared {
             wake_pending: AtomicBool::new(false),
             deferring: AtomicBool::new(false),
             deferred_bytes: AtomicUsize::new(0),
+            bulk: AtomicBool::new(false),
+            bulk_pending: AtomicUsize::new(0),
+            bulk_timer: new_timerfd()?,
             notifier: EventFd::new(EFD_NONBLOCK)?,
             stop: AtomicBool::new(false),
             connected: AtomicUsize::new(0),
@@ -125,6 +151,10 @@ impl Shared {
         &self.notifier
     }
 
+    pub fn bulk_timer_fd(&self) -> &OwnedFd {
+        &self.bulk_timer
+    }
+
     /// Wakes the tap thread unless a wake-up is already pending. The only syscall the
     /// worker's publish path makes, and at most once per tap-thread pass.
     pub fn wake_tap(&self) {
@@ -133,9 +163,23 @@ impl Shared {
         }
     }
 
-    /// The worker published `bytes` of PCM: wakes the tap thread, at once unless the worker
-    /// defers its wake-ups, in which case once [`DEFERRED_WAKE_BYTES`] have piled up.
+    /// The worker published `bytes` of PCM: wakes the tap thread, at once unless readers take
+    /// the stream in bulk (then per [`BULK_WAKE_BYTES`], the timer taking the rest) or the
+    /// worker defers its wake-ups (then per [`DEFERRED_WAKE_BYTES`]).
     pub fn wake_tap_for_pcm(&self, bytes: usize) {
+        if self.bulk.load(Ordering::Acquire) {
+            let before = self.bulk_pending.fetch_add(bytes, Ordering::AcqRel);
+            if before == 0 {
+                // The first since the tap thread took the last: what follows waits at most
+                // BULK_DELAY_NS. (Published just as the tap thread took the pending count,
+                // these bytes may already be on their way: the timer then finds nothing.)
+                self.arm_bulk_timer();
+            }
+            if before < BULK_WAKE_BYTES && before + bytes >= BULK_WAKE_BYTES {
+                self.wake_tap();
+            }
+            return;
+        }
         if self.deferring.load(Ordering::Acquire) {
             let piled = self.deferred_bytes.fetch_add(bytes, Ordering::AcqRel) + bytes;
             if piled < DEFERRED_WAKE_BYTES {
@@ -157,6 +201,41 @@ impl Shared {
         if self.deferred_bytes.swap(0, Ordering::AcqRel) > 0 {
             self.wake_tap();
         }
+    }
+
+    fn arm_bulk_timer(&self) {
+        let spec = libc::itimerspec {
+            it_interval: libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            },
+            it_value: libc::timespec {
+                tv_sec: 0,
+                tv_nsec: BULK_DELAY_NS as libc::c_long,
+            },
+        };
+        // SAFETY: the fd is ours; spec is a valid itimerspec; the old value is not asked for.
+        let r = unsafe {
+            libc::timerfd_settime(self.bulk_timer.as_raw_fd(), 0, &spec, std::ptr::null_mut())
+        };
+        if r < 0 {
+            // Cannot happen with a valid fd and spec; should it, wake the thread now rather
+            // than leave the audio waiting.
+            log::warn!(
+                "tap: cannot arm the bulk timer: {}",
+                io::Error::last_os_error()
+            );
+            self.wake_tap();
+        }
+    }
+
+    /// Tap thread, before it takes what the worker published: later bulk publishes start a
+    /// new batch (and arm the timer again). Consumes a timer expiry.
+    pub fn take_bulk(&self) {
+        self.bulk_pending.store(0, Ordering::Release);
+        let mut buf = [0u8; 8];
+        // SAFETY: reads at most 8 bytes into our buffer from our non-blocking timerfd.
+        let _ = unsafe { libc::read(self.bulk_timer.as_raw_fd(), buf.as_mut_ptr().cast(), 8) };
     }
 
     /// Wakes the tap thread unconditionally (shutdown).
@@ -269,4 +348,20 @@ impl Shared {
             Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
         }
     }
+}
+
+/// A non-blocking, one-shot CLOCK_MONOTONIC timerfd.
+fn new_timerfd() -> io::Result<OwnedFd> {
+    // SAFETY: plain syscall; the result is checked and owned below.
+    let fd = unsafe {
+        libc::timerfd_create(
+            libc::CLOCK_MONOTONIC,
+            libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh descriptor nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }

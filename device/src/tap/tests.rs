@@ -1427,3 +1427,129 @@ fn pcm_published_while_wakes_are_deferred_all_reaches_the_reader_in_order() {
     a.expect_pattern_up_to(offset);
     tap.shutdown();
 }
+
+/// Whether the bulk timer has fired (and its expiry not been taken).
+fn bulk_timer_fired(s: &shared::Shared) -> bool {
+    let mut pfd = libc::pollfd {
+        fd: std::os::fd::AsRawFd::as_raw_fd(s.bulk_timer_fd()),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd; waits at most 200 ms.
+    unsafe { libc::poll(&mut pfd, 1, 200) == 1 }
+}
+
+#[test]
+fn bulk_pcm_wakes_the_tap_thread_per_256_kib_and_leaves_the_rest_to_the_timer() {
+    let s = shared::Shared::new(4 << 20, 1 << 16).expect("shared");
+    s.bulk.store(true, Ordering::Release);
+    s.wake_tap_for_pcm(4096);
+    assert!(
+        !wake_written(&s),
+        "in bulk, one period does not wake the tap thread"
+    );
+    assert!(
+        bulk_timer_fired(&s),
+        "the first bulk bytes arm the timer, which fires within the bulk delay"
+    );
+    s.take_bulk();
+    assert!(
+        !bulk_timer_fired(&s),
+        "taking the batch consumes the expiry"
+    );
+    for _ in 0..63 {
+        s.wake_tap_for_pcm(4096);
+    }
+    assert!(!wake_written(&s), "252 KiB: no wake-up yet");
+    s.wake_tap_for_pcm(4096);
+    assert!(wake_written(&s), "256 KiB wake the tap thread at once");
+    s.take_wake();
+    s.wake_tap_for_pcm(4096);
+    assert!(
+        !wake_written(&s),
+        "one wake-up per batch: the next comes with the timer or the next 256 KiB"
+    );
+    s.take_bulk();
+    s.take_wake();
+    // Deferring for a poll (see guest_poll) changes nothing in bulk: the timer has the rest.
+    s.begin_deferring();
+    s.wake_tap_for_pcm(100);
+    s.end_deferring();
+    assert!(!wake_written(&s));
+    assert!(bulk_timer_fired(&s));
+    s.take_bulk();
+    s.bulk.store(false, Ordering::Release);
+    s.wake_tap_for_pcm(4096);
+    assert!(wake_written(&s), "out of bulk, every publish wakes again");
+}
+
+#[test]
+fn the_stream_goes_in_bulk_only_while_no_subscribed_reader_is_live_and_one_is_unpaced() {
+    let dir = TestDir::new();
+    let tap = start(&dir, 4 << 20, 1 << 16);
+    let h = tap.handle();
+    let bulk = || h.shared.bulk.load(Ordering::Acquire);
+    let mut paced = Client::connect(&dir.sock());
+    paced.subscribe(0, 0);
+    assert!(wait_until(|| h.has_readers()));
+    assert!(
+        !bulk(),
+        "paced: the card's clock sets the pace, wake-ups are one per period"
+    );
+    let mut file = Client::connect(&dir.sock());
+    file.subscribe(SUB_NO_PACING, 0);
+    assert!(wait_until(bulk), "unpaced, nobody live: bulk");
+    let mut live = Client::connect(&dir.sock());
+    live.subscribe(SUB_LIVE, 0);
+    assert!(
+        wait_until(|| !bulk()),
+        "a live reader gets every period at once"
+    );
+    drop(live);
+    assert!(wait_until(bulk));
+    drop(file);
+    assert!(wait_until(|| !bulk()), "the unpaced reader left");
+    drop(paced);
+    tap.shutdown();
+}
+
+#[test]
+fn a_reader_taking_the_stream_in_bulk_gets_a_lone_period_within_the_delay_and_all_in_order() {
+    let dir = TestDir::new();
+    let tap = start(&dir, 4 << 20, 1 << 16);
+    let h = tap.handle();
+    let mut a = Client::connect(&dir.sock());
+    a.subscribe(SUB_NO_PACING, 0);
+    assert!(wait_until(|| h.shared.bulk.load(Ordering::Acquire)));
+    h.publish(&params(0));
+    assert!(matches!(a.next(), Record::Params(_)));
+    // Far less than a batch: only the timer brings it out.
+    h.publish_pcm(0, 0, 0, &pattern_bytes(0, 1000));
+    let t = std::time::Instant::now();
+    a.expect_pattern_up_to(1000);
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "bulk PCM waited {:?}",
+        t.elapsed()
+    );
+    // More than a batch, in periods, then a remainder.
+    let mut offset = 1000u64;
+    for len in std::iter::repeat_n(4096usize, 100).chain([333]) {
+        h.publish_pcm(0, offset, offset, &pattern_bytes(offset, len));
+        offset += len as u64;
+    }
+    let mut next = 1000u64;
+    while next < offset {
+        match a.next() {
+            Record::Pcm {
+                offset: o, data, ..
+            } => {
+                assert_eq!(o, next);
+                check_pattern(o, &data);
+                next += data.len() as u64;
+            }
+            other => panic!("expected PCM, got {other:?}"),
+        }
+    }
+    tap.shutdown();
+}

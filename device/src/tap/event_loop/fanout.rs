@@ -179,6 +179,15 @@ impl TapLoop {
             .values()
             .any(|r| r.sub.is_some_and(|s| s.no_pacing()));
         let accept = !self.readers.values().any(|r| r.over);
+        // See Shared::bulk. Turning it off leaves nothing waiting: bytes published in bulk
+        // before have the timer armed for them.
+        let bulk = subscribed > 0
+            && no_pacing
+            && self
+                .readers
+                .values()
+                .all(|r| r.sub.is_none() || !r.is_live());
+        self.shared.bulk.store(bulk, Ordering::Release);
         let old_sub = self.shared.subscribed.swap(subscribed, Ordering::AcqRel);
         let old_np = self.shared.no_pacing.swap(no_pacing, Ordering::AcqRel);
         let old_acc = self.shared.accept.swap(accept, Ordering::AcqRel);

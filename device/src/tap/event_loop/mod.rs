@@ -155,6 +155,7 @@ impl TapLoop {
 
     fn on_wake(&mut self, ops: &mut EventOps) {
         self.shared.take_wake();
+        self.shared.take_bulk();
         if self.shared.stop.load(Ordering::Acquire) && self.stop_deadline.is_none() {
             self.begin_stop(ops);
             return;
@@ -283,7 +284,10 @@ fn socket_error(fd: RawFd) -> std::io::Error {
 
 impl MutEventSubscriber for TapLoop {
     fn init(&mut self, ops: &mut EventOps) {
-        let mut fds = vec![self.shared.wake_fd().as_raw_fd()];
+        let mut fds = vec![
+            self.shared.wake_fd().as_raw_fd(),
+            self.shared.bulk_timer_fd().as_raw_fd(),
+        ];
         fds.extend(self.unix.as_ref().map(|l| l.as_raw_fd()));
         fds.extend(self.tcp.as_ref().map(|l| l.as_raw_fd()));
         for fd in fds {
@@ -296,7 +300,10 @@ impl MutEventSubscriber for TapLoop {
     fn process(&mut self, events: Events, ops: &mut EventOps) {
         let fd = events.fd();
         let set = events.event_set();
-        if fd == self.shared.wake_fd().as_raw_fd() {
+        if fd == self.shared.wake_fd().as_raw_fd() || fd == self.shared.bulk_timer_fd().as_raw_fd()
+        {
+            // The bulk timer: PCM published in bulk has waited long enough (take_bulk, in
+            // on_wake, consumes the expiry).
             self.on_wake(ops);
         } else if self.unix.as_ref().is_some_and(|l| l.as_raw_fd() == fd) {
             self.on_listener(false, ops);
