@@ -22,7 +22,7 @@ use crate::session::{Flow, Session, SessionOptions, TICK};
 use crate::signals;
 use crate::source::qemu::QemuSource;
 use crate::source::tap::{SubscribeOptions, TapSource};
-use crate::source::{Backlog, Event, Source, SourceEvent};
+use crate::source::{Backlog, Batching, Event, Source, SourceEvent};
 use crate::watch::WatchOptions;
 
 /// Events in flight between the source's threads and the main loop.
@@ -107,6 +107,11 @@ pub fn run(cli: Cli) -> Result<(), ReaderError> {
             reopen_on_reset: cli.reopen,
         })
     });
+    let batching = if playback.is_some() {
+        Batching::PLAYING
+    } else {
+        Batching::BULK
+    };
     let source: Box<dyn Source> = match &cli.qmp {
         Some(qmp) => Box::new(QemuSource {
             qmp: qmp.clone(),
@@ -119,10 +124,11 @@ pub fn run(cli: Cli) -> Result<(), ReaderError> {
                 live: cli.live || mixer_only,
                 no_pacing: cli.no_pacing,
             },
+            read_buffer: batching.read_buffer,
         }),
     };
 
-    let backlog = Backlog::new();
+    let backlog = Backlog::new(batching.backlog_limit);
     let mut connector = Connector::new(
         source,
         cli.reconnect,

@@ -89,7 +89,7 @@ impl Outbox {
     }
 }
 
-/// What a batch of records weighs against [`Backlog::LIMIT`]: its audio, and a byte for
+/// What a batch of records weighs against the [`Backlog`]'s limit: its audio, and a byte for
 /// any other record.
 pub fn batch_bytes(records: &[Record]) -> usize {
     records
@@ -119,17 +119,47 @@ pub struct Backlog {
     /// Bytes handed over and not yet handled; whether the source thread waits for room.
     state: Mutex<(usize, bool)>,
     room: Condvar,
+    limit: usize,
 }
 
-impl Backlog {
+/// How much the source reads and hands over at once: in small steps while audio plays on
+/// the host, whose sink pushes back on the guest through what waits here; in large ones
+/// when it only goes to files, stdout and logs, where each hand-off (a thread wake-up on
+/// either side) costs more than the memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Batching {
+    /// Bytes read from the socket at once.
+    pub read_buffer: usize,
     /// Payload bytes the main loop may have waiting (with the read buffer and the socket's
     /// own, what a sink that stops taking audio lets through before the device is held).
-    pub const LIMIT: usize = 32 * 1024;
+    pub backlog_limit: usize,
+}
 
-    pub fn new() -> Arc<Backlog> {
+impl Batching {
+    /// Audio plays on the host.
+    pub const PLAYING: Batching = Batching {
+        read_buffer: 32 * 1024,
+        backlog_limit: 32 * 1024,
+    };
+    /// Nothing plays on the host: up to 1.4 s of 48 kHz S16 stereo per read.
+    pub const BULK: Batching = Batching {
+        read_buffer: 256 * 1024,
+        backlog_limit: 512 * 1024,
+    };
+}
+
+// The backlog takes at least one whole read, so a full read never waits on itself.
+const _: () = assert!(
+    Batching::PLAYING.backlog_limit >= Batching::PLAYING.read_buffer
+        && Batching::BULK.backlog_limit >= Batching::BULK.read_buffer
+);
+
+impl Backlog {
+    pub fn new(limit: usize) -> Arc<Backlog> {
         Arc::new(Backlog {
             state: Mutex::new((0, false)),
             room: Condvar::new(),
+            limit,
         })
     }
 
@@ -137,7 +167,7 @@ impl Backlog {
     /// larger than the limit goes alone).
     fn take(&self, n: usize) {
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        while s.0 > 0 && s.0 + n > Self::LIMIT {
+        while s.0 > 0 && s.0 + n > self.limit {
             s.1 = true;
             s = self.room.wait(s).unwrap_or_else(|p| p.into_inner());
         }
@@ -202,4 +232,37 @@ pub trait Source {
     /// Whether an attach failure is worth retrying with `--reconnect` (the peer is not
     /// there yet), as opposed to a refusal of the options.
     fn retryable(&self, e: &ReaderError) -> bool;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    #[test]
+    fn the_backlog_holds_the_source_only_beyond_its_limit() {
+        let b = Backlog::new(64 * 1024);
+        b.take(32 * 1024);
+        b.take(32 * 1024);
+        let (tx, rx) = mpsc::channel();
+        let b2 = Arc::clone(&b);
+        let t = std::thread::spawn(move || {
+            b2.take(1);
+            tx.send(()).expect("test alive");
+        });
+        assert!(
+            rx.recv_timeout(Duration::from_millis(100)).is_err(),
+            "a byte over the limit waits for the main loop"
+        );
+        b.release(32 * 1024);
+        rx.recv_timeout(Duration::from_secs(5))
+            .expect("room again: the source goes on");
+        t.join().expect("source thread");
+        // A batch larger than the whole limit still goes, alone.
+        let c = Backlog::new(1024);
+        c.take(256 * 1024);
+        c.release(256 * 1024);
+        c.take(256 * 1024);
+    }
 }

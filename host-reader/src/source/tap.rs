@@ -18,8 +18,6 @@ use crate::error::ReaderError;
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a TCP connect may take per address.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Bytes read from the socket at once: many records per read when the device sends fast.
-const READ_BUFFER: usize = 32 * 1024;
 
 /// Reads the tap's records through one buffer (from HELLO on, so nothing read ahead is lost).
 pub type TapReader = RecordReader<BufReader<TapStream>>;
@@ -112,6 +110,9 @@ impl Link for TapStream {
 pub struct TapSource {
     pub target: Target,
     pub sub: SubscribeOptions,
+    /// Bytes read from the socket at once: many records per read when the device sends fast
+    /// ([`Batching::read_buffer`](super::Batching)).
+    pub read_buffer: usize,
 }
 
 impl Source for TapSource {
@@ -124,7 +125,7 @@ impl Source for TapSource {
             hello,
             reader,
             control,
-        } = subscribe(&self.target, self.sub, plan)?;
+        } = subscribe(&self.target, self.sub, self.read_buffer, plan)?;
         let outlet = control.try_clone().map_err(|e| ReaderError::Handshake {
             target: self.target(),
             why: e.to_string(),
@@ -251,6 +252,7 @@ pub fn connect(target: &Target) -> Result<TapStream, ReaderError> {
 pub fn subscribe(
     target: &Target,
     opts: SubscribeOptions,
+    read_buffer: usize,
     choose: &mut Plan<'_>,
 ) -> Result<Subscribed, ReaderError> {
     let stream = connect(target)?;
@@ -262,7 +264,7 @@ pub fn subscribe(
         .set_read_timeout(Some(HELLO_TIMEOUT))
         .map_err(|e| handshake(e.to_string()))?;
     let control = stream.try_clone().map_err(|e| handshake(e.to_string()))?;
-    let mut reader = RecordReader::new(BufReader::with_capacity(READ_BUFFER, stream));
+    let mut reader = RecordReader::new(BufReader::with_capacity(read_buffer, stream));
     let hello = match reader.next_record() {
         Ok(Some(Record::Hello(h))) => h,
         Ok(Some(other)) => {
@@ -310,6 +312,7 @@ pub fn subscribe(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::source::Batching;
     use std::os::unix::net::UnixListener;
 
     fn tmp_sock(name: &str) -> std::path::PathBuf {
@@ -327,6 +330,7 @@ mod tests {
         let e = subscribe(
             &Target::Unix(p.clone()),
             SubscribeOptions::default(),
+            Batching::PLAYING.read_buffer,
             &mut |_| Ok(0),
         )
         .err()
@@ -347,6 +351,7 @@ mod tests {
         let e = subscribe(
             &Target::Unix(p.clone()),
             SubscribeOptions::default(),
+            Batching::PLAYING.read_buffer,
             &mut |_| Ok(0),
         )
         .err()
@@ -378,7 +383,7 @@ mod tests {
             live: true,
             no_pacing: true,
         };
-        let a = subscribe(&Target::Unix(p.clone()), opts, &mut |h| {
+        let a = subscribe(&Target::Unix(p.clone()), opts, 4096, &mut |h| {
             assert_eq!(h.name, "x");
             Ok(0b101)
         })
