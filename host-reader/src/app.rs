@@ -27,6 +27,10 @@ use crate::watch::WatchOptions;
 
 /// Events in flight between the source's threads and the main loop.
 const QUEUE_DEPTH: usize = 16;
+/// After a signal, how long the records already received may take to be written, and the
+/// longest pause between two hand-offs of them (see `take_what_arrived`).
+const LAST_RECORDS_WAIT: Duration = Duration::from_secs(2);
+const LAST_RECORDS_PAUSE: Duration = Duration::from_millis(100);
 
 /// Runs the reader until a clean end (`Ok`) or an error.
 pub fn run(cli: Cli) -> Result<(), ReaderError> {
@@ -178,6 +182,9 @@ pub fn run(cli: Cli) -> Result<(), ReaderError> {
         }
     };
 
+    if result.is_ok() && stop.load(Ordering::SeqCst) {
+        take_what_arrived(&rx, &mut session, &connector, &backlog);
+    }
     let finished = session.finish(result.is_ok());
     connector.shutdown();
     // Files first, the device let go; then, unless Ctrl-C or SIGTERM asked to stop now, the
@@ -194,6 +201,57 @@ pub fn run(cli: Cli) -> Result<(), ReaderError> {
         )?);
     }
     Ok(())
+}
+
+/// After Ctrl-C or SIGTERM: the records the reader had already taken from the device (read
+/// from the socket, or waiting in it) go into the files as well, rather than being dropped
+/// with the process (up to a read buffer and a backlog of audio). The connection is shut
+/// first, so the device sends nothing new and the source's thread ends once it has handed
+/// over the rest; a second signal still ends the process at once.
+fn take_what_arrived(
+    rx: &mpsc::Receiver<Event>,
+    session: &mut Session,
+    connector: &Connector,
+    backlog: &Backlog,
+) {
+    connector.hang_up();
+    let deadline = std::time::Instant::now() + LAST_RECORDS_WAIT;
+    let mut taken = 0usize;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        // A source whose thread ends without a word (QEMU's, told to stop) costs this
+        // pause, no more.
+        let Ok(ev) = rx.recv_timeout(left.min(LAST_RECORDS_PAUSE)) else {
+            break;
+        };
+        let Event::Source { conn, event } = ev else {
+            continue;
+        };
+        let handled = event.backlog_bytes();
+        let records = match event {
+            _ if !connector.is_current(conn) => Vec::new(),
+            SourceEvent::Record(rec) => vec![rec],
+            SourceEvent::Records { records, .. } => records,
+            SourceEvent::Card(hello) => {
+                session.card_changed(&hello);
+                Vec::new()
+            }
+            // The thread has handed over everything.
+            SourceEvent::Closed(_) => break,
+        };
+        backlog.release(handled);
+        for rec in records {
+            match session.handle(rec) {
+                Ok(Flow::Continue) => taken += 1,
+                Ok(Flow::Done) => return,
+                Err(e) => {
+                    log::warn!("after the signal: {e}");
+                    return;
+                }
+            }
+        }
+    }
+    log::debug!("after the signal: {taken} records already received were written");
 }
 
 /// A verdict as the run's result: a mismatch exits with its own status.

@@ -151,6 +151,14 @@ impl Connector {
     }
 
     /// Ends the current connection, if any.
+    /// Shuts the current connection without forgetting it: its thread hands over what it
+    /// had read (and what the socket still held), then reports it closed.
+    pub fn hang_up(&self) {
+        if let Some(l) = &self.current {
+            l.shutdown();
+        }
+    }
+
     pub fn shutdown(&mut self) {
         if let Some(l) = self.current.take() {
             l.shutdown();

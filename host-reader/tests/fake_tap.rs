@@ -3,6 +3,8 @@
 mod common;
 
 use std::io::Read;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
@@ -918,4 +920,60 @@ fn records_for_streams_the_card_did_not_list_are_ignored() {
     assert!(f.status.success(), "{}", f.stderr);
     assert_eq!(wav_data(&out), a);
     assert!(!dev.dir.join("out.1.wav").exists());
+}
+
+#[test]
+fn a_signal_still_writes_the_audio_already_received() {
+    let dev = FakeDevice::new("sigtake");
+    let out = dev.dir.join("out.pcm");
+    // stdout is not read until after the signal: the main loop blocks on it, with records
+    // received from the socket (and more waiting in it) not yet written.
+    let (r, mut stdout) =
+        Reader::without_stdout_thread(&["-u", s(&dev.sock), "-x", "-s", "-f", s(&out)]);
+    let (mut c, _) = dev.accept_subscribed(&hello());
+    c.send(&Record::SnapshotEnd);
+    c.send(&params(0, PcmFormat::S16, 48000, 2, 4096));
+    c.send_all(&[prepare(0), start(0)]);
+    let audio = noise(11, 4096 * 1024);
+    let sent = Arc::new(AtomicUsize::new(0));
+    let sender = {
+        let (audio, sent) = (audio.clone(), Arc::clone(&sent));
+        std::thread::spawn(move || {
+            for (i, ch) in audio.chunks(4096).enumerate() {
+                if c.try_send(&pcm(0, i as u64 * 4096, ch)).is_err() {
+                    break;
+                }
+                sent.fetch_add(ch.len(), Ordering::SeqCst);
+            }
+            c
+        })
+    };
+    // Until the sender is held: the pipe, the reader's buffers and the socket are full.
+    let mut last = usize::MAX;
+    wait_until("the reader to stop taking audio", || {
+        std::thread::sleep(Duration::from_millis(300));
+        let now = sent.load(Ordering::SeqCst);
+        std::mem::replace(&mut last, now) == now
+    });
+    assert!(last > 256 * 1024 && last < audio.len(), "{last} bytes sent");
+    r.signal(libc::SIGINT);
+    std::thread::sleep(Duration::from_millis(200));
+    let drain = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = stdout.read_to_end(&mut v);
+        v
+    });
+    let f = r.finish();
+    assert_eq!(f.status.code(), Some(0), "{}", f.stderr);
+    let _c = sender.join().expect("sender");
+    let taken = sent.load(Ordering::SeqCst);
+    let file = std::fs::read(&out).unwrap();
+    assert_eq!(
+        file.len(),
+        taken,
+        "every record sent before the signal is in the file ({} of {taken} bytes)",
+        file.len()
+    );
+    assert_eq!(file, audio[..taken]);
+    assert_eq!(drain.join().expect("stdout"), file);
 }
