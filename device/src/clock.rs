@@ -223,21 +223,28 @@ pub struct MonotonicTimer {
     armed: Option<u64>,
 }
 
+/// A non-blocking CLOCK_MONOTONIC timerfd, disarmed.
+pub fn monotonic_timerfd() -> io::Result<OwnedFd> {
+    // SAFETY: plain syscall; the result is checked and owned below.
+    let fd = unsafe {
+        libc::timerfd_create(
+            libc::CLOCK_MONOTONIC,
+            libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh descriptor nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 impl MonotonicTimer {
     pub fn new() -> io::Result<MonotonicTimer> {
-        // SAFETY: plain syscall; the result is checked and owned below.
-        let fd = unsafe {
-            libc::timerfd_create(
-                libc::CLOCK_MONOTONIC,
-                libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: fd is a fresh descriptor nobody else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        Ok(MonotonicTimer { fd, armed: None })
+        Ok(MonotonicTimer {
+            fd: monotonic_timerfd()?,
+            armed: None,
+        })
     }
 
     /// Arms the timer to fire at `deadline_ns` (CLOCK_MONOTONIC), or disarms it with None.

@@ -3,7 +3,7 @@
 //! inject buffers. Everything here is either atomic or behind a lock held for a few copies.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -125,7 +125,7 @@ impl Shared {
             deferred_bytes: AtomicUsize::new(0),
             bulk: AtomicBool::new(false),
             bulk_pending: AtomicUsize::new(0),
-            bulk_timer: new_timerfd()?,
+            bulk_timer: crate::clock::monotonic_timerfd()?,
             notifier: EventFd::new(EFD_NONBLOCK)?,
             stop: AtomicBool::new(false),
             connected: AtomicUsize::new(0),
@@ -348,20 +348,4 @@ impl Shared {
             Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
         }
     }
-}
-
-/// A non-blocking, one-shot CLOCK_MONOTONIC timerfd.
-fn new_timerfd() -> io::Result<OwnedFd> {
-    // SAFETY: plain syscall; the result is checked and owned below.
-    let fd = unsafe {
-        libc::timerfd_create(
-            libc::CLOCK_MONOTONIC,
-            libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fd is a fresh descriptor nobody else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
