@@ -293,7 +293,8 @@ impl CaptureWatch {
         let s = self.streams.entry(stream).or_default();
         let shape = s.shape;
         if let Some((path, after)) = file {
-            if s.file.as_deref() != Some(path) {
+            // The bytes, not Path's component-wise comparison: this runs per record.
+            if s.file.as_deref().map(Path::as_os_str) != Some(path.as_os_str()) {
                 s.files += 1;
                 s.file = Some(path.to_path_buf());
                 self.log.segment_started(stream, path, s.files, shape);
@@ -302,8 +303,8 @@ impl CaptureWatch {
             s.file_bytes = after;
             if let Wrote::Fill(n) = what {
                 let ns = shape
-                    .and_then(|sh| sh.byte_rate())
-                    .map(|br| (n as u128 * 1_000_000_000 / br.max(1) as u128) as u64);
+                    .and_then(|sh| sh.bytes_to_ns(n))
+                    .map(|ns| u64::try_from(ns).unwrap_or(u64::MAX));
                 self.gaps += 1;
                 self.log.mark(
                     stream,
