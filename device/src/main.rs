@@ -58,6 +58,7 @@ fn run(cli: &Cli) -> Result<(), DeviceError> {
         hello: cfg.hello(0),
         high_water: cli.high_water,
         inject_limit: cli.inject_limit,
+        unpaced: cfg.pacing == dsproxy_device::config::Pacing::None,
     })?;
     let mut listener = match Listener::new(&cli.socket, true) {
         Ok(l) => l,

@@ -24,6 +24,7 @@ fn a_reader_vanishing_mid_write_does_not_raise_sigpipe() {
         unix_path: path.clone(),
         tcp: None,
         tcp_control: false,
+        unpaced: false,
         hello: Hello {
             version: PROTOCOL_VERSION,
             time_ns: 0,

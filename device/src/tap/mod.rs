@@ -65,6 +65,10 @@ pub struct TapConfig {
     /// Bytes of injected audio buffered per input stream before the tap stops reading
     /// INJECT records from the reader (TCP/unix flow control then slows the reader down).
     pub inject_limit: usize,
+    /// The card runs without pacing whatever readers ask (`--pacing none`): PCM may go to
+    /// readers that are not live in bulk (see `shared::Shared::bulk`) even when none of them
+    /// asked for SUB_NO_PACING.
+    pub unpaced: bool,
 }
 
 /// What a TCP reader is told (a NOTICE, level error) when it sends SET_CONTROL or INJECT to a
@@ -131,6 +135,7 @@ impl Tap {
         let mut tap_loop =
             event_loop::TapLoop::new(Arc::clone(&shared), rx, Some(unix), tcp, cfg.hello);
         tap_loop.set_tcp_control(cfg.tcp_control);
+        tap_loop.set_card_unpaced(cfg.unpaced);
         let id = em.add_subscriber(tap_loop);
         let init_error = em
             .subscriber_mut(id)

@@ -94,6 +94,7 @@ fn config(dir: &TestDir, high_water: usize, inject_limit: usize) -> TapConfig {
         hello: test_hello(),
         high_water,
         inject_limit,
+        unpaced: false,
     }
 }
 
@@ -1551,5 +1552,33 @@ fn a_reader_taking_the_stream_in_bulk_gets_a_lone_period_within_the_delay_and_al
             other => panic!("expected PCM, got {other:?}"),
         }
     }
+    tap.shutdown();
+}
+
+#[test]
+fn on_a_card_unpaced_by_its_own_setting_readers_that_are_not_live_take_the_stream_in_bulk() {
+    let dir = TestDir::new();
+    let tap = Tap::start(TapConfig {
+        unpaced: true,
+        ..config(&dir, 4 << 20, 1 << 16)
+    })
+    .expect("tap starts");
+    let h = tap.handle();
+    let bulk = || h.shared.bulk.load(Ordering::Acquire);
+    let mut file = Client::connect(&dir.sock());
+    file.subscribe(0, 0);
+    assert!(
+        wait_until(bulk),
+        "--pacing none: no reader needs to ask for it"
+    );
+    let mut live = Client::connect(&dir.sock());
+    live.subscribe(SUB_LIVE, 0);
+    assert!(wait_until(|| !bulk()));
+    drop(live);
+    assert!(wait_until(bulk));
+    h.publish(&params(0));
+    assert!(matches!(file.next(), Record::Params(_)));
+    h.publish_pcm(0, 0, 0, &pattern_bytes(0, 1000));
+    file.expect_pattern_up_to(1000);
     tap.shutdown();
 }

@@ -182,7 +182,7 @@ impl TapLoop {
         // See Shared::bulk. Turning it off leaves nothing waiting: bytes published in bulk
         // before have the timer armed for them.
         let bulk = subscribed > 0
-            && no_pacing
+            && (no_pacing || self.card_unpaced)
             && self
                 .readers
                 .values()

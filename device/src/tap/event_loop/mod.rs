@@ -59,6 +59,8 @@ pub(super) struct TapLoop {
     tcp_control: bool,
     /// Lines about dropped records ([`Item::Lost`]), a few a second.
     lost_lines: crate::reject_log::LineBudget,
+    /// See [`super::TapConfig::unpaced`].
+    card_unpaced: bool,
 }
 
 impl TapLoop {
@@ -87,6 +89,7 @@ impl TapLoop {
             init_error: None,
             tcp_control: false,
             lost_lines: Default::default(),
+            card_unpaced: false,
         };
         lp.set_hello(hello);
         lp
@@ -94,6 +97,10 @@ impl TapLoop {
 
     pub fn set_tcp_control(&mut self, allowed: bool) {
         self.tcp_control = allowed;
+    }
+
+    pub fn set_card_unpaced(&mut self, unpaced: bool) {
+        self.card_unpaced = unpaced;
     }
 
     pub fn take_init_error(&mut self) -> Option<String> {
