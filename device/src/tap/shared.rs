@@ -74,8 +74,8 @@ pub(super) struct Shared {
     /// PCM bytes published since the last wake-up while deferring.
     deferred_bytes: AtomicUsize,
     /// Every subscribed reader takes the stream in bulk: none is live (none is shown a gap
-    /// when it falls behind, so none is in a hurry) and the card runs unpaced for one of
-    /// them. The worker then wakes the tap thread per [`BULK_WAKE_BYTES`] and leaves the
+    /// when it falls behind, so none is in a hurry) and the card runs unpaced (`--pacing
+    /// none`, or a reader asked for SUB_NO_PACING). The worker then wakes the tap thread per [`BULK_WAKE_BYTES`] and leaves the
     /// rest to [`bulk_timer`](Self::bulk_timer): a file capture gets its audio in large
     /// sends rather than a wake-up of three threads per 4 KiB period. Set by the tap thread.
     pub bulk: AtomicBool,
