@@ -165,7 +165,12 @@ impl<S: Read + Write> Client<S> {
     /// Reads PCM records from offset 0 up to `end`: each follows the last and carries the
     /// test pattern; anything else fails.
     fn expect_pattern_up_to(&mut self, end: u64) {
-        let mut next = 0u64;
+        self.expect_pattern_from(0, end);
+    }
+
+    /// [`expect_pattern_up_to`](Self::expect_pattern_up_to), from offset `from` on.
+    fn expect_pattern_from(&mut self, from: u64, end: u64) {
+        let mut next = from;
         while next < end {
             match self.next() {
                 Record::Pcm {
@@ -1369,15 +1374,20 @@ fn publish_pcm_with_stops_at_the_first_fill_error() {
     tap.shutdown();
 }
 
-/// Whether the tap thread's wake-up eventfd has been written (and not yet read).
-fn wake_written(s: &shared::Shared) -> bool {
+/// Whether `fd` becomes readable within `timeout_ms`.
+fn readable(fd: &impl std::os::fd::AsRawFd, timeout_ms: i32) -> bool {
     let mut pfd = libc::pollfd {
-        fd: std::os::fd::AsRawFd::as_raw_fd(s.wake_fd()),
+        fd: fd.as_raw_fd(),
         events: libc::POLLIN,
         revents: 0,
     };
-    // SAFETY: one valid pollfd, no timeout.
-    unsafe { libc::poll(&mut pfd, 1, 0) == 1 }
+    // SAFETY: one valid pollfd.
+    unsafe { libc::poll(&mut pfd, 1, timeout_ms) == 1 }
+}
+
+/// Whether the tap thread's wake-up eventfd has been written (and not yet read).
+fn wake_written(s: &shared::Shared) -> bool {
+    readable(s.wake_fd(), 0)
 }
 
 #[test]
@@ -1429,15 +1439,9 @@ fn pcm_published_while_wakes_are_deferred_all_reaches_the_reader_in_order() {
     tap.shutdown();
 }
 
-/// Whether the bulk timer has fired (and its expiry not been taken).
+/// Whether the bulk timer fires within 200 ms (or has fired, its expiry not taken).
 fn bulk_timer_fired(s: &shared::Shared) -> bool {
-    let mut pfd = libc::pollfd {
-        fd: std::os::fd::AsRawFd::as_raw_fd(s.bulk_timer_fd()),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd; waits at most 200 ms.
-    unsafe { libc::poll(&mut pfd, 1, 200) == 1 }
+    readable(s.bulk_timer_fd(), 200)
 }
 
 #[test]
@@ -1539,19 +1543,7 @@ fn a_reader_taking_the_stream_in_bulk_gets_a_lone_period_within_the_delay_and_al
         h.publish_pcm(0, offset, offset, &pattern_bytes(offset, len));
         offset += len as u64;
     }
-    let mut next = 1000u64;
-    while next < offset {
-        match a.next() {
-            Record::Pcm {
-                offset: o, data, ..
-            } => {
-                assert_eq!(o, next);
-                check_pattern(o, &data);
-                next += data.len() as u64;
-            }
-            other => panic!("expected PCM, got {other:?}"),
-        }
-    }
+    a.expect_pattern_from(1000, offset);
     tap.shutdown();
 }
 
