@@ -150,7 +150,6 @@ impl Connector {
         }
     }
 
-    /// Ends the current connection, if any.
     /// Shuts the current connection without forgetting it: its thread hands over what it
     /// had read (and what the socket still held), then reports it closed.
     pub fn hang_up(&self) {
@@ -159,6 +158,7 @@ impl Connector {
         }
     }
 
+    /// Ends the current connection, if any.
     pub fn shutdown(&mut self) {
         if let Some(l) = self.current.take() {
             l.shutdown();

@@ -8,8 +8,9 @@
 //! shared buffer, push it onto a lock-free channel and wake the tap thread with at most one
 //! eventfd write per tap-thread pass. While no subscribed reader is live and the card runs
 //! unpaced, PCM goes in bulk: one wake-up per 256 KiB, a timer the worker arms bringing out
-//! the rest within 2 ms (see `shared::Shared::bulk`). Everything else (the state mirror, fan-out to readers,
-//! per-reader byte accounting, GAP records for live readers) happens on the tap thread.
+//! the rest within 2 ms (see `shared::Shared::bulk`). Everything else (the state mirror,
+//! fan-out to readers, per-reader byte accounting, GAP records for live readers) happens on
+//! the tap thread.
 //!
 //! Files: `card_tap` (the card's `CardTap` over a `TapHandle`), `listener` (sockets), `conn`
 //! (one reader: queues, non-blocking I/O, request decoding, gap runs), `mirror` (state mirror
